@@ -1,0 +1,162 @@
+"""connbench: one entry point, with subcommands. Exit codes: 0 ok, 1 a cell or check failed,
+2 bad input (nothing was started), 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from connbench import scenario as sc
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _err(console: Console, msg: str) -> None:
+    console.print(f"[bold red]connbench:[/bold red] {msg}", highlight=False, soft_wrap=True)
+
+
+def _load(path: str) -> sc.Scenario:
+    return sc.load(Path(path))
+
+
+def cmd_list(args, console: Console) -> int:
+    scen = _load(args.scenario)
+    table = Table(title=f"{scen.meta.name}: {len(scen.cells)} cells ({scen.path})")
+    table.add_column("cell id")
+    axes = list(scen.axes)
+    for a in axes:
+        table.add_column(a)
+    table.add_column("predicted conns")
+    table.add_column("basis", overflow="fold")
+    for cell in scen.cells:
+        p = sc.predict(cell.knobs)
+        pred = "?" if p["connections"] is None else str(p["connections"])
+        if p["pgbouncer_server_max"] is not None:
+            pred += f" (server <= {p['pgbouncer_server_max']})"
+        table.add_row(cell.cell_id, *[str(cell.axes.get(a)) for a in axes], pred, p["basis"])
+    Console().print(table)
+    for p in scen.pruned:
+        console.print(f"pruned {p.axes}: {p.reason}", highlight=False)
+    return EXIT_OK
+
+
+def cmd_validate(args, console: Console) -> int:
+    scen = _load(args.scenario)
+    console.print(f"{scen.path}: ok, {len(scen.cells)} cells, {len(scen.pruned)} pruned")
+    return EXIT_OK
+
+
+def cmd_run(args, console: Console) -> int:
+    from connbench.matrix import MatrixRunner, new_run_id
+
+    scen = _load(args.scenario)  # every scenario error surfaces here, before anything starts
+    if args.resume:
+        run_dir = Path(args.resume)
+    else:
+        run_dir = Path(args.run_dir) if args.run_dir else Path(args.reports) / new_run_id(scen)
+    runner = MatrixRunner(scen, run_dir, resume=bool(args.resume), console=console,
+                          sample_interval=args.sample_interval, locust_processes=args.locust_processes,
+                          argv=sys.argv)
+    console.print(f"run {run_dir}: {len(scen.cells)} cells of {scen.meta.name}")
+    code = runner.run()
+    if not args.no_report:
+        code = max(code, _report(run_dir, console))
+    return code
+
+
+def _report(run_dir: Path, console: Console) -> int:
+    try:
+        from analysis.report import build_report
+    except ImportError as e:  # analysis not installed: the raw files are still there
+        _err(console, f"report not built ({e}); raw results are in {run_dir}")
+        return EXIT_FAILED
+    path = build_report(run_dir)
+    console.print(f"report: {path.resolve()}")
+    print(path.resolve())
+    return EXIT_OK
+
+
+def cmd_report(args, console: Console) -> int:
+    return _report(Path(args.run_dir), console)
+
+
+def cmd_compare(args, console: Console) -> int:
+    from analysis.compare import compare
+
+    out = compare(Path(args.run_a), Path(args.run_b), threshold=args.threshold, fmt=args.format)
+    print(out)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="connbench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run every cell of a scenario and build the report")
+    r.add_argument("scenario", help="scenario TOML file, e.g. scenarios/quick.toml")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a run: skip completed cells, rerun the rest")
+    r.add_argument("--run-dir", help="where to write the run (default: REPORTS/<timestamp>-<name>)")
+    r.add_argument("--reports", default="reports", help="output root (default: reports)")
+    r.add_argument("--sample-interval", type=float, default=0.1, help="sampler period in seconds (default 0.1)")
+    r.add_argument("--locust-processes", type=int, default=1, help="Locust generator processes (default 1)")
+    r.add_argument("--no-report", action="store_true", help="skip building the HTML report")
+    r.set_defaults(func=cmd_run)
+
+    for name, func, helptext in (("list", cmd_list, "print the cells a scenario expands into"),
+                                 ("validate", cmd_validate, "check a scenario file")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("scenario")
+        s.set_defaults(func=func)
+
+    rep = sub.add_parser("report", help="rebuild summary, charts and index.html from a run's raw files")
+    rep.add_argument("run_dir")
+    rep.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="compare two runs cell by cell")
+    c.add_argument("run_a")
+    c.add_argument("run_b")
+    c.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
+    c.add_argument("--threshold", type=float, default=0.05, help="smallest relative change that counts")
+    c.set_defaults(func=cmd_compare)
+    return p
+
+
+def _sigterm(*_a):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console(stderr=True)
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)  # same clean stop as Ctrl-C
+    try:
+        return args.func(args, console)
+    except sc.ScenarioError as e:
+        _err(console, str(e))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err(console, "interrupted; every process the harness started has been stopped")
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - last resort: an actionable line, not a traceback
+        from connbench.matrix import RunError
+
+        if isinstance(e, RunError):
+            _err(console, str(e))
+            return EXIT_USAGE
+        try:
+            from analysis import AnalysisError
+        except ImportError:
+            AnalysisError = ()  # noqa: N806
+        if AnalysisError and isinstance(e, AnalysisError):
+            _err(console, str(e))
+            return EXIT_USAGE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

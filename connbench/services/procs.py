@@ -1,0 +1,214 @@
+"""Child processes the harness owns: each in its own process group, recorded on disk.
+
+Every process is started with start_new_session=True so one killpg stops it and all of its
+children (gunicorn workers, postgres backends, locust's forks). The groups are also written
+to the run's pids.json, so a harness killed with SIGKILL can be cleaned up by the next
+`--resume` (see cleanup_recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+SERVICE_USER = "connbench"
+
+
+class ServiceError(RuntimeError):
+    """A real component failed to start or misbehaved; the message says which and where its log is."""
+
+
+@dataclass(frozen=True)
+class RunAs:
+    uid: int
+    gid: int
+    name: str
+
+
+def service_user() -> RunAs | None:
+    """PostgreSQL and PgBouncer refuse to run as root: as root, use an unprivileged system user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pw = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True,
+            capture_output=True,
+        )
+        pw = pwd.getpwnam(SERVICE_USER)
+    return RunAs(pw.pw_uid, pw.pw_gid, SERVICE_USER)
+
+
+def chown_tree(path: Path, who: RunAs | None) -> None:
+    if who is None:
+        return
+    for root, dirs, files in os.walk(path):
+        os.chown(root, who.uid, who.gid)
+        for name in files + dirs:
+            os.chown(os.path.join(root, name), who.uid, who.gid, follow_symlinks=False)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(f"{what} exited with code {proc.returncode} before listening on port {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise ServiceError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+class Supervisor:
+    """Starts and stops every child process of a run; nothing it started outlives it."""
+
+    def __init__(self, pids_file: Path | None = None):
+        self.pids_file = pids_file
+        self._procs: dict[int, tuple[str, subprocess.Popen, object]] = {}
+        self._lock = threading.Lock()
+
+    def spawn(
+        self,
+        name: str,
+        cmd: list[str],
+        *,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        user: RunAs | None = None,
+    ) -> subprocess.Popen:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(log, "ab")
+        kwargs: dict = {}
+        if user is not None:
+            kwargs.update(user=user.uid, group=user.gid, extra_groups=[])
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            **kwargs,
+        )
+        with self._lock:
+            self._procs[proc.pid] = (name, proc, fh)
+            self._record()
+        return proc
+
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Signal the process group, wait, then SIGKILL whatever is left of the group."""
+        pgid = proc.pid
+        if proc.poll() is None:
+            _killpg(pgid, sig)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        _killpg(pgid, signal.SIGKILL)  # children that outlived their leader
+        _wait_group_gone(pgid, 5.0)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        with self._lock:
+            entry = self._procs.pop(proc.pid, None)
+            if entry:
+                entry[2].close()
+            self._record()
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        with self._lock:
+            procs = [p for _, p, _ in self._procs.values()]
+        for proc in reversed(procs):
+            self.stop(proc, timeout=5.0)
+
+    def running(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return [(n, p.pid) for n, p, _ in self._procs.values() if p.poll() is None]
+
+    def _record(self) -> None:
+        if self.pids_file is None:
+            return
+        entries = []
+        for name, proc, _ in self._procs.values():
+            try:
+                created = psutil.Process(proc.pid).create_time()
+            except psutil.Error:
+                continue
+            entries.append({"name": name, "pgid": proc.pid, "create_time": created})
+        tmp = self.pids_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries, indent=1))
+        os.replace(tmp, self.pids_file)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_members(pgid: int) -> list[int]:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(p.info["pid"]) == pgid:
+                out.append(p.info["pid"])
+        except (ProcessLookupError, PermissionError):
+            continue
+    return out
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _group_members(pgid):
+        time.sleep(0.05)
+
+
+def cleanup_recorded(pids_file: Path) -> list[str]:
+    """Kill process groups a previous harness recorded and left behind (it was SIGKILLed)."""
+    if not pids_file.exists():
+        return []
+    try:
+        entries = json.loads(pids_file.read_text() or "[]")
+    except json.JSONDecodeError:
+        return []
+    killed = []
+    for e in entries:
+        try:
+            leader = psutil.Process(e["pgid"])
+            same = abs(leader.create_time() - e["create_time"]) < 0.01
+        except psutil.Error:
+            same = False
+        members = _group_members(e["pgid"]) if same else []
+        if members:
+            _killpg(e["pgid"], signal.SIGTERM)
+            _wait_group_gone(e["pgid"], 5.0)
+            _killpg(e["pgid"], signal.SIGKILL)
+            _wait_group_gone(e["pgid"], 5.0)
+            killed.append(f"{e['name']} (pgid {e['pgid']})")
+    pids_file.unlink(missing_ok=True)
+    return killed

@@ -1,0 +1,86 @@
+"""Locust `request` hook: one raw row per request, at full precision, on the unix clock.
+
+Locust's own statistics round response times into buckets; the report's percentiles come
+from these rows instead. Each Locust process writes its own file (requests-<pid>.csv); the
+harness merges them. Rows are buffered and written in batches to keep the hook cheap.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+from locust import events
+
+sys.path.insert(0, os.environ.get("CONNBENCH_ROOT", os.path.dirname(os.path.dirname(__file__))))
+from connbench.errorclass import HEADER, classify_response  # noqa: E402
+from connbench.results import REQUESTS_COLUMNS  # noqa: E402
+
+_FLUSH_EVERY = 2000
+
+
+class RequestLog:
+    def __init__(self, directory: str):
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, f"requests-{os.getpid()}.csv")
+        self._fh = open(self.path, "w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._fh)
+        self._writer.writerow(REQUESTS_COLUMNS)
+        self._rows: list[tuple] = []
+
+    def on_request(self, request_type, name, response_time, response_length, response=None,
+                   context=None, exception=None, start_time=None, url=None, **_kw):
+        status = getattr(response, "status_code", 0) or 0
+        header = None
+        if response is not None and exception is not None:
+            try:
+                header = response.headers.get(HEADER)
+            except Exception:  # noqa: BLE001 - a response without headers: transport failure
+                header = None
+        error_class = "" if exception is None else classify_response(status, header, str(exception))
+        dyno = (context or {}).get("dyno", "")
+        self._rows.append((repr(start_time), name, repr(response_time), status, error_class, dyno))
+        if len(self._rows) >= _FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._rows:
+            self._writer.writerows(self._rows)
+            self._rows.clear()
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.flush()
+            self._fh.close()
+
+
+_log: RequestLog | None = None
+
+
+def install() -> None:
+    directory = os.environ.get("CONNBENCH_REQUEST_LOG_DIR")
+    if not directory:
+        return
+
+    @events.init.add_listener
+    def _on_init(environment, **_kw):
+        global _log
+        # With --processes, the master only aggregates: only processes that send requests log.
+        from locust.runners import MasterRunner
+
+        if isinstance(environment.runner, MasterRunner):
+            return
+        _log = RequestLog(directory)
+        environment.events.request.add_listener(_log.on_request)
+
+    @events.test_stop.add_listener
+    def _on_stop(**_kw):
+        if _log is not None:
+            _log.flush()
+
+    @events.quit.add_listener
+    def _on_quit(**_kw):
+        if _log is not None:
+            _log.close()

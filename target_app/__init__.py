@@ -1,0 +1,1 @@
+"""The Django project under test. Every setting that matters comes from the environment."""

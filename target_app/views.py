@@ -1,0 +1,47 @@
+"""Endpoints under test: one without the database, and reads, writes and a slow query."""
+
+import os
+import random
+
+from django.db import connection, transaction
+from django.http import HttpResponseBadRequest, JsonResponse
+
+from target_app.bench.models import Item
+
+SEED_ROWS = 1000
+
+
+def health(request):
+    return JsonResponse({"ok": True, "pid": os.getpid()})
+
+
+def db_read(request):
+    item = Item.objects.filter(pk=random.randint(1, SEED_ROWS)).values("id", "name", "value").first()
+    return JsonResponse({"item": item})
+
+
+def db_write(request):
+    pk = random.randint(1, SEED_ROWS)
+    with transaction.atomic():
+        updated = Item.objects.filter(pk=pk).update(value=random.randint(0, 1_000_000))
+    return JsonResponse({"updated": updated, "id": pk})
+
+
+def db_slow(request):
+    try:
+        ms = int(request.GET.get("ms", "50"))
+    except ValueError:
+        return HttpResponseBadRequest("ms must be an integer")
+    if not 0 <= ms <= 60_000:
+        return HttpResponseBadRequest("ms must be between 0 and 60000")
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_sleep(%s)", [ms / 1000.0])
+    return JsonResponse({"slept_ms": ms})
+
+
+def db_conn(request):
+    """Which backend served this request: lets tests see connection reuse directly."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid(), current_setting('application_name')")
+        pid, app = cur.fetchone()
+    return JsonResponse({"backend_pid": pid, "application_name": app, "worker_pid": os.getpid()})
