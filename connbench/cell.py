@@ -221,15 +221,23 @@ class CellRunner:
             self._sampler = None
 
 
-def skipped(cell: Cell, paths: CellPaths, reason: str) -> dict:
+def _not_run(cell: Cell, paths: CellPaths, status: str, error: str | None, reason: str | None) -> dict:
     doc = {
         "schema_version": SCHEMA_VERSION, "cell_id": cell.cell_id, "group": cell.group, "repeat": cell.repeat,
         "params": cell.params(), "axes": cell.axes, "predicted": predict(cell.knobs),
-        "status": "skipped", "error": None, "skip_reason": reason, "phases": {}, "services": {},
+        "status": status, "error": error, "skip_reason": reason, "phases": {}, "services": {},
         "overhead_s": 0.0, "requests": 0,
     }
     write_json_atomic(paths.json, doc)
     return doc
+
+
+def skipped(cell: Cell, paths: CellPaths, reason: str) -> dict:
+    return _not_run(cell, paths, "skipped", None, reason)
+
+
+def failed_to_start(cell: Cell, paths: CellPaths, error: str) -> dict:
+    return _not_run(cell, paths, "failed", error, None)
 
 
 def load_cell_doc(paths: CellPaths) -> dict | None:

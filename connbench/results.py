@@ -220,5 +220,5 @@ SUMMARY_COLUMNS = (
     "max_connections_observed", "article_count_peak", "churn_per_s",
     "pgb_clients_peak", "pgb_servers_peak", "pgb_waiting_peak", "pgb_maxwait_s",
     "cpu_postgres", "cpu_pgbouncer", "cpu_gunicorn_master", "cpu_gunicorn_worker", "cpu_locust",
-    "cpu_sampler", "cpu_total", "locust_procs", "locust_cpu_max_proc", "generator_saturated",
+    "cpu_sampler", "cpu_total", "locust_procs", "locust_cpu_per_proc", "generator_saturated",
 )  # fmt: skip

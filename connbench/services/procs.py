@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -58,6 +60,53 @@ def chown_tree(path: Path, who: RunAs | None) -> None:
         os.chown(root, who.uid, who.gid)
         for name in files + dirs:
             os.chown(os.path.join(root, name), who.uid, who.gid, follow_symlinks=False)
+
+
+def can_reach(path: Path, who: RunAs | None) -> bool:
+    """Can `who` traverse to and write in path's nearest existing ancestor?"""
+    if who is None:
+        return True
+    probe = Path(path)
+    while not probe.exists():
+        probe = probe.parent
+    res = subprocess.run(["test", "-w", str(probe), "-a", "-x", str(probe)], user=who.uid, group=who.gid,
+                         extra_groups=[], capture_output=True)
+    return res.returncode == 0
+
+
+def service_dir(run_root: Path, name: str, who: RunAs | None) -> Path:
+    """A directory for a service's data that its unprivileged user can reach.
+
+    Under the run directory when the user can get there; otherwise (the run lives under a
+    0700 directory such as /root or pytest's tmp) a private directory under /var/tmp,
+    linked from the run directory so that cleanup finds it.
+    """
+    link = Path(run_root) / name
+    if link.is_symlink():
+        return link.resolve()
+    run_root.mkdir(parents=True, exist_ok=True)
+    if can_reach(run_root, who):
+        link.mkdir(parents=True, exist_ok=True)
+        if who is not None:
+            os.chown(link, who.uid, who.gid)
+        return link
+    base = Path("/var/tmp/connbench")
+    base.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(base, 0o755)
+    target = Path(tempfile.mkdtemp(prefix=f"{run_root.name}-{name}-", dir=base))
+    os.chmod(target, 0o755)
+    os.chown(target, who.uid, who.gid)
+    link.symlink_to(target)
+    return target
+
+
+def remove_service_dir(run_root: Path, name: str) -> None:
+    link = Path(run_root) / name
+    if link.is_symlink():
+        shutil.rmtree(link.resolve(), ignore_errors=True)
+        link.unlink()
+    else:
+        shutil.rmtree(link, ignore_errors=True)
 
 
 def free_port() -> int:

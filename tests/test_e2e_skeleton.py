@@ -1,0 +1,96 @@
+"""Issue 2: one real cell end to end, and nothing left running on success, exception or Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import time
+
+import pytest
+
+from connbench import scenario as sc
+from connbench.matrix import MatrixRunner
+from tests.conftest import CLI, ROOT, assert_no_leftovers, read_json, run_cli, scenario_text, write_scenario
+
+pytestmark = pytest.mark.e2e
+
+
+def test_smoke_cell_end_to_end(run_dir):
+    res = run_cli("run", "scenarios/smoke.toml", "--run-dir", str(run_dir), check=True)
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "completed"
+    assert [c["status"] for c in manifest["cells"]] == ["completed"]
+    assert manifest["versions"]["postgresql"].startswith("postgres (PostgreSQL) 18")
+    cell_dir = run_dir / "cells" / manifest["cells"][0]["cell_id"]
+    doc = read_json(cell_dir / "cell.json")
+    assert doc["status"] == "completed" and doc["params"]["workers"] == 2
+    assert set(doc["phases"]) == {"start_services", "verify", "warmup", "measure", "cooldown", "stop"}
+    with open(cell_dir / "requests.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) > 50
+    assert all(r["status"] == "200" and r["error_class"] == "" for r in rows)
+    assert (cell_dir / "locust" / "report.html").stat().st_size > 10_000
+    assert (cell_dir / "locust" / "stats_stats.csv").exists()
+    assert (cell_dir / "locust" / "stats.json").exists()
+    # the last line on stdout is the report's path, and it exists
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.endswith("index.html") and (run_dir / "index.html").exists()
+    # no password in anything the user reads
+    secret_file = run_dir / ".secrets-maxc-100.json"
+    assert secret_file.stat().st_mode & 0o077 == 0
+    secret = read_json(secret_file)
+    assert not (run_dir / "pg").exists()  # the throwaway cluster is removed with the run
+    for path in [run_dir / "manifest.json", cell_dir / "cell.json"]:
+        text = path.read_text()
+        assert secret["app"] not in text and secret["super"] not in text
+    assert secret["app"] not in res.stdout + res.stderr
+
+
+def test_ctrl_c_mid_cell_stops_everything(tmp_path, run_dir):
+    scen = write_scenario(tmp_path / "long.toml", scenario_text(duration=60, warmup=0))
+    proc = subprocess.Popen([*CLI, "run", str(scen), "--run-dir", str(run_dir), "--no-report"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    events = run_dir / "cells" / "default" / "events.csv"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "phase_begin:measure" not in (events.read_text() if events.exists() else ""):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert_no_leftovers(run_dir)
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "interrupted" and manifest["ended"]
+    assert read_json(run_dir / "cells" / "default" / "cell.json")["status"] == "interrupted"
+    assert not (run_dir / "pids.json").exists()
+
+
+def test_exception_in_a_cell_fails_it_and_stops_its_processes(tmp_path, run_dir, monkeypatch):
+    from connbench.services import locust
+
+    def boom(*_a, **_kw):
+        raise RuntimeError("injected failure after services started")
+
+    monkeypatch.setattr(locust, "wait_started", boom)
+    scen = sc.load(write_scenario(tmp_path / "s.toml", scenario_text()))
+    code = MatrixRunner(scen, run_dir).run()
+    assert code == 1
+    doc = read_json(run_dir / "cells" / "default" / "cell.json")
+    assert doc["status"] == "failed" and "injected failure" in doc["error"]
+    assert "start_services" in doc["phases"] and "stop" in doc["phases"]
+    assert read_json(run_dir / "manifest.json")["cells"][0]["status"] == "failed"
+    assert_no_leftovers(run_dir)
+
+
+def test_harness_crash_outside_a_cell_stops_everything(tmp_path, run_dir, monkeypatch):
+    def boom(self, cell, doc):
+        raise RuntimeError("harness bug")
+
+    monkeypatch.setattr(MatrixRunner, "_record", boom)
+    scen = sc.load(write_scenario(tmp_path / "s.toml", scenario_text(duration=2)))
+    with pytest.raises(RuntimeError, match="harness bug"):
+        MatrixRunner(scen, run_dir).run()
+    assert read_json(run_dir / "manifest.json")["status"] == "crashed"
+    assert_no_leftovers(run_dir)
