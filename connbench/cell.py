@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from connbench.scenario import PGBOUNCER_MODES, Cell, predict
 from connbench.services import gunicorn, locust
 from connbench.services.pgbouncer import PgBouncer
 from connbench.services.postgres import PostgresServer, app_db_env, project_root
-from connbench.services.procs import RunAs, ServiceError, Supervisor
+from connbench.services.procs import RunAs, ServiceError, Supervisor, remove_service_dir, service_dir
 
 PhaseCallback = Callable[[str, float], None]
 
@@ -141,7 +142,8 @@ class CellRunner:
                                             "max_connections": self.server.max_connections,
                                             "app_slots": self.server.app_slots}
         if self.k.pooling in PGBOUNCER_MODES:
-            self.bouncer = PgBouncer(self.paths.root / "pgbouncer", self.k, self.server.conn, self.sup, self.user)
+            where = service_dir(self.paths.root, "pgbouncer", self.user)
+            self.bouncer = PgBouncer(where, self.k, self.server.conn, self.sup, self.user)
             self.bouncer.start()
             db_env = self.bouncer.app_db_env()
             self._procs["pgbouncer"] = [{"pid": self.bouncer.proc.pid}]
@@ -216,9 +218,17 @@ class CellRunner:
         self.dynos = []
         if self.bouncer is not None:
             self.bouncer.stop()
+            # keep its log and ini beside the cell's other logs; drop the password file
+            self.paths.logs.mkdir(parents=True, exist_ok=True)
+            for name in ("pgbouncer.log", "pgbouncer.ini"):
+                if (self.bouncer.base_dir / name).exists():
+                    shutil.copy(self.bouncer.base_dir / name, self.paths.logs / name)
+            remove_service_dir(self.paths.root, "pgbouncer")
+            self.bouncer = None
         if self._sampler is not None:
             self.sup.stop(self._sampler, timeout=5)
             self._sampler = None
+        (self.paths.root / ".sampler.json").unlink(missing_ok=True)  # it holds passwords
 
 
 def _not_run(cell: Cell, paths: CellPaths, status: str, error: str | None, reason: str | None) -> dict:

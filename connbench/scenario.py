@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ class ScenarioError(Exception):
 class Mix(BaseModel):
     """Endpoint weights for the Locust user, and the slow query's duration."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     health: float = Field(0, ge=0)
     read: float = Field(1, ge=0)
     write: float = Field(0, ge=0)
@@ -47,7 +48,8 @@ class Mix(BaseModel):
 class Knobs(BaseModel):
     """Everything one cell is: app shape, Django connection settings, pooling, database, load."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has types, so "2" for workers is a mistake to report, not to coerce
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     # app shape
     dynos: int = Field(1, ge=1, le=32)
     workers: int = Field(2, ge=1, le=64)
@@ -297,6 +299,9 @@ def _value_id(v: Any) -> str:
     return str(v).replace(".", "p").replace("/", "-").replace(" ", "")
 
 
+_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,80}")
+
+
 def cell_id_for(axes: dict[str, Any]) -> str:
     if not axes:
         return "default"
@@ -348,6 +353,12 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>")) -> Sce
         if not values:
             raise ScenarioError(f"{path}: matrix.{key} is an empty axis; give at least one value")
         axes[key] = values
+    include = [dict(r) for r in include]
+    explicit_ids = [r.pop("id", None) for r in include]
+    for i, cid in enumerate(explicit_ids):
+        if cid is not None and not (isinstance(cid, str) and _ID_RE.fullmatch(cid)):
+            raise ScenarioError(f"{path}: matrix.include[{i}].id must be letters, digits, '-', '_' or '.' "
+                                f"(got {cid!r})")
     for name, rules in (("exclude", exclude), ("include", include)):
         for i, rule in enumerate(rules):
             for key in rule:
@@ -357,8 +368,9 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>")) -> Sce
     cells: list[Cell] = []
     pruned: list[Pruned] = []
     seen: set[str] = set()
+    # no axes: the defaults are the one cell, unless include lists the cells explicitly
     combos = [dict(zip(axes.keys(), combo, strict=True)) for combo in itertools.product(*axes.values())] \
-        if axes else [{}]
+        if axes else ([] if include else [{}])
     # include (like asv): extra cells over [defaults], not subject to exclude
     combos += include
     for n, assignment in enumerate(combos):
@@ -372,7 +384,8 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>")) -> Sce
         if reason:
             pruned.append(Pruned(assignment, reason))
             continue
-        group = cell_id_for(assignment)
+        explicit = explicit_ids[n - (len(combos) - len(include))] if included else None
+        group = explicit or cell_id_for(assignment)
         if group in seen:
             raise ScenarioError(f"{path}: two matrix cells share the id '{group}'; make axis values distinct")
         seen.add(group)

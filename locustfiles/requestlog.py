@@ -32,13 +32,17 @@ class RequestLog:
     def on_request(self, request_type, name, response_time, response_length, response=None,
                    context=None, exception=None, start_time=None, url=None, **_kw):
         status = getattr(response, "status_code", 0) or 0
-        header = None
-        if response is not None and exception is not None:
-            try:
-                header = response.headers.get(HEADER)
-            except Exception:  # noqa: BLE001 - a response without headers: transport failure
-                header = None
-        error_class = "" if exception is None else classify_response(status, header, str(exception))
+        error_class = ""
+        if exception is not None:
+            header = body = None
+            if response is not None and status:
+                try:
+                    header = response.headers.get(HEADER)
+                    # gunicorn's own 500 page (a worker timeout) is told apart by its body
+                    body = None if header else response.text
+                except Exception:  # noqa: BLE001 - a response without headers: transport failure
+                    header = body = None
+            error_class = classify_response(status, header, str(exception), body=body)
         dyno = (context or {}).get("dyno", "")
         self._rows.append((repr(start_time), name, repr(response_time), status, error_class, dyno))
         if len(self._rows) >= _FLUSH_EVERY:

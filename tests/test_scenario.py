@@ -182,3 +182,9 @@ def test_include_adds_cells_over_defaults_and_escapes_exclude():
                                     "include": [{"worker_class": "gevent", "conn_max_age": 60}]}})
     assert [c.cell_id for c in scen.cells] == ["cma-0", "k-gevent_cma-60"]
     assert scen.cells[1].knobs.worker_class == "gevent" and scen.cells[1].knobs.conn_max_age == 60
+
+
+def test_include_only_matrix_runs_just_the_included_cells_with_explicit_ids():
+    scen = sc.from_dict({**BASE, "matrix": {"include": [{"id": "a", "workers": 3}, {"pooling": "django-pool"}]}})
+    assert [c.cell_id for c in scen.cells] == ["a", "pool-django-pool"]
+    assert "id must be" in err({**BASE, "matrix": {"include": [{"id": "a b"}]}})

@@ -63,14 +63,11 @@ def chown_tree(path: Path, who: RunAs | None) -> None:
 
 
 def can_reach(path: Path, who: RunAs | None) -> bool:
-    """Can `who` traverse to and write in path's nearest existing ancestor?"""
+    """Can `who` get into the (existing) directory path? We create and chown what is below it."""
     if who is None:
         return True
-    probe = Path(path)
-    while not probe.exists():
-        probe = probe.parent
-    res = subprocess.run(["test", "-w", str(probe), "-a", "-x", str(probe)], user=who.uid, group=who.gid,
-                         extra_groups=[], capture_output=True)
+    res = subprocess.run(["test", "-x", str(path)], user=who.uid, group=who.gid, extra_groups=[],
+                         capture_output=True)
     return res.returncode == 0
 
 
