@@ -186,6 +186,7 @@ class CellRunner:
         self._locust, started = locust.start(k, [d.url for d in self.dynos], self.sup, self.paths.locust,
                                              self.root, self.locust_processes)
         self._procs["locust"] = [{"pid": self._locust.pid, "tree": True}]
+        self.doc["services"]["locust"] = {"processes": self.locust_processes}
         self._write_procs()
         t0 = locust.wait_started(self._locust, started)
         self._phase("warmup", t0, t0 + k.warmup)

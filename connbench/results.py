@@ -53,8 +53,10 @@ PGBOUNCER_COLUMNS = (
     "total_wait_time_us",
 )
 
-# One row per sample per process. component: postgres (all backends summed), pgbouncer,
-# gunicorn-master, gunicorn-worker, locust, sampler. dyno is set for gunicorn rows.
+# One row per sample per process. component: postgres (postmaster + all backends, ended ones
+# included), pgbouncer, gunicorn-master (the whole dyno: master + its workers), gunicorn-worker
+# (one row per worker: a breakdown of gunicorn-master, not in addition to it), locust (all its
+# processes), sampler. dyno is set for gunicorn rows.
 PROCESSES_COLUMNS = ("t", "component", "dyno", "pid", "cpu_percent", "rss_bytes")
 
 # Phase changes and injected faults.

@@ -76,7 +76,8 @@ def test_exclude_rules_match_like_asv():
                                             "exclude": [{"workers": [1, 3], "conn_max_age": 0}]}})
     assert sorted((c.knobs.workers, c.knobs.conn_max_age) for c in scen.cells) == [(1, 60), (2, 0), (2, 60), (3, 60)]
     assert all(p.reason == "excluded by matrix.exclude" for p in scen.pruned)
-    assert "unknown key 'matrix.exclude[0].bogus'" in err({**BASE, "matrix": {"workers": [1], "exclude": [{"bogus": 1}]}})
+    bad = {**BASE, "matrix": {"workers": [1], "exclude": [{"bogus": 1}]}}
+    assert "unknown key 'matrix.exclude[0].bogus'" in err(bad)
 
 
 def test_gevent_persistent_needs_opt_in():

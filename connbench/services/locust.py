@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import os
@@ -18,7 +19,7 @@ LOCUSTFILE = "locustfiles/app.py"
 
 
 def start(k: Knobs, targets: list[str], sup: Supervisor, out_dir: Path, root: Path,
-          processes: int = 1) -> tuple[Popen, Path]:
+          processes: int = 1, request_log: bool = True) -> tuple[Popen, Path]:
     """Run warm-up + measure as one Locust run; returns the process and its start-marker file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     started = out_dir / "started"
@@ -47,6 +48,8 @@ def start(k: Knobs, targets: list[str], sup: Supervisor, out_dir: Path, root: Pa
         "CONNBENCH_REQUEST_LOG_DIR": str(out_dir / "raw"),
         "CONNBENCH_STARTED_FILE": str(started),
     }
+    if not request_log:  # only for measuring the log's own cost (scripts/bench_overhead.py)
+        env.pop("CONNBENCH_REQUEST_LOG_DIR")
     proc = sup.spawn("locust", cmd, log=out_dir / "locust.log", env=env, cwd=root)
     return proc, started
 
@@ -69,8 +72,6 @@ def merge_request_logs(out_dir: Path, dest: Path) -> int:
     rows = []
     for path in sorted(glob.glob(str(out_dir / "raw" / "requests-*.csv"))):
         with open(path, newline="", encoding="utf-8") as fh:
-            import csv
-
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None:

@@ -1,0 +1,26 @@
+"""Turn a run directory (reports/<run-id>/) into tables, charts and a static HTML report.
+
+Nothing here starts a process: analysis only reads the files the orchestrator wrote.
+
+Public API (submodules, imported on demand so `import analysis` stays cheap):
+    analysis.summarize.summarize(run_dir, write=True) -> pandas.DataFrame
+    analysis.report.build_report(run_dir) -> Path            (index.html)
+    analysis.compare.compare(run_a, run_b, threshold=0.05, fmt="text") -> str
+Every bad input raises AnalysisError (a ValueError) with an actionable message.
+"""
+
+from __future__ import annotations
+
+
+class AnalysisError(ValueError):
+    """Bad input for analysis (not a run directory, no manifest, schema mismatch).
+
+    The message says what was expected and what to do about it.
+    """
+
+
+class SchemaMismatchError(AnalysisError):
+    """Two runs written with different results schema versions cannot be compared."""
+
+
+__all__ = ["AnalysisError", "SchemaMismatchError"]

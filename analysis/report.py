@@ -1,0 +1,253 @@
+"""The static HTML report of a run: index.html next to manifest.json, opened straight from disk.
+
+Every link is relative and nothing is loaded from the network, so the run directory can be zipped,
+mailed or served by any static server.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from analysis.charts import Chart, draw_charts
+from analysis.load import CellData, RunData, load_run
+from analysis.summarize import SUMMARY_GROUPS_CSV, summary_frame, write_summaries
+from connbench import results as R
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+PROBE_JSON = "probe.json"
+# The summary columns worth a glance; the full table is summary.csv.
+TABLE_COLUMNS = (
+    ("cell_id", "cell"), ("status", "status"), ("pooling", "pooling"), ("conn_max_age", "CONN_MAX_AGE"),
+    ("health_checks", "health checks"), ("dynos", "dynos"), ("workers", "workers"), ("threads", "threads"),
+    ("users", "users"), ("requests", "requests"), ("rps", "req/s"), ("failure_rate", "failure rate"),
+    ("lat_p50", "p50 ms"), ("lat_p95", "p95 ms"), ("lat_p99", "p99 ms"), ("conn_peak", "conn peak"),
+    ("conn_plateau", "conn plateau"), ("predicted_connections", "predicted"), ("conn_held", "held after"),
+    ("churn_per_s", "new sessions/s"), ("pgb_clients_peak", "PgB clients"), ("pgb_servers_peak", "PgB servers"),
+    ("cpu_locust", "Locust CPU %"), ("generator_saturated", "generator saturated"),
+)
+GROUP_COLUMNS = ("group", "completed", "rps_median", "rps_min", "rps_max", "lat_p95_median", "lat_p95_min",
+                 "lat_p95_max", "conn_peak_median", "conn_peak_min", "conn_peak_max")
+
+
+def _missing(v: Any) -> bool:
+    if v is None or v is pd.NA:
+        return True
+    return isinstance(v, float) and math.isnan(v)
+
+
+def fmt(v: Any) -> str:
+    """Short human form: 3 significant digits for floats, yes/no for booleans, blank for missing."""
+    if _missing(v):
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+    return str(v)
+
+
+def fmt_time(v: Any) -> str:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return datetime.fromtimestamp(float(v), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "" if v is None else str(v)
+
+
+def _cell(v: Any) -> dict[str, str]:
+    """A table cell: display text plus the raw value used to sort (numbers sort as numbers)."""
+    if _missing(v):
+        return {"text": "", "sort": "", "num": False}
+    if isinstance(v, bool):
+        return {"text": fmt(v), "sort": str(int(v)), "num": False}
+    if isinstance(v, int | float):
+        return {"text": fmt(v), "sort": repr(float(v)), "num": True}
+    return {"text": fmt(v), "sort": str(v), "num": False}
+
+
+def _table(df: pd.DataFrame, columns) -> dict[str, Any]:
+    cols = [(c, label) for c, label in columns if c in df.columns]
+    rows = [[_cell(r[c]) for c, _ in cols] for r in df.to_dict("records")]
+    return {"headers": [label for _, label in cols], "rows": rows}
+
+
+def _generic_table(items: Any) -> dict[str, Any] | None:
+    """A list of dicts (from a JSON hook file) as a table with the union of their keys."""
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+        return None
+    headers = list(dict.fromkeys(k for i in items for k in i))
+    return {"headers": headers, "rows": [[_cell(i.get(h)) for h in headers] for i in items]}
+
+
+def _href(*parts: str) -> str:
+    return "/".join(quote(p) for p in parts)
+
+
+def _scenario(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Name, description and file, from the manifest's own keys or from the scenario it embeds."""
+    sc = manifest.get("scenario")
+    sc = sc if isinstance(sc, dict) else {"name": sc} if sc else {}
+    meta = sc.get("scenario") if isinstance(sc.get("scenario"), dict) else sc  # raw TOML or resolved
+    return {"name": manifest.get("scenario_name") or meta.get("name") or "(unnamed scenario)",
+            "description": manifest.get("description") or meta.get("description") or "",
+            "path": manifest.get("scenario_file") or sc.get("path") or ""}
+
+
+def environment(run: RunData) -> list[tuple[str, str]]:
+    m = run.manifest
+    git = m.get("git") if isinstance(m.get("git"), dict) else {}
+    commit = m.get("git_commit") or git.get("commit") or "unknown"
+    if m.get("git_dirty") or git.get("dirty"):
+        commit = f"{commit} (uncommitted changes)"
+    start = m.get("started_at", m.get("started", m.get("start")))
+    end = m.get("ended_at", m.get("ended", m.get("end")))
+    overhead = m.get("overhead") if isinstance(m.get("overhead"), dict) else {}
+    argv = m.get("argv")
+    rows = [("run id", run.run_id), ("run status", str(m.get("status") or "")),
+            ("command", " ".join(map(str, argv)) if isinstance(argv, list) else str(argv or "")),
+            ("scenario file", _scenario(m)["path"]),
+            ("scenario hash", str(m.get("scenario_hash") or m.get("hash") or "")), ("git commit", str(commit)),
+            ("started", fmt_time(start)), ("ended", fmt_time(end))]
+    if isinstance(start, int | float) and isinstance(end, int | float):
+        rows.append(("wall time", f"{end - start:.0f} s"))
+    host = m.get("host")
+    if isinstance(host, dict):
+        rows += [(f"host {k.removesuffix('_bytes')}", f"{v / 2**30:.1f} GiB" if k.endswith("_bytes") and
+                  isinstance(v, int | float) else fmt(v)) for k, v in host.items()]
+    elif host:
+        rows.append(("host", str(host)))
+    versions = m.get("versions")
+    if isinstance(versions, dict):
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)))
+    if m.get("sample_interval_s") is not None:
+        rows.append(("sample interval", f"{fmt(m['sample_interval_s'])} s"))
+    if overhead.get("per_cell_mean_s") is not None:
+        rows.append(("overhead per cell", f"mean {fmt(overhead['per_cell_mean_s'])} s, "
+                                          f"max {fmt(overhead.get('per_cell_max_s'))} s"))
+    rows.append(("schema version", str(run.schema_version)))
+    return [(k, v) for k, v in rows if v]
+
+
+def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+
+    def add(level: str, cell: str, text: str) -> None:
+        out.append({"level": level, "cell": cell, "text": text})
+
+    for row in summary.to_dict("records"):
+        cid, status = row["cell_id"], row["status"]
+        if status in ("failed", "interrupted"):
+            add("error", cid, f"cell {status}: {row.get('error') or 'no error recorded'}")
+        elif status == "skipped":
+            add("info", cid, f"cell skipped: {row.get('skip_reason') or 'no reason recorded'}")
+        elif status in ("pending", "running"):
+            add("info", cid, f"cell not finished yet (status {status}): the run may still be going")
+        elif status != "completed":
+            add("error", cid, f"cell did not finish (status {status})")
+        if row.get("generator_saturated") is True:
+            add("warn", cid, f"load generator saturated: Locust averaged {fmt(row.get('locust_cpu_per_proc'))} % "
+                f"of a core per process ({fmt(row.get('locust_procs'))} process(es)) during measure, so req/s may "
+                "be the generator's limit, not the app's (run with more Locust processes)")
+        tmc = sum(int(v) for k, v in row.items()
+                  if k.startswith("err_") and "too_many_clients" in k and not _missing(v))
+        if tmc:
+            add("warn", cid, f"{tmc} requests failed with 'too many clients': PostgreSQL max_connections "
+                f"({fmt(row.get('max_connections_observed'))}) was reached")
+        errs = {k[4:]: int(v) for k, v in row.items() if k.startswith("err_") and not _missing(v) and v}
+        if errs:
+            add("info", cid, f"{sum(errs.values())} of {fmt(row.get('requests'))} measured requests failed "
+                f"({fmt(100 * row['failure_rate'])} %): " + ", ".join(f"{k} {n}" for k, n in sorted(errs.items())))
+    return out
+
+
+def _probe(run: RunData) -> dict[str, Any] | None:
+    path = run.root / PROBE_JSON
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return {"error": f"{PROBE_JSON} unreadable: {exc}", "scalars": [], "tables": []}
+    if not isinstance(data, dict):
+        return {"error": f"{PROBE_JSON} is not a JSON object", "scalars": [], "tables": []}
+    scalars = [(k, fmt(v)) for k, v in data.items() if not isinstance(v, dict | list)]
+    tables = [(k, t) for k, v in data.items() if (t := _generic_table(v))]
+    return {"error": None, "scalars": scalars, "tables": tables}
+
+
+def _cell_section(cell: CellData, row: dict[str, Any], charts: list[Chart]) -> dict[str, Any]:
+    links = []
+    if cell.root is not None:
+        if (cell.root / R.LOCUST_DIR / "report.html").is_file():
+            links.append(("Locust report", _href("cells", cell.cell_id, R.LOCUST_DIR, "report.html")))
+        for name in (R.CELL_JSON, R.REQUESTS_CSV, R.CONNECTIONS_CSV, R.DB_CSV, R.PGBOUNCER_CSV,
+                     R.PROCESSES_CSV, R.EVENTS_CSV):
+            if (cell.root / name).is_file():
+                links.append((name, _href("cells", cell.cell_id, name)))
+    params = ", ".join(f"{k}={fmt(v)}" for k, v in cell.params.items() if not isinstance(v, dict))
+    axes = cell.meta.get("axes") if isinstance(cell.meta.get("axes"), dict) else {}
+    return {"id": cell.cell_id, "status": cell.status, "error": cell.error or cell.skip_reason,
+            "axes": ", ".join(f"{k}={fmt(v)}" for k, v in axes.items()), "params": params, "links": links,
+            "charts": [c for c in charts if c.cell_id == cell.cell_id]}
+
+
+def _chart_ctx(chart: Chart, root: Path) -> dict[str, str]:
+    return {"title": chart.title, "png": _href(*chart.png.relative_to(root).parts),
+            "svg": _href(*chart.svg.relative_to(root).parts), "kind": chart.kind}
+
+
+def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: list[Chart]) -> dict[str, Any]:
+    m = run.manifest
+    rows = {r["cell_id"]: r for r in summary.to_dict("records")}
+    cells = []
+    for cell in run.cells:
+        sec = _cell_section(cell, rows.get(cell.cell_id, {}), charts)
+        sec["charts"] = [_chart_ctx(c, run.root) for c in sec["charts"]]
+        cells.append(sec)
+    expectations = _generic_table(m.get("expectations"))
+    pruned = [{"axes": ", ".join(f"{k}={v}" for k, v in (p.get("axes") or {}).items()), "reason": p.get("reason", "")}
+              for p in (m.get("pruned") or []) if isinstance(p, dict)]
+    repeated = groups[groups["cells"] > 1] if len(groups) else groups
+    return {
+        "scenario": _scenario(m),
+        "environment": environment(run),
+        "statuses": sorted(Counter(c.status for c in run.cells).items()),
+        "warnings": warnings(run, summary),
+        "expectations": expectations,
+        "expectation_rows": [e for e in m.get("expectations") or [] if isinstance(e, dict)],
+        "probe": _probe(run),
+        "table": _table(summary, TABLE_COLUMNS),
+        "groups": _table(repeated, [(c, c) for c in GROUP_COLUMNS]) if len(repeated) else None,
+        "overview": [_chart_ctx(c, run.root) for c in charts if c.cell_id is None],
+        "cells": cells,
+        "pruned": pruned,
+        "summary_csv": R.SUMMARY_CSV,
+        "groups_csv": SUMMARY_GROUPS_CSV,
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+
+
+def render(ctx: dict[str, Any]) -> str:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2").render(**ctx)
+
+
+def build_report(run_dir: Path | str) -> Path:
+    """Regenerate summary.csv, summary_groups.csv, charts/ and index.html of a run; returns index.html."""
+    run = load_run(run_dir)
+    summary = summary_frame(run)
+    groups = write_summaries(run, summary)
+    charts = draw_charts(run, summary)
+    html = render(context(run, summary, groups, charts))
+    R.write_text_atomic(run.paths.report, html)
+    return run.paths.report

@@ -1,0 +1,286 @@
+"""One row per cell (summary.csv) and one row per repeat group (summary_groups.csv).
+
+Definitions (all times are unix seconds; "measure" is cell.json phases["measure"] = [m0, m1]):
+
+* Requests count when m0 <= t_start < m1 (warm-up and cool-down excluded). rps = requests / (m1 - m0),
+  failures included. A request failed when error_class is set, or its status is missing, 0 or >= 400
+  (then its class is "http_<status>" or "no_response"). Latency percentiles use every measured
+  request (failures included, as Locust does), numpy linear interpolation on the raw latency_ms.
+* Server connections: connections.csv rows with source == "postgres", summed per sample time t.
+  When every such t is also a db.csv sample time, db.csv is the sampling clock and a sample with
+  no connection rows counts 0 (the sampler may write nothing when nobody is connected).
+  - conn_peak: the largest per-sample total over the whole cell (any phase: a limit is hit whenever).
+  - conn_mean: mean of the per-sample totals with m0 <= t < m1.
+  - conn_plateau: MEDIAN of the per-sample totals over the last half of the measure window,
+    m0 + (m1 - m0) / 2 <= t < m1: the level the count settled at once load was steady, robust to
+    a single spike or dip.
+  - conn_held: the last sample in the cool-down phase (c0 <= t <= c1): what stays open after load stops.
+  - conn_gap = conn_plateau - predicted_connections (cell.json predicted.connections).
+* churn_per_s: db.csv cumulative `sessions` linearly interpolated at m0 and m1, difference / (m1 - m0).
+* PgBouncer (pgbouncer.csv, whole cell): peak cl_active+cl_waiting, peak sv_active+sv_idle+sv_used+sv_login,
+  peak cl_waiting, max maxwait_s.
+* CPU (processes.csv, m0 <= t < m1): per component, cpu_percent summed over its pids at each sample
+  time, then averaged over the sample times (a component absent at a tick counts 0); 100 = one core.
+  The sampler measures each component's whole process tree: cpu_gunicorn_master is the dynos' master
+  AND workers, cpu_gunicorn_worker the per-worker breakdown of it, so cpu_total (all components per
+  sample, averaged) leaves gunicorn-worker rows out.
+* generator_saturated: a Locust process is single-threaded (gevent): it tops out at one core. With n
+  load-generating Locust processes (cell.json locust_processes or services.locust.processes, else the
+  number of distinct locust pids sampled), the generator is the bottleneck when
+  cpu_locust >= 90 % x n, i.e. locust_cpu_per_proc = cpu_locust / n >= 90. (processes.csv may hold one
+  row per process or one row for the whole Locust process tree: both sum to the same cpu_locust.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import CellData, RunData, load_run
+from connbench import results as R
+
+PERCENTILES = {"lat_p50": 50, "lat_p90": 90, "lat_p95": 95, "lat_p99": 99, "lat_p999": 99.9}
+COMPONENTS = ("postgres", "pgbouncer", "gunicorn-master", "gunicorn-worker", "locust", "sampler")
+SATURATION_PCT = 90.0
+SUMMARY_GROUPS_CSV = "summary_groups.csv"
+GROUP_METRICS = ("rps", "lat_p95", "conn_peak")
+_ID_COLUMNS = R.SUMMARY_COLUMNS[: R.SUMMARY_COLUMNS.index("skip_reason") + 1]
+_METRIC_COLUMNS = R.SUMMARY_COLUMNS[len(_ID_COLUMNS) :]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_") or "unknown"
+
+
+def flatten_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Knobs as flat columns: mix = {read: 1} becomes mix_read = 1; lists become JSON text."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            for sub, v in flatten_params(value).items():
+                out[f"{key}_{sub}"] = v
+        elif isinstance(value, list | tuple):
+            out[key] = json.dumps(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _window(df: pd.DataFrame, col: str, w: tuple[float, float]) -> pd.DataFrame:
+    return df[(df[col] >= w[0]) & (df[col] < w[1])]
+
+
+def measured_requests(cell: CellData) -> pd.DataFrame:
+    """Requests inside the measure window, with a `failed` flag and a normalised `err` class."""
+    m = cell.phase("measure")
+    req = cell.csv(R.REQUESTS_CSV)
+    req = _window(req, "t_start", m).copy() if m else req.iloc[0:0].copy()
+    req = req[req["latency_ms"].notna()]
+    cls = req["error_class"].astype(str).str.strip()
+    status = req["status"]
+    bad_status = status.isna() | (status <= 0) | (status >= 400)
+    fallback = np.where(status.fillna(0) > 0, "http_" + status.fillna(0).astype(int).astype(str), "no_response")
+    req["failed"] = (cls != "") | bad_status
+    req["err"] = np.where(cls != "", cls, np.where(bad_status, fallback, ""))
+    return req
+
+
+def request_metrics(cell: CellData) -> dict[str, Any]:
+    m = cell.phase("measure")
+    req = measured_requests(cell)
+    out: dict[str, Any] = {"measure_s": (m[1] - m[0]) if m else np.nan, "requests": len(req)}
+    fails = req[req["failed"]]
+    out["failures"] = len(fails)
+    out["failure_rate"] = len(fails) / len(req) if len(req) else np.nan
+    out["rps"] = len(req) / out["measure_s"] if m and out["measure_s"] > 0 else np.nan
+    lat = req["latency_ms"].to_numpy(dtype=float)
+    for col, q in PERCENTILES.items():
+        out[col] = float(np.percentile(lat, q, method="linear")) if lat.size else np.nan
+    out["lat_max"] = float(lat.max()) if lat.size else np.nan
+    out["lat_mean"] = float(lat.mean()) if lat.size else np.nan
+    for name, n in fails["err"].value_counts().items():
+        out[f"err_{slug(name)}"] = int(n)
+    return out
+
+
+def connection_totals(cell: CellData) -> pd.Series:
+    """Server connections per sample time (postgres rows summed), on db.csv's clock when it matches."""
+    if not cell.has(R.CONNECTIONS_CSV):
+        return pd.Series(dtype=float)
+    c = cell.csv(R.CONNECTIONS_CSV)
+    c = c[(c["source"] == "postgres") & c["count"].notna()]
+    tot = c.groupby("t")["count"].sum().astype(float)
+    clock = set(cell.csv(R.DB_CSV)["t"].dropna())
+    if clock and set(tot.index) <= clock:
+        tot = tot.reindex(sorted(clock), fill_value=0.0)
+    return tot.sort_index()
+
+
+def connection_metrics(cell: CellData) -> dict[str, Any]:
+    tot = connection_totals(cell)
+    m, cool = cell.phase("measure"), cell.phase("cooldown")
+    out: dict[str, Any] = {"conn_peak": tot.max() if len(tot) else np.nan}
+    t = tot.index.to_numpy(dtype=float)
+    if m and len(tot):
+        during = tot[(t >= m[0]) & (t < m[1])]
+        late = tot[(t >= m[0] + (m[1] - m[0]) / 2) & (t < m[1])]
+        out["conn_mean"] = during.mean() if len(during) else np.nan
+        out["conn_plateau"] = late.median() if len(late) else np.nan
+    if cool and len(tot):
+        held = tot[(t >= cool[0]) & (t <= cool[1])]
+        out["conn_held"] = held.iloc[-1] if len(held) else np.nan
+    pred = cell.predicted.get("connections")
+    out["predicted_connections"] = pred if isinstance(pred, int | float) else np.nan
+    out["conn_gap"] = out.get("conn_plateau", np.nan) - out["predicted_connections"]
+    return out
+
+
+def db_metrics(cell: CellData) -> dict[str, Any]:
+    db = cell.csv(R.DB_CSV)
+    out: dict[str, Any] = {
+        "article_count_peak": db["article_count"].max() if db["article_count"].notna().any() else np.nan,
+        "max_connections_observed": db["max_connections"].dropna().iloc[-1]
+        if db["max_connections"].notna().any() else np.nan,
+    }
+    m = cell.phase("measure")
+    s = db[["t", "sessions"]].dropna().sort_values("t")
+    if m and len(s) >= 2 and m[1] > m[0]:
+        at = np.interp([m[0], m[1]], s["t"].to_numpy(float), s["sessions"].to_numpy(float))
+        out["churn_per_s"] = (at[1] - at[0]) / (m[1] - m[0])
+    return out
+
+
+def pgbouncer_metrics(cell: CellData) -> dict[str, Any]:
+    if not cell.has(R.PGBOUNCER_CSV):
+        return {}
+    p = cell.csv(R.PGBOUNCER_CSV)
+    if not len(p):
+        return {}
+    clients = p["cl_active"].fillna(0) + p["cl_waiting"].fillna(0)
+    servers = p[["sv_active", "sv_idle", "sv_used", "sv_login"]].fillna(0).sum(axis=1)
+    return {
+        "pgb_clients_peak": clients.max(),
+        "pgb_servers_peak": servers.max(),
+        "pgb_waiting_peak": p["cl_waiting"].max(),
+        "pgb_maxwait_s": p["maxwait_s"].max(),
+    }
+
+
+def locust_processes(cell: CellData, procs: pd.DataFrame) -> int:
+    """Load-generating Locust processes: as recorded in cell.json, else the distinct locust pids sampled."""
+    services = cell.meta.get("services") if isinstance(cell.meta.get("services"), dict) else {}
+    loc = services.get("locust") if isinstance(services.get("locust"), dict) else {}
+    for v in (cell.meta.get("locust_processes"), loc.get("processes"), cell.params.get("locust_processes")):
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return max(1, procs.loc[procs["component"] == "locust", "pid"].nunique())
+
+
+def cpu_metrics(cell: CellData) -> dict[str, Any]:
+    m = cell.phase("measure")
+    if not m:
+        return {}
+    p = _window(cell.csv(R.PROCESSES_CSV), "t", m)
+    p = p[p["cpu_percent"].notna()]
+    if not len(p):
+        return {}
+    clock = np.sort(p["t"].unique())
+    out: dict[str, Any] = {}
+    for comp in COMPONENTS:
+        rows = p[p["component"] == comp]
+        if len(rows):
+            out[f"cpu_{slug(comp)}"] = rows.groupby("t")["cpu_percent"].sum().reindex(clock, fill_value=0).mean()
+    # gunicorn-worker rows break down the gunicorn-master row (the sampler measures the dyno's whole
+    # process tree there), so they are not added again to the total.
+    additive = p[p["component"] != "gunicorn-worker"]
+    out["cpu_total"] = additive.groupby("t")["cpu_percent"].sum().reindex(clock, fill_value=0).mean()
+    if "cpu_locust" in out:
+        n = locust_processes(cell, p)
+        out["locust_procs"] = n
+        out["locust_cpu_per_proc"] = out["cpu_locust"] / n
+        out["generator_saturated"] = bool(out["locust_cpu_per_proc"] >= SATURATION_PCT)
+    return out
+
+
+def cell_row(cell: CellData) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "cell_id": cell.cell_id,
+        "group": cell.group,
+        "repeat": cell.repeat,
+        "status": cell.status,
+        "error": cell.error,
+        "skip_reason": cell.skip_reason,
+    }
+    row.update(flatten_params(cell.params))
+    if cell.completed:  # partial files of a failed cell would give misleading numbers
+        for part in (request_metrics, connection_metrics, db_metrics, pgbouncer_metrics, cpu_metrics):
+            row.update(part(cell))
+    return row
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    params: list[str] = []
+    errors: set[str] = set()
+    known = set(R.SUMMARY_COLUMNS)
+    for row in rows:
+        for key in row:
+            if key.startswith("err_"):
+                errors.add(key)
+            elif key not in known and key not in params:
+                params.append(key)
+    return [*_ID_COLUMNS, *params, *_METRIC_COLUMNS, *sorted(errors)]
+
+
+def summary_frame(run: RunData) -> pd.DataFrame:
+    rows = [cell_row(c) for c in run.cells]
+    df = pd.DataFrame(rows, columns=_columns(rows))
+    err_cols = [c for c in df.columns if c.startswith("err_")]
+    done = df["status"] == "completed"
+    df.loc[done, err_cols] = df.loc[done, err_cols].fillna(0)  # a class not seen in a cell is 0, not unknown
+    for col in (*err_cols, "requests", "failures"):
+        df[col] = df[col].astype("Int64")
+    df["generator_saturated"] = df["generator_saturated"].astype("boolean")
+    return df
+
+
+def summarize_groups(summary: pd.DataFrame) -> pd.DataFrame:
+    """Repeats of one group: median, min and max of rps, lat_p95 and conn_peak over completed repeats."""
+    rows = []
+    param_cols = [c for c in summary.columns if c not in R.SUMMARY_COLUMNS and not c.startswith("err_")]
+    for group, g in summary.groupby("group", sort=False):
+        done = g[g["status"] == "completed"]
+        row: dict[str, Any] = {"group": group, "cells": len(g), "completed": len(done)}
+        row.update({c: g[c].iloc[0] for c in param_cols})
+        for metric in GROUP_METRICS:
+            vals = pd.to_numeric(done[metric], errors="coerce").dropna()
+            row[f"{metric}_median"] = vals.median() if len(vals) else np.nan
+            row[f"{metric}_min"] = vals.min() if len(vals) else np.nan
+            row[f"{metric}_max"] = vals.max() if len(vals) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _write(df: pd.DataFrame, path: Path) -> None:
+    R.write_text_atomic(path, df.to_csv(index=False))
+
+
+def write_summaries(run: RunData, df: pd.DataFrame) -> pd.DataFrame:
+    """Write summary.csv and summary_groups.csv atomically; returns the groups table."""
+    groups = summarize_groups(df)
+    _write(df, run.paths.summary)
+    _write(groups, run.root / SUMMARY_GROUPS_CSV)
+    return groups
+
+
+def summarize(run_dir: Path | str, write: bool = True) -> pd.DataFrame:
+    """Summarise every cell of a run; write summary.csv and summary_groups.csv unless write=False."""
+    run = load_run(run_dir)
+    df = summary_frame(run)
+    if write:
+        write_summaries(run, df)
+    return df

@@ -1,0 +1,140 @@
+"""Measure connbench's own costs (issue 4 budgets). Not a test: timings need a quiet machine.
+
+  1. the sampler at 100 ms: its own CPU, and the CPU its queries add to PostgreSQL;
+  2. the per-request log: Locust's throughput with and without it (A/B, alternated).
+
+Run: .venv/bin/python scripts/bench_overhead.py [--seconds 20] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from connbench.scenario import Knobs  # noqa: E402
+from connbench.services import gunicorn, locust  # noqa: E402
+from connbench.services.postgres import PostgresServer, app_db_env  # noqa: E402
+from connbench.services.procs import Supervisor, remove_service_dir, service_dir, service_user  # noqa: E402
+
+
+def tree_cpu(pid: int) -> float:
+    p = psutil.Process(pid)
+    t = p.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for c in p.children(recursive=True):
+        try:
+            ct = c.cpu_times()
+            total += ct.user + ct.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def cpu_over(pid: int, seconds: float) -> float:
+    c0, t0 = tree_cpu(pid), time.monotonic()
+    time.sleep(seconds)
+    return (tree_cpu(pid) - c0) / (time.monotonic() - t0) * 100
+
+
+def sampler_cost(server: PostgresServer, sup: Supervisor, tmp: Path, seconds: float) -> dict:
+    idle = cpu_over(server.pid, seconds)
+    cell = tmp / "cell"
+    cell.mkdir()
+    (cell / "procs.json").write_text(json.dumps({"postgres": [{"pid": server.pid, "tree": True}]}))
+    conf = {"cell_dir": str(cell), "pg": server.conn.super_kwargs(), "app_role": server.conn.app_user,
+            "interval": 0.1, "procs_file": str(cell / "procs.json"), "pgbouncer": None}
+    (cell / "conf.json").write_text(json.dumps(conf))
+    proc = sup.spawn("sampler", [sys.executable, "-m", "connbench.sampler", str(cell / "conf.json")],
+                     log=cell / "sampler.log", cwd=ROOT)
+    time.sleep(2)
+    c0, s0, t0 = tree_cpu(server.pid), tree_cpu(proc.pid), time.monotonic()
+    time.sleep(seconds)
+    dt = time.monotonic() - t0
+    pg_with = (tree_cpu(server.pid) - c0) / dt * 100
+    sampler = (tree_cpu(proc.pid) - s0) / dt * 100
+    sup.stop(proc)
+    rows = sum(1 for _ in open(cell / "db.csv")) - 1
+    return {"sampler_cpu_pct_of_core": round(sampler, 2), "postgres_cpu_idle_pct": round(idle, 2),
+            "postgres_cpu_with_sampler_pct": round(pg_with, 2),
+            "postgres_cpu_added_pct_of_core": round(pg_with - idle, 2),
+            "samples_per_s": round(rows / (seconds + 2), 1)}
+
+
+def locust_rate(k: Knobs, dynos, sup: Supervisor, out: Path, log: bool) -> float:
+    """Requests/s Locust achieved, from its own stats (independent of our log)."""
+    proc, started = locust.start(k, [d.url for d in dynos], sup, out, ROOT, request_log=log)
+    locust.wait_started(proc, started)
+    proc.wait(timeout=k.duration + 60)
+    sup.stop(proc)
+    stats = [s for s in json.loads((out / "stats.json").read_text()) if s["num_requests"]]
+    total = sum(s["num_requests"] for s in stats)
+    span = max(s["last_request_timestamp"] for s in stats) - min(s["start_time"] for s in stats)
+    return total / span
+
+
+def hook_cost_us(n: int = 200_000) -> float:
+    """CPU microseconds per call of the request hook alone (buffered CSV row)."""
+    sys.path.insert(0, str(ROOT / "locustfiles"))
+    import requestlog
+
+    with tempfile.TemporaryDirectory() as d:
+        log = requestlog.RequestLog(d)
+        t0 = time.process_time()
+        for i in range(n):
+            log.on_request("GET", "/health", 1.234567 + i, 17, None, {"dyno": 0}, None, time.time())
+        log.close()
+        return (time.process_time() - t0) / n * 1e6
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    user = service_user()
+    sup = Supervisor()
+    tmp = Path(tempfile.mkdtemp(prefix="cb-bench-", dir="/var/tmp"))
+    os.chmod(tmp, 0o755)
+    out: dict = {"method": {}, "host_cpus": psutil.cpu_count()}
+    try:
+        server = PostgresServer(service_dir(tmp, "pg", user) / "s", 100, sup, user,
+                                secrets_file=tmp / ".secrets.json")
+        server.start()
+        out["sampler"] = sampler_cost(server, sup, tmp, args.seconds)
+        out["method"]["sampler"] = (f"idle PostgreSQL 18; {args.seconds:.0f} s without, then {args.seconds:.0f} s "
+                                    "with the sampler at 100 ms; CPU from cumulative process-tree cpu_times")
+        k = Knobs(dynos=1, workers=2, users=20, spawn_rate=20, warmup=0, duration=args.seconds,
+                  mix={"health": 1.0, "read": 0.0})
+        dynos = gunicorn.start_dynos(k, gunicorn.app_environment(k, app_db_env(server.conn)), sup, tmp / "logs", ROOT)
+        gunicorn.verify(dynos, ("/health",))
+        with_log, without = [], []
+        for r in range(args.rounds):  # alternate, so drift hits both sides alike
+            without.append(locust_rate(k, dynos, sup, tmp / f"off{r}", log=False))
+            with_log.append(locust_rate(k, dynos, sup, tmp / f"on{r}", log=True))
+        a, b = statistics.median(without), statistics.median(with_log)
+        out["request_log"] = {"req_s_without": [round(x) for x in without], "req_s_with": [round(x) for x in with_log],
+                              "median_cost_pct": round((a - b) / a * 100, 2), "hook_cpu_us_per_request":
+                              round(hook_cost_us(), 2)}
+        out["method"]["request_log"] = (f"1 Locust process, 20 FastHttpUsers on /health (no database), 1 dyno x 2 "
+                                        f"sync workers; {args.rounds} alternated {args.seconds:.0f} s runs each way; "
+                                        "throughput from Locust's own stats.json")
+    finally:
+        sup.stop_all()
+        remove_service_dir(tmp, "pg")
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

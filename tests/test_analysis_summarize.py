@@ -1,0 +1,201 @@
+"""summary.csv figures on hand-built fixtures (see tests/fixtures/make_runs.py for how each was chosen)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import AnalysisError
+from analysis.load import load_run, read_csv
+from analysis.summarize import SUMMARY_GROUPS_CSV, summarize
+from connbench import results as R
+from tests.analysis_support import copy_run
+
+DIRECT0, PERSIST, PGB = "pool-direct_cma-0", "pool-direct_cma-600", "pool-pgbouncer-transaction_cma-0"
+FAILED, SKIPPED = "pool-direct_cma-none", "pool-pgbouncer-session_cma-0"
+
+
+@pytest.fixture
+def run_a(tmp_path):
+    return copy_run("run_a", tmp_path)
+
+
+@pytest.fixture
+def rows(run_a):
+    df = summarize(run_a)
+    return {r["cell_id"]: r for r in df.to_dict("records")}
+
+
+def approx(v):
+    return pytest.approx(v, rel=1e-12, abs=1e-9)
+
+
+def test_requests_latency_and_errors_of_the_measure_window_only(rows):
+    r = rows[DIRECT0]
+    # 100 requests in [m0, m1): the one at exactly m0 counts, the one at m1 and the warm-up ones do not.
+    assert (r["requests"], r["measure_s"], r["rps"]) == (100, 10.0, 10.0)
+    assert (r["failures"], r["failure_rate"]) == (5, approx(0.05))
+    assert (r["err_too_many_clients"], r["err_client_timeout"], r["err_http_503"]) == (3, 1, 1)
+    # latencies 1..100 ms; numpy linear: p = 1 + q * 99
+    assert r["lat_p50"] == approx(50.5)
+    assert r["lat_p90"] == approx(90.1)
+    assert r["lat_p95"] == approx(95.05)
+    assert r["lat_p99"] == approx(99.01)
+    assert r["lat_p999"] == approx(99.901)
+    assert (r["lat_max"], r["lat_mean"]) == (100.0, approx(50.5))
+    p = rows[PERSIST]  # 0.5..50 ms over a 5 s window
+    assert (p["requests"], p["rps"], p["failures"]) == (100, 20.0, 0)
+    assert (p["lat_p50"], p["lat_p95"], p["lat_p99"]) == (approx(25.25), approx(47.525), approx(49.505))
+    b = rows[PGB]  # 1..50 ms over 10 s
+    assert (b["rps"], b["lat_p50"], b["lat_p95"], b["lat_p99"]) == (5.0, approx(25.5), approx(47.55), approx(49.51))
+    assert b["err_too_many_clients"] == 0  # a class seen elsewhere in the run is 0 here, not blank
+
+
+def test_latency_is_computed_from_raw_values_not_buckets(run_a):
+    req = read_csv(run_a / "cells" / DIRECT0 / R.REQUESTS_CSV)
+    m0 = json.loads((run_a / "cells" / DIRECT0 / R.CELL_JSON).read_text())["phases"]["measure"][0]
+    inside = req[(req["t_start"] >= m0) & (req["t_start"] < m0 + 10)]["latency_ms"]
+    assert summarize(run_a, write=False).set_index("cell_id").loc[DIRECT0, "lat_p95"] == approx(
+        np.percentile(inside, 95))
+
+
+def test_connections_peak_plateau_mean_held_and_prediction(rows):
+    r = rows[DIRECT0]
+    # measure totals [2,1,3,2,1 | 2,2,1,2,2]; cool-down ends at 0 (no rows: db.csv is the clock)
+    assert (r["conn_peak"], r["conn_mean"], r["conn_plateau"], r["conn_held"]) == (3, approx(1.8), 2, 0)
+    assert (r["predicted_connections"], r["conn_gap"]) == (2, 0)
+    assert (r["article_count_peak"], r["max_connections_observed"]) == (3, 20)
+    p = rows[PERSIST]  # a fault at t=6 drops the count to 0 for one sample; persistent: held after load
+    assert (p["conn_peak"], p["conn_mean"], p["conn_plateau"], p["conn_held"]) == (2, approx(1.6), 2, 2)
+    b = rows[PGB]  # pgbouncer rows in connections.csv must not count as server connections
+    assert (b["conn_peak"], b["conn_mean"], b["conn_plateau"], b["conn_held"], b["conn_gap"]) == (4, 4, 4, 4, 0)
+
+
+def test_churn_from_cumulative_sessions(rows):
+    assert rows[DIRECT0]["churn_per_s"] == approx(20.0)  # +200 sessions over 10 s
+    assert rows[PERSIST]["churn_per_s"] == approx(0.4)  # 2 reconnects after the fault over 5 s
+    assert rows[PGB]["churn_per_s"] == approx(0.0)  # PgBouncer keeps server connections open
+
+
+def test_pgbouncer_peaks(rows):
+    b = rows[PGB]
+    assert (b["pgb_clients_peak"], b["pgb_servers_peak"], b["pgb_waiting_peak"], b["pgb_maxwait_s"]) == (
+        8, 5, 4, 0.25)
+    assert math.isnan(rows[DIRECT0]["pgb_clients_peak"])
+
+
+def test_cpu_means_and_generator_saturation(rows):
+    r = rows[DIRECT0]
+    assert (r["cpu_locust"], r["cpu_gunicorn_worker"], r["cpu_postgres"]) == (50, 60, 25)
+    # gunicorn-master is the dyno's tree (1 + workers); worker rows are a breakdown, not added to the total
+    assert (r["cpu_gunicorn_master"], r["cpu_sampler"], r["cpu_total"]) == (61, 2, 50 + 61 + 25 + 2)
+    assert (r["locust_procs"], r["locust_cpu_per_proc"], r["generator_saturated"]) == (1, 50, False)
+    p = rows[PERSIST]
+    assert (p["cpu_locust"], p["cpu_gunicorn_worker"], p["cpu_total"], p["generator_saturated"]) == (95, 90, 218, True)
+    b = rows[PGB]
+    assert (b["cpu_pgbouncer"], b["cpu_total"], b["generator_saturated"]) == (10, 98, False)
+
+
+def test_saturation_scales_with_recorded_locust_processes(run_a):
+    doc_path = run_a / "cells" / PERSIST / R.CELL_JSON
+    doc = json.loads(doc_path.read_text())
+    doc["services"]["locust"] = {"pid": 111, "processes": 2}  # 95 % over two processes: 47.5 % each
+    doc_path.write_text(json.dumps(doc))
+    r = summarize(run_a, write=False).set_index("cell_id").loc[PERSIST]
+    assert (r["locust_procs"], r["locust_cpu_per_proc"], r["generator_saturated"]) == (2, 47.5, False)
+
+
+def test_failed_and_skipped_cells_have_status_error_and_empty_metrics(rows):
+    f = rows[FAILED]
+    assert f["status"] == "failed" and "did not answer /health/" in f["error"]
+    s = rows[SKIPPED]  # listed in the manifest only, no cell directory
+    assert s["status"] == "skipped" and "pgbouncer is not installed" in s["skip_reason"]
+    for r in (f, s):
+        for col in ("rps", "lat_p50", "conn_peak", "conn_plateau", "churn_per_s", "cpu_locust"):
+            assert pd.isna(r[col]), col
+        assert pd.isna(r["requests"]) and pd.isna(r["generator_saturated"])
+    assert f["pooling"] == "direct" and f["conn_max_age"] == "none"
+
+
+def test_columns_params_flattened_and_files_written(run_a):
+    df = summarize(run_a)
+    cols = list(df.columns)
+    assert cols[:6] == list(R.SUMMARY_COLUMNS[:6])
+    assert cols.index("dynos") < cols.index("measure_s") and "mix_read" in cols and "mix_slow_ms" in cols
+    assert cols[-3:] == ["err_client_timeout", "err_http_503", "err_too_many_clients"]
+    assert set(R.SUMMARY_COLUMNS) <= set(cols)
+    back = pd.read_csv(run_a / R.SUMMARY_CSV)
+    assert list(back["cell_id"]) == [DIRECT0, PERSIST, PGB, FAILED, SKIPPED]
+    assert back.set_index("cell_id").loc[DIRECT0, "lat_p95"] == approx(95.05)
+    assert (run_a / SUMMARY_GROUPS_CSV).is_file()
+    assert not list(run_a.glob(".*summary*"))  # no temporary files left behind
+
+
+def test_write_false_writes_nothing(run_a):
+    summarize(run_a, write=False)
+    assert not (run_a / R.SUMMARY_CSV).exists()
+
+
+def test_groups_median_and_spread(tmp_path):
+    run_b = copy_run("run_b", tmp_path)
+    summarize(run_b)
+    g = pd.read_csv(run_b / SUMMARY_GROUPS_CSV).set_index("group")
+    d0 = g.loc["pool-direct_cma-0"]
+    assert (d0["cells"], d0["completed"]) == (4, 4)
+    assert (d0["rps_median"], d0["rps_min"], d0["rps_max"]) == (21.5, 20, 23)
+    assert (d0["lat_p95_median"], d0["conn_peak_median"]) == (20.5, 2)
+    d6 = g.loc["pool-direct_cma-600"]
+    assert (d6["rps_median"], d6["rps_min"], d6["rps_max"], d6["conn_peak_max"]) == (20.5, 19, 21, 3)
+    assert g.loc["pool-django-pool_cma-600", "cells"] == 1
+
+
+def test_clock_fallback_when_db_samples_do_not_line_up(run_a):
+    db = run_a / "cells" / DIRECT0 / R.DB_CSV
+    df = pd.read_csv(db)
+    df["t"] = df["t"] + 0.01
+    df.to_csv(db, index=False)
+    r = summarize(run_a, write=False).set_index("cell_id").loc[DIRECT0]
+    # without db.csv's clock an empty sample is invisible: the last sample with rows is t=14 (1 connection)
+    assert r["conn_held"] == 1
+
+
+def test_torn_and_missing_files_do_not_crash(run_a):
+    cell = run_a / "cells" / DIRECT0
+    with open(cell / R.REQUESTS_CSV, "a") as fh:
+        fh.write("1700000005.5,read,12")  # torn last line: no status, still a valid measured request
+    (cell / R.PROCESSES_CSV).write_bytes(b"\x00\xff\xfe garbage")
+    (cell / R.DB_CSV).unlink()
+    r = summarize(run_a, write=False).set_index("cell_id").loc[DIRECT0]
+    assert r["requests"] == 101 and r["failures"] == 6  # a missing status counts as a failure
+    assert pd.isna(r["churn_per_s"]) and pd.isna(r["cpu_locust"]) and pd.isna(r["generator_saturated"])
+    assert r["conn_peak"] == 3  # connections.csv alone still gives the counts
+
+
+def test_cell_status_from_manifest_when_cell_json_is_stale_or_missing(run_a):
+    doc_path = run_a / "cells" / PERSIST / R.CELL_JSON
+    doc = json.loads(doc_path.read_text())
+    doc["status"] = "running"  # the harness was killed mid-cell
+    doc_path.write_text(json.dumps(doc))
+    man = json.loads((run_a / R.MANIFEST_JSON).read_text())
+    man["cells"][1].update(status="interrupted", error="interrupted (Ctrl-C)")
+    (run_a / R.MANIFEST_JSON).write_text(json.dumps(man))
+    (run_a / "cells" / "orphan").mkdir()
+    df = summarize(run_a, write=False).set_index("cell_id")
+    assert df.loc[PERSIST, "status"] == "interrupted" and pd.isna(df.loc[PERSIST, "rps"])
+    assert df.loc["orphan", "status"] == "failed" and "cell.json missing" in df.loc["orphan", "error"]
+
+
+def test_bad_run_directories_raise_actionable_errors(tmp_path):
+    with pytest.raises(AnalysisError, match="not a directory"):
+        summarize(tmp_path / "nope")
+    copy_run("run_a", tmp_path)
+    with pytest.raises(AnalysisError, match=r"no manifest\.json.*run_a"):
+        summarize(tmp_path)  # the reports/ root, not a run
+    (tmp_path / "run_a" / R.MANIFEST_JSON).write_text("{not json")
+    with pytest.raises(AnalysisError, match="not valid JSON"):
+        load_run(tmp_path / "run_a")
+    assert issubclass(AnalysisError, ValueError)
