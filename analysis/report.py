@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from analysis import expectations
 from analysis.charts import Chart, draw_charts
 from analysis.load import CellData, RunData, load_run
 from analysis.summarize import SUMMARY_GROUPS_CSV, summary_frame, write_summaries
@@ -248,6 +249,12 @@ def build_report(run_dir: Path | str) -> Path:
     summary = summary_frame(run)
     groups = write_summaries(run, summary)
     charts = draw_charts(run, summary)
-    html = render(context(run, summary, groups, charts))
+    results = expectations.evaluate(run, summary)
+    if results or (run.root / expectations.EXPECTATIONS_JSON).exists():
+        expectations.write(run.root, results)
+    ctx = context(run, summary, groups, charts)
+    ctx["expectations"] = _generic_table(results) if results else None
+    ctx["expectation_rows"] = results
+    html = render(ctx)
     R.write_text_atomic(run.paths.report, html)
     return run.paths.report

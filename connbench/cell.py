@@ -84,6 +84,12 @@ class CellRunner:
     def _save(self) -> None:
         write_json_atomic(self.paths.json, self.doc)
 
+    def track(self, component: str, pid: int) -> None:
+        """A component was restarted (a fault): point the sampler's CPU accounting at the new pid."""
+        tree = component == "postgres"
+        self._procs[component] = [{"pid": pid, "tree": tree}]
+        self._write_procs()
+
     def _write_procs(self) -> None:
         tmp = self.paths.root / ".procs.json.tmp"
         tmp.write_text(json.dumps(self._procs))
@@ -100,7 +106,7 @@ class CellRunner:
         measured = 0.0
         try:
             t0 = self._begin("start_services")
-            self._start_services()
+            self.start_services()
             self._phase("start_services", t0, time.time())
 
             t0 = self._begin("verify")
@@ -123,7 +129,7 @@ class CellRunner:
             self.doc["error"] = f"{type(e).__name__}: {e}"
         finally:
             t0 = self._begin("stop")
-            self._stop_services()
+            self.stop_services()
             self._phase("stop", t0, time.time())
             n = locust.merge_request_logs(self.paths.locust, self.paths.requests) \
                 if (self.paths.locust / "raw").exists() else 0
@@ -135,7 +141,7 @@ class CellRunner:
             self._save()
         return self.doc
 
-    def _start_services(self) -> None:
+    def start_services(self) -> None:
         db_env = app_db_env(self.server.conn)
         self._procs["postgres"] = [{"pid": self.server.pid, "tree": True}]
         self.doc["services"]["postgres"] = {**self.server.conn.public(), "version": self.server.version,
@@ -209,7 +215,7 @@ class CellRunner:
             raise ServiceError(f"locust exited with code {rc} (log: {self.paths.locust / 'locust.log'})")
         return t_end - t_begin
 
-    def _stop_services(self) -> None:
+    def stop_services(self) -> None:
         # Load first, then the app, then its pooler; the sampler last so it sees them go.
         if self._locust is not None:
             self.sup.stop(self._locust, timeout=5)

@@ -83,10 +83,16 @@ def _report(run_dir: Path, console: Console) -> int:
     except ImportError as e:  # analysis not installed: the raw files are still there
         _err(console, f"report not built ({e}); raw results are in {run_dir}")
         return EXIT_FAILED
+    from analysis.expectations import failed
+
     path = build_report(run_dir)
+    bad = failed(run_dir)
+    for r in bad:
+        _err(console, f"expectation failed: {r['cell_id']}: {r['name']}: {r['check']} {r['limit']} "
+                      f"(measured {r['measured']})")
     console.print(f"report: {path.resolve()}")
     print(path.resolve())
-    return EXIT_OK
+    return EXIT_FAILED if bad else EXIT_OK
 
 
 def cmd_report(args, console: Console) -> int:
@@ -98,6 +104,54 @@ def cmd_compare(args, console: Console) -> int:
 
     out = compare(Path(args.run_a), Path(args.run_b), threshold=args.threshold, fmt=args.format)
     print(out)
+    return EXIT_OK
+
+
+KNOB_FLAGS = ("dynos", "workers", "threads", "worker_class", "conn_max_age", "pooling", "max_connections",
+              "health_checks")
+
+
+def cmd_probe(args, console: Console) -> int:
+    from pydantic import ValidationError
+
+    from connbench import probe
+    from connbench.matrix import new_run_id
+    from connbench.probe_run import ProbeRunner, check_database, print_summary
+
+    scen = _load(args.scenario)
+    if len(scen.cells) > 1 and not args.cell:
+        raise sc.ScenarioError(f"{scen.path}: {len(scen.cells)} cells; choose one with --cell "
+                               f"({', '.join(c.cell_id for c in scen.cells)})")
+    cell = next((c for c in scen.cells if c.cell_id == args.cell), None) if args.cell else scen.cells[0]
+    if cell is None:
+        raise sc.ScenarioError(f"{scen.path}: no cell {args.cell!r}; cells: {', '.join(c.cell_id for c in scen.cells)}")
+    overrides = {k: getattr(args, k) for k in KNOB_FLAGS if getattr(args, k) is not None}
+    if "conn_max_age" in overrides and overrides["conn_max_age"] != "none":
+        overrides["conn_max_age"] = int(overrides["conn_max_age"])
+    if "health_checks" in overrides:
+        overrides["health_checks"] = overrides["health_checks"] == "on"
+    knobs = sc._knobs(scen.path, "command line", {**cell.knobs.model_dump(), **overrides})
+    reason = sc._prune_reason(knobs, scen.meta.model_copy(update={"allow_gevent_persistent": True}))
+    if reason:
+        raise sc.ScenarioError(f"probe: {reason}")
+    flags = {k: v for k, v in (("mode", args.mode), ("stable_steps", args.stable_steps),
+                               ("max_steps", args.max_steps), ("step_requests", args.step_requests),
+                               ("step_seconds", args.step_seconds), ("limit", args.limit), ("path", args.path))
+             if v is not None}
+    try:
+        settings = probe.ProbeSettings(**{**scen.probe, **flags})
+    except ValidationError as e:
+        raise sc.ScenarioError(f"{scen.path} [probe] / flags: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.reports) / (new_run_id(scen) + "-probe")
+    runner = ProbeRunner(knobs, settings, run_dir, console, target=args.target, database_url=args.database_url,
+                         allow_remote=args.allow_remote, scenario_name=scen.meta.name)
+    if args.database_url:
+        check_database(args.database_url)
+    doc = runner.run()
+    print_summary(doc, console)
+    console.print(f"probe.json: {(run_dir / 'probe.json').resolve()}")
+    if not args.no_report:
+        return _report(run_dir, console)
     return EXIT_OK
 
 
@@ -127,6 +181,30 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.set_defaults(func=cmd_report)
 
+    pr = sub.add_parser("probe", help="hit the app until the connection count stops rising")
+    pr.add_argument("scenario", nargs="?", default="scenarios/probe.toml", help="default: scenarios/probe.toml")
+    pr.add_argument("--cell", help="which cell of the scenario to probe (when it has several)")
+    pr.add_argument("--mode", choices=("ramp", "sequential", "both"))
+    for k in ("dynos", "workers", "threads", "max_connections"):
+        pr.add_argument(f"--{k.replace('_', '-')}", type=int, dest=k)
+    pr.add_argument("--worker-class", choices=("sync", "gthread", "gevent"), dest="worker_class")
+    pr.add_argument("--conn-max-age", dest="conn_max_age", help='seconds or "none"')
+    pr.add_argument("--health-checks", choices=("on", "off"), dest="health_checks")
+    pr.add_argument("--pooling", choices=sc.POOLINGS)
+    pr.add_argument("--stable-steps", type=int, help="stop after K steps without a rise (default 3)")
+    pr.add_argument("--max-steps", type=int)
+    pr.add_argument("--step-requests", type=int, help="sequential: requests per step (default 20)")
+    pr.add_argument("--step-seconds", type=float, help="ramp: seconds per step (default 1)")
+    pr.add_argument("--path", help="endpoint to hit (default /db/read)")
+    pr.add_argument("--limit", type=int, help="connections your database allows the app (e.g. a plan's 20)")
+    pr.add_argument("--target", help="probe an existing app at this URL instead of starting one")
+    pr.add_argument("--database-url", help="the database the --target app uses (for the count)")
+    pr.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --target/--database-url")
+    pr.add_argument("--run-dir")
+    pr.add_argument("--reports", default="reports")
+    pr.add_argument("--no-report", action="store_true")
+    pr.set_defaults(func=cmd_probe)
+
     c = sub.add_parser("compare", help="compare two runs cell by cell")
     c.add_argument("run_a")
     c.add_argument("run_b")
@@ -154,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - last resort: an actionable line, not a traceback
         from connbench.matrix import RunError
+        from connbench.probe import ProbeError
 
-        if isinstance(e, RunError):
+        if isinstance(e, (RunError, ProbeError)):
             _err(console, str(e))
             return EXIT_USAGE
         try:

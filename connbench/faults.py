@@ -22,6 +22,8 @@ class Fault(BaseModel):
     at: float = Field(ge=0, description="seconds after the measure phase begins")
     action: Action
     dyno: int = Field(0, ge=0, description="kill_worker: which dyno")
+    cells: list[str] = Field(default_factory=list, description="only these cell ids or groups (default: all)")
+    where: dict = Field(default_factory=dict, description="only cells whose knobs match, like matrix.exclude")
 
 
 def terminate_backends(runner: CellRunner) -> str:
@@ -50,13 +52,17 @@ def apply(fault: Fault, runner: CellRunner) -> str:
     if fault.action == "terminate_backends":
         return terminate_backends(runner)
     if fault.action == "restart_postgres":
+        t0 = time.monotonic()
         runner.server.restart()
-        return "postgres fast shutdown + start"
+        runner.track("postgres", runner.server.pid)
+        return f"postgres fast shutdown + start ({time.monotonic() - t0:.2f} s)"
     if fault.action == "restart_pgbouncer":
         if runner.bouncer is None:
             return "no PgBouncer in this cell"
+        t0 = time.monotonic()
         runner.bouncer.restart()
-        return "pgbouncer stopped + started"
+        runner.track("pgbouncer", runner.bouncer.proc.pid)
+        return f"pgbouncer stopped + started ({time.monotonic() - t0:.2f} s)"
     return kill_worker(runner, fault.dyno)
 
 

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from connbench.cell import CellRunner, failed_to_start, load_cell_doc, skipped
 from connbench.results import SCHEMA_VERSION, RunPaths, read_json, write_json_atomic
-from connbench.scenario import PGBOUNCER_MODES, Cell, Scenario
+from connbench.scenario import PGBOUNCER_MODES, Cell, Scenario, faults_for
 from connbench.services import pgbouncer as pgb
 from connbench.services.postgres import PostgresServer, pg_version, project_root
 from connbench.services.procs import Supervisor, cleanup_recorded, remove_service_dir, service_dir, service_user
@@ -197,7 +197,7 @@ class MatrixRunner:
                             runner = CellRunner(cell, paths, server, self.sup, self.user, on_phase=ticker.phase,
                                                 sample_interval=self.sample_interval,
                                                 locust_processes=self.locust_processes,
-                                                faults=self.scenario.faults)
+                                                faults=faults_for(self.scenario, cell))
                             doc = runner.run()
                     self._record(cell, doc)
                     failed += doc["status"] == "failed"

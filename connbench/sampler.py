@@ -53,7 +53,7 @@ def parse_appname(name: str) -> tuple[str, str]:
 
 
 class DbProbe:
-    def __init__(self, pg: dict, app_role: str):
+    def __init__(self, pg: dict, app_role: str | None):
         self.pg = pg
         self.app_role = app_role
         self.conn: psycopg.Connection | None = None
@@ -63,7 +63,8 @@ class DbProbe:
         conn = psycopg.connect(**self.pg, autocommit=True, connect_timeout=3,
                                application_name="connbench-sampler")
         conn.execute("SET stats_fetch_consistency = none")
-        conn.execute(f'SET ROLE "{self.app_role}"')
+        if self.app_role:  # connected as the superuser: count as the app's role
+            conn.execute(f'SET ROLE "{self.app_role}"')
         self.limits = tuple(conn.execute(SETTINGS_QUERY).fetchone())
         return conn
 

@@ -126,12 +126,49 @@ class ScenarioMeta(BaseModel):
     )
 
 
+class Expect(BaseModel):
+    """A checked claim, like a k6 threshold: every limit given must hold in every selected cell."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str | None = None
+    where: dict[str, Any] = Field(default_factory=dict, description="knob = value or [values], like exclude")
+    cells: list[str] = Field(default_factory=list, description="cell ids (or groups)")
+    p95_ms_max: float | None = Field(None, gt=0)
+    p99_ms_max: float | None = Field(None, gt=0)
+    error_rate_max: float | None = Field(None, ge=0, le=1)
+    errors_max: dict[str, int] = Field(default_factory=dict, description="error class -> most allowed")
+    errors_min: dict[str, int] = Field(default_factory=dict, description="error class -> fewest expected")
+    connections: Literal["predicted"] | int | None = Field(None, description="plateau equals")
+    connections_max: Literal["predicted"] | int | None = Field(None, description="plateau at most")
+    pgbouncer_server_max: int | None = Field(None, ge=0)
+    held_after_cooldown_max: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Expect:
+        from connbench.errorclass import CLASSES
+
+        for key in self.where:
+            if key not in Knobs.model_fields:
+                raise ValueError(f"where.{key} is not a knob; allowed: {', '.join(Knobs.model_fields)}")
+        for table in (self.errors_max, self.errors_min):
+            for cls in table:
+                if cls not in CLASSES or not cls:
+                    raise ValueError(f"unknown error class {cls!r}; allowed: {', '.join(c for c in CLASSES if c)}")
+        checks = [self.p95_ms_max, self.p99_ms_max, self.error_rate_max, self.connections, self.connections_max,
+                  self.pgbouncer_server_max, self.held_after_cooldown_max]
+        if all(c is None for c in checks) and not self.errors_max and not self.errors_min:
+            raise ValueError("an expectation needs at least one limit (e.g. p95_ms_max, connections)")
+        return self
+
+
 class ScenarioFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scenario: ScenarioMeta
     defaults: dict[str, Any] = Field(default_factory=dict)
     matrix: dict[str, Any] = Field(default_factory=dict)
     faults: list[Fault] = Field(default_factory=list)
+    probe: dict[str, Any] = Field(default_factory=dict)
+    expect: list[Expect] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -163,6 +200,8 @@ class Scenario:
     pruned: list[Pruned]
     raw: dict[str, Any]
     faults: list[Fault] = field(default_factory=list)
+    probe: dict[str, Any] = field(default_factory=dict)
+    expect: list[Expect] = field(default_factory=list)
 
     @property
     def hash(self) -> str:
@@ -291,6 +330,16 @@ def _matches(rule: dict[str, Any], assignment: dict[str, Any]) -> bool:
     return True
 
 
+def faults_for(scenario: Scenario, cell: Cell) -> list[Fault]:
+    return [f for f in scenario.faults if expect_selects(f, cell)]
+
+
+def expect_selects(e: Expect | Fault, cell: Cell) -> bool:
+    if e.cells and cell.cell_id not in e.cells and cell.group not in e.cells:
+        return False
+    return _matches(e.where, cell.knobs.model_dump()) if e.where else True
+
+
 def _value_id(v: Any) -> str:
     if isinstance(v, bool):
         return "on" if v else "off"
@@ -328,7 +377,8 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>")) -> Sce
         for err in e.errors():
             key = _fmt_loc(err["loc"])
             if err["type"] == "extra_forbidden":
-                allowed = ScenarioMeta.model_fields if len(err["loc"]) > 1 else ScenarioFile.model_fields
+                section = {"scenario": ScenarioMeta, "expect": Expect, "faults": Fault}.get(str(err["loc"][0]))
+                allowed = (section or ScenarioFile).model_fields if len(err["loc"]) > 1 else ScenarioFile.model_fields
                 msgs.append(f"unknown key '{key}'; allowed: {', '.join(allowed)}")
             elif err["type"] == "missing":
                 msgs.append(f"missing required key '{key}'")
@@ -392,7 +442,12 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>")) -> Sce
         for r in range(sf.scenario.repeats):
             cid = group if sf.scenario.repeats == 1 else f"{group}_r{r + 1}"
             cells.append(Cell(cid, group, r, knobs, assignment))
+    for i, e in enumerate(sf.expect):
+        if not any(expect_selects(e, c) for c in cells):
+            raise ScenarioError(f"{path}: expect[{i}] ({e.name or 'unnamed'}) selects no cell; "
+                                f"cells: {', '.join(c.cell_id for c in cells)}")
     if not cells:
         why = "; ".join(sorted({p.reason for p in pruned})) or "the matrix is empty"
         raise ScenarioError(f"{path}: no cells left to run after exclusion and pruning ({why})")
-    return Scenario(path, sf.scenario, defaults, axes, exclude, cells, pruned, raw, list(sf.faults))
+    return Scenario(path, sf.scenario, defaults, axes, exclude, cells, pruned, raw, list(sf.faults), dict(sf.probe),
+                    list(sf.expect))

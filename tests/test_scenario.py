@@ -21,7 +21,7 @@ def err(raw, path="my.toml") -> str:
     return str(ei.value)
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "heroku", "pooling"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "heroku", "pooling", "probe", "faults"])
 def test_shipped_scenarios_validate(name):
     scen = sc.load(ROOT / "scenarios" / f"{name}.toml")
     assert scen.cells

@@ -25,9 +25,12 @@ from connbench.services.procs import RunAs, ServiceError, Supervisor, chown_tree
 APP_ROLE = "app"
 SUPERUSER = "postgres"
 DB_NAME = "connbench"
-# Slots only superusers may take: the sampler's own session and the harness's fault injection.
-# The app's role gets max_connections - SUPERUSER_RESERVED.
-SUPERUSER_RESERVED = 2
+# The harness's own sessions, accounted so the app's role gets exactly max_connections - 2:
+# PostgreSQL lets a superuser take a general slot first (reserved slots are only the last
+# ones), so the sampler's one superuser session occupies a general slot; one more slot is
+# reserved for superusers so fault injection can always connect, even to a full server.
+SUPERUSER_RESERVED = 1
+HARNESS_SESSIONS = 1
 
 
 def pg_bin_dir() -> Path:
@@ -124,7 +127,7 @@ class PostgresServer:
 
     @property
     def app_slots(self) -> int:
-        return self.max_connections - SUPERUSER_RESERVED
+        return self.max_connections - SUPERUSER_RESERVED - HARNESS_SESSIONS
 
     # -- helpers ------------------------------------------------------------------------
     def settings(self, port: int) -> dict[str, str]:

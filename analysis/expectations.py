@@ -1,0 +1,108 @@
+"""Evaluate a scenario's [[expect]] claims against summary.csv: pass/fail with the measured value.
+
+Reads only files: the manifest (the resolved scenario) and the summary. Writes expectations.json,
+which the report shows and `connbench run/report` turn into the exit code.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.load import RunData
+from connbench.results import write_json_atomic
+from connbench.scenario import Expect, Knobs, _matches
+
+EXPECTATIONS_JSON = "expectations.json"
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _checks(e: Expect, row: dict) -> list[tuple[str, float | None, str, bool | None]]:
+    """(check, measured, limit text, passed) for every limit the expectation gives."""
+    out = []
+    pred = _num(row.get("predicted_connections"))
+    plateau = _num(row.get("conn_plateau"))
+
+    def limit(v):
+        return pred if v == "predicted" else v
+
+    def add(name, measured, lim, ok, lim_text=None):
+        text = lim_text or str(lim)
+        out.append((name, measured, text, None if measured is None or lim is None else ok(measured, lim)))
+
+    if e.p95_ms_max is not None:
+        add("p95_ms <=", _num(row.get("lat_p95")), e.p95_ms_max, lambda m, x: m <= x)
+    if e.p99_ms_max is not None:
+        add("p99_ms <=", _num(row.get("lat_p99")), e.p99_ms_max, lambda m, x: m <= x)
+    if e.error_rate_max is not None:
+        add("error_rate <=", _num(row.get("failure_rate")), e.error_rate_max, lambda m, x: m <= x)
+    for cls, n in e.errors_max.items():
+        add(f"errors[{cls}] <=", _num(row.get(f"err_{cls}", 0)) or 0.0, n, lambda m, x: m <= x)
+    for cls, n in e.errors_min.items():
+        add(f"errors[{cls}] >=", _num(row.get(f"err_{cls}", 0)) or 0.0, n, lambda m, x: m >= x)
+    if e.connections is not None:
+        add("connections plateau ==", plateau, limit(e.connections), lambda m, x: m == x,
+            f"{limit(e.connections)} ({e.connections})" if e.connections == "predicted" else None)
+    if e.connections_max is not None:
+        add("connections plateau <=", plateau, limit(e.connections_max), lambda m, x: m <= x,
+            f"{limit(e.connections_max)} ({e.connections_max})" if e.connections_max == "predicted" else None)
+    if e.pgbouncer_server_max is not None:
+        add("pgbouncer servers <=", _num(row.get("pgb_servers_peak")), e.pgbouncer_server_max, lambda m, x: m <= x)
+    if e.held_after_cooldown_max is not None:
+        add("held after cool-down <=", _num(row.get("conn_held")), e.held_after_cooldown_max, lambda m, x: m <= x)
+    return out
+
+
+def evaluate(run: RunData, summary: pd.DataFrame) -> list[dict[str, Any]]:
+    raw = (run.manifest.get("scenario") or {}).get("expect") or []
+    expects = [Expect(**e) for e in raw]
+    rows = {r["cell_id"]: r for r in summary.to_dict("records")}
+    results = []
+    for i, e in enumerate(expects):
+        label = e.name or f"expect[{i}]"
+        for cell in run.cells:
+            params = cell.params or {}
+            if e.cells and cell.cell_id not in e.cells and cell.meta.get("group") not in e.cells:
+                continue
+            try:
+                knobs = Knobs(**params).model_dump() if params else {}
+            except Exception:  # noqa: BLE001 - a cell written by another version: select on raw params
+                knobs = params
+            if e.where and not _matches(e.where, knobs):
+                continue
+            row = rows.get(cell.cell_id, {})
+            if cell.status != "completed":
+                results.append({"cell_id": cell.cell_id, "name": label, "check": "cell completed",
+                                "measured": cell.status, "limit": "completed",
+                                "passed": None if cell.status == "skipped" else False})
+                continue
+            for check, measured, lim, passed in _checks(e, row):
+                results.append({"cell_id": cell.cell_id, "name": label, "check": check,
+                                "measured": measured, "limit": lim,
+                                "passed": False if passed is None else bool(passed)})
+    return results
+
+
+def write(run_dir: Path, results: list[dict[str, Any]]) -> Path:
+    path = Path(run_dir) / EXPECTATIONS_JSON
+    write_json_atomic(path, results)
+    return path
+
+
+def failed(run_dir: Path) -> list[dict[str, Any]]:
+    import json
+
+    path = Path(run_dir) / EXPECTATIONS_JSON
+    if not path.exists():
+        return []
+    return [r for r in json.loads(path.read_text()) if r.get("passed") is False]

@@ -1,0 +1,55 @@
+"""Issue 8: `connbench probe` on real processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import read_json, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def probe(run_dir, *args):
+    res = run_cli("probe", "--run-dir", str(run_dir), "--no-report", *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return read_json(run_dir / "probe.json"), res.stdout + res.stderr, run_dir
+
+
+def test_gthread_ramp_reaches_workers_x_threads_and_sequential_is_explained(tmp_path, run_dir):
+    doc, out, _ = probe(run_dir, "--mode", "both", "--workers", "2", "--threads", "3", "--worker-class",
+                        "gthread", "--conn-max-age", "none", "--path", "/db/slow?ms=20")
+    ramp, seq = doc["results"]["ramp"], doc["results"]["sequential"]
+    assert ramp["plateau"]["plateau"] == 6 and ramp["plateau"]["settled"]
+    assert seq["plateau"]["plateau"] is not None and seq["plateau"]["plateau"] <= 6
+    assert doc["predicted"]["connections"] == 6 and doc["matches"]
+    if seq["plateau"]["plateau"] < 6:
+        assert "thread pool starts a new thread only when none is idle" in " ".join(doc["notes"])
+        assert "sequential hits plateaued at" in out
+    assert "select count(*) from pg_stat_activity where pid <> pg_backend_pid() and usename = current_user" in out
+
+
+def test_two_dynos_three_workers_persistent_matches(tmp_path, run_dir):
+    doc, out, _ = probe(run_dir, "--mode", "ramp", "--dynos", "2", "--workers", "3", "--conn-max-age", "600",
+                        "--run-dir", str(run_dir))
+    assert doc["plateau"] == 6 and doc["matches"] and doc["per_dyno"] == 3
+    assert "matches" in out
+
+
+def test_conn_max_age_0_rests_near_zero(tmp_path, run_dir):
+    doc, _, _ = probe(run_dir, "--mode", "ramp", "--workers", "3", "--conn-max-age", "0")
+    assert doc["plateau"] <= 1  # counted at rest, after each step
+    assert doc["results"]["ramp"]["peak_during_load"] >= 1  # while requests ran, they had connections
+
+
+def test_headroom_for_a_20_connection_plan(tmp_path, run_dir):
+    doc, out, _ = probe(run_dir, "--mode", "ramp", "--workers", "3", "--conn-max-age", "600", "--max-connections",
+                        "22")
+    assert doc["server"]["app_slots"] == 20 and doc["per_dyno"] == 3 and doc["max_dynos"] == 6
+    assert "at most 6 dynos of this shape fit in 20 connections (18 connections)" in out
+    assert doc["headroom"][-1] == {"dynos": 7, "connections": 21, "limit": 20, "fits": False}
+
+
+def test_remote_target_needs_allow_remote(tmp_path):
+    res = run_cli("probe", "--target", "http://10.1.2.3:8000", "--database-url", "postgresql://u:s3cretpw@127.0.0.1/db",
+                  "--run-dir", str(tmp_path / "p"))
+    assert res.returncode == 2 and "--allow-remote" in res.stderr and "s3cretpw" not in res.stderr
