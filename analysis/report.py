@@ -253,8 +253,9 @@ def build_report(run_dir: Path | str) -> Path:
     if results or (run.root / expectations.EXPECTATIONS_JSON).exists():
         expectations.write(run.root, results)
     ctx = context(run, summary, groups, charts)
-    ctx["expectations"] = _generic_table(results) if results else None
-    ctx["expectation_rows"] = results
+    if results:  # the scenario's [[expect]]; otherwise whatever the manifest carries
+        ctx["expectations"] = _generic_table(results)
+        ctx["expectation_rows"] = results
     html = render(ctx)
     R.write_text_atomic(run.paths.report, html)
     return run.paths.report
