@@ -211,6 +211,7 @@ class MatrixRunner:
             raise
         finally:
             ticker.stop()
+            progress.update(phase, visible=False)
             self.sup.stop_all()
             self.paths.pids.unlink(missing_ok=True)
             if not self.keep_data:  # the cluster is throwaway: --resume provisions a new one

@@ -133,12 +133,12 @@ class ProbeRunner:
             "predicted": pred,
             "results": results,
             "plateau": plateau_value,
-            "matches": pred["connections"] is not None and plateau_value == pred["connections"],
+            "matches": pred["at_rest"] is not None and plateau_value == pred["at_rest"],
             "per_dyno": per_dyno,
             "limit": limit,
             "max_dynos": plateau.max_dynos(per_dyno, limit),
             "headroom": plateau.headroom(per_dyno, limit),
-            "notes": probe.explain(results, pred["connections"], self.k.worker_class, self.k.threads),
+            "notes": probe.explain(results, pred["at_rest"], self.k.worker_class, self.k.threads),
             "started": started,
             "ended": time.time(),
         }
@@ -162,7 +162,7 @@ def print_summary(doc: dict, console: Console) -> None:
                   str(r["peak_during_load"]), "yes" if p["settled"] else f"no ({r['limited_by']} limit)")
     Console(width=max(console.width, 120)).print(t)
     pred = doc["predicted"]
-    console.print(f"predicted: {pred['connections']} ({pred['basis']}) -> "
+    console.print(f"predicted at rest: {pred['at_rest']} ({pred['basis']}) -> "
                   + ("[green]matches[/green]" if doc["matches"] else "[yellow]does not match[/yellow]"))
     for note in doc["notes"]:
         console.print(f"  - {note}", highlight=False)

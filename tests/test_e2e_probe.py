@@ -21,7 +21,7 @@ def test_gthread_ramp_reaches_workers_x_threads_and_sequential_is_explained(tmp_
     ramp, seq = doc["results"]["ramp"], doc["results"]["sequential"]
     assert ramp["plateau"]["plateau"] == 6 and ramp["plateau"]["settled"]
     assert seq["plateau"]["plateau"] is not None and seq["plateau"]["plateau"] <= 6
-    assert doc["predicted"]["connections"] == 6 and doc["matches"]
+    assert doc["predicted"]["at_rest"] == 6 and doc["matches"]
     if seq["plateau"]["plateau"] < 6:
         assert "thread pool starts a new thread only when none is idle" in " ".join(doc["notes"])
         assert "sequential hits plateaued at" in out

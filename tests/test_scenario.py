@@ -99,7 +99,8 @@ def test_repeats_share_a_group_and_ids_are_stable():
 def test_predictions_follow_the_articles():
     k = sc.Knobs(dynos=2, workers=2, threads=2, worker_class="gthread", conn_max_age="none")
     assert sc.predict(k)["connections"] == 8
-    assert sc.predict(sc.Knobs(workers=3, conn_max_age=0))["connections"] == 0
+    cma0 = sc.predict(sc.Knobs(workers=3, conn_max_age=0))
+    assert cma0["at_rest"] == 0 and cma0["connections"] is None and cma0["connections_max"] == 3
     p = sc.predict(sc.Knobs(workers=3, pooling="pgbouncer-transaction", pgbouncer_pool_size=2,
                             pgbouncer_reserve_pool=1, conn_max_age=600))
     assert p["pgbouncer_server_max"] == 3 and p["pgbouncer_clients"] == 3
