@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from analysis import expectations
 from analysis.charts import Chart, draw_charts
 from analysis.load import CellData, RunData, load_run
+from analysis.probe_chart import draw_probe
 from analysis.summarize import SUMMARY_GROUPS_CSV, summary_frame, write_summaries
 from connbench import results as R
 
@@ -248,7 +249,8 @@ def build_report(run_dir: Path | str) -> Path:
     run = load_run(run_dir)
     summary = summary_frame(run)
     groups = write_summaries(run, summary)
-    charts = draw_charts(run, summary)
+    charts = draw_charts(run, summary)  # it clears charts/ first
+    charts = draw_probe(run.root) + charts
     results = expectations.evaluate(run, summary)
     if results or (run.root / expectations.EXPECTATIONS_JSON).exists():
         expectations.write(run.root, results)

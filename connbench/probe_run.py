@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from connbench import plateau, probe
-from connbench.results import SCHEMA_VERSION, RunPaths, write_json_atomic
+from connbench.results import SCHEMA_VERSION, CellPaths, RunPaths, write_json_atomic
 from connbench.sampler import ARTICLE_QUERY, DbProbe
 from connbench.scenario import Cell, Knobs, predict
 from connbench.services import gunicorn
@@ -59,7 +59,8 @@ class ProbeRunner:
         from connbench.cell import CellRunner
 
         cell = Cell("probe", "probe", 0, self.k, {})
-        self.runner = CellRunner(cell, self.paths.cell("probe"), self.server, self.sup, self.user)
+        # raw samples of the probe's app, kept beside probe.json (not under cells/: it is no cell)
+        self.runner = CellRunner(cell, CellPaths(self.paths.root / "probe-app"), self.server, self.sup, self.user)
         self.runner.paths.root.mkdir(parents=True, exist_ok=True)
         self.runner.start_services()
         gunicorn.verify(self.runner.dynos, ("/health",))

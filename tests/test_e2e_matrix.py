@@ -84,3 +84,21 @@ def test_failing_cell_is_recorded_and_the_matrix_goes_on(tmp_path, run_dir, monk
     assert "HTTP 503 (injected)" in manifest["cells"][0]["error"]
     assert manifest["status"] == "completed_with_failures"
     assert_no_leftovers(run_dir)
+
+
+def test_pgbouncer_cells_are_skipped_with_a_visible_reason_when_it_is_missing(tmp_path, run_dir, monkeypatch):
+    from analysis.report import build_report
+    from connbench import scenario as sc
+    from connbench.matrix import MatrixRunner
+    from connbench.services import pgbouncer
+
+    monkeypatch.setattr(pgbouncer, "pgbouncer_binary", lambda: None)
+    scen = sc.load(write_scenario(tmp_path / "s.toml", TWO_CELLS.replace(
+        "conn_max_age = [0, 60]", 'pooling = ["pgbouncer-transaction", "direct"]')))
+    assert MatrixRunner(scen, run_dir).run() == 0  # a skip is not a failure
+    cells = {c["cell_id"]: c for c in read_json(run_dir / "manifest.json")["cells"]}
+    assert cells["pool-pgbouncer-transaction"]["status"] == "skipped"
+    assert "PgBouncer is not installed" in cells["pool-pgbouncer-transaction"]["skip_reason"]
+    assert cells["pool-direct"]["status"] == "completed"
+    html = build_report(run_dir).read_text()
+    assert "PgBouncer is not installed" in html

@@ -53,3 +53,13 @@ def test_remote_target_needs_allow_remote(tmp_path):
     res = run_cli("probe", "--target", "http://10.1.2.3:8000", "--database-url", "postgresql://u:s3cretpw@127.0.0.1/db",
                   "--run-dir", str(tmp_path / "p"))
     assert res.returncode == 2 and "--allow-remote" in res.stderr and "s3cretpw" not in res.stderr
+
+
+def test_probe_report_has_its_chart_and_no_phantom_cell(tmp_path, run_dir):
+    res = run_cli("probe", "--mode", "sequential", "--workers", "2", "--conn-max-age", "600", "--run-dir",
+                  str(run_dir))
+    assert res.returncode == 0, res.stderr
+    assert (run_dir / "charts" / "probe.png").stat().st_size > 5000
+    html = (run_dir / "index.html").read_text()
+    assert "charts/probe.png" in html and "Probe" in html and "cell.json missing" not in html
+    assert not (run_dir / "cells").exists() and (run_dir / "probe-app" / "connections.csv").exists()

@@ -36,6 +36,8 @@ def test_smoke_cell_end_to_end(run_dir):
     # the last line on stdout is the report's path, and it exists
     last = res.stdout.strip().splitlines()[-1]
     assert last.endswith("index.html") and (run_dir / "index.html").exists()
+    summary = (run_dir / "summary.csv").read_text().strip().splitlines()
+    assert len(summary) == 1 + len(manifest["cells"]) and ",completed," in summary[1]
     # no password in anything the user reads
     secret_file = run_dir / ".secrets-maxc-100.json"
     assert secret_file.stat().st_mode & 0o077 == 0
