@@ -14,24 +14,32 @@ def draw_probe(run_dir: Path) -> list[Chart]:
     path = Path(run_dir) / PROBE_JSON
     if not path.exists():
         return []
-    doc = json.loads(path.read_text())
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return []
+    results = doc.get("results") if isinstance(doc, dict) else None
+    # only the probe's own shape has per-step data; anything else is shown as tables by the report
+    runs = {m: r for m, r in (results or {}).items() if isinstance(r, dict) and isinstance(r.get("steps"), list)
+            and r["steps"] and all(isinstance(s, dict) and {"requests_total", "count", "peak_during"} <= s.keys()
+                                  for s in r["steps"])} if isinstance(results, dict) else {}
+    if not runs:
+        return []
     fig, ax = plt.subplots(figsize=(9, 4.5))
     colors = {"sequential": "tab:orange", "ramp": "tab:blue"}
-    for mode, r in (doc.get("results") or {}).items():
-        steps = r.get("steps") or []
-        if not steps:
-            continue
+    for mode, r in runs.items():
+        steps = r["steps"]
         x = [s["requests_total"] for s in steps]
         ax.plot(x, [s["count"] for s in steps], marker="o", color=colors.get(mode), label=f"{mode}: count after step")
         ax.plot(x, [s["peak_during"] for s in steps], linestyle=":", color=colors.get(mode), alpha=0.6,
                 label=f"{mode}: peak during step")
-        p = r["plateau"]
+        p = r.get("plateau") if isinstance(r.get("plateau"), dict) else {}
         if p.get("plateau") is not None and p.get("reached_at_step") is not None:
             at = steps[p["reached_at_step"]]["requests_total"]
             ax.axhline(p["plateau"], color=colors.get(mode), alpha=0.25)
             ax.annotate(f"{mode} plateau {p['plateau']}" + ("" if p.get("settled") else " (still rising)"),
                         (at, p["plateau"]), textcoords="offset points", xytext=(5, 6), color=colors.get(mode))
-    pred = (doc.get("predicted") or {}).get("at_rest")
+    pred = doc["predicted"].get("at_rest") if isinstance(doc.get("predicted"), dict) else None
     if pred is not None:
         ax.axhline(pred, color="black", linestyle="--", linewidth=1, label=f"predicted {pred}")
     ax.set_xscale("log")
