@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.load import RunData
 from connbench.results import write_json_atomic
-from connbench.scenario import Expect, Knobs, _matches
+from connbench.scenario import Expect, Knobs, selects
 
 EXPECTATIONS_JSON = "expectations.json"
 
@@ -72,13 +72,11 @@ def evaluate(run: RunData, summary: pd.DataFrame) -> list[dict[str, Any]]:
         label = e.name or f"expect[{i}]"
         for cell in run.cells:
             params = cell.params or {}
-            if e.cells and cell.cell_id not in e.cells and cell.meta.get("group") not in e.cells:
-                continue
             try:
                 knobs = Knobs(**params).model_dump() if params else {}
             except Exception:  # noqa: BLE001 - a cell written by another version: select on raw params
                 knobs = params
-            if e.where and not _matches(e.where, knobs):
+            if not selects(e, cell.cell_id, cell.meta.get("group"), knobs):
                 continue
             row = rows.get(cell.cell_id, {})
             if cell.status != "completed":

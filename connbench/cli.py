@@ -131,8 +131,8 @@ def cmd_probe(args, console: Console) -> int:
         overrides["conn_max_age"] = int(overrides["conn_max_age"])
     if "health_checks" in overrides:
         overrides["health_checks"] = overrides["health_checks"] == "on"
-    knobs = sc._knobs(scen.path, "command line", {**cell.knobs.model_dump(), **overrides})
-    reason = sc._prune_reason(knobs, scen.meta.model_copy(update={"allow_gevent_persistent": True}))
+    knobs = sc.knobs_from(scen.path, "command line", {**cell.knobs.model_dump(), **overrides})
+    reason = sc.prune_reason(knobs, scen.meta.model_copy(update={"allow_gevent_persistent": True}))
     if reason:
         raise sc.ScenarioError(f"probe: {reason}")
     flags = {k: v for k, v in (("mode", args.mode), ("stable_steps", args.stable_steps),

@@ -130,19 +130,17 @@ class Counter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def sample(self) -> tuple[int, dict[str, int], dict[str, int], int]:
+    def sample(self) -> tuple[int, dict[str, int], dict[str, int]]:
         with self.lock:
             groups, article, _ = self.db.sample()
         by_dyno: dict[str, int] = {}
         by_worker: dict[str, int] = {}
-        total = 0
         for appname, _state, count in groups:
             dyno, worker = parse_appname(appname)
-            total += count
             if dyno:
                 by_dyno[dyno] = by_dyno.get(dyno, 0) + count
                 by_worker[f"d{dyno}:w{worker}"] = by_worker.get(f"d{dyno}:w{worker}", 0) + count
-        return article, by_dyno, by_worker, total
+        return article, by_dyno, by_worker
 
     def watch(self) -> None:
         self._peak, self._stop = 0, threading.Event()
@@ -180,7 +178,7 @@ def run_mode(mode: str, s: ProbeSettings, hitter: Hitter, counter: Counter, prog
         peak = counter.peak()
         time.sleep(s.settle_seconds)
         total += n
-        count, by_dyno, by_worker, _ = counter.sample()
+        count, by_dyno, by_worker = counter.sample()
         steps.append(Step(i, load, n, total, errors, count, max(peak, count), by_dyno, by_worker))
         if progress:
             progress(mode, steps[-1])

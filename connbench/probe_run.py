@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -28,7 +29,7 @@ def _redacted(dsn: str) -> dict:
 def _check_remote(target: str | None, database_url: str | None, allow_remote: bool) -> None:
     hosts = []
     if target:
-        hosts.append(("--target", probe.urlsplit(target).hostname))
+        hosts.append(("--target", urlsplit(target).hostname))
     if database_url:
         hosts.append(("--database-url", conninfo_to_dict(database_url).get("host") or "localhost"))
     for flag, host in hosts:

@@ -9,6 +9,7 @@ article's query runs verbatim with current_user = the app's role.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -141,10 +142,11 @@ class ProcessProbe:
     short-lived backends of CONN_MAX_AGE=0, which per-pid sampling would miss.
     """
 
-    def __init__(self, procs_file: Path):
+    def __init__(self, procs_file: Path, fixed: dict[str, list] | None = None):
         self.procs_file = procs_file
         self._mtime = 0.0
-        self.roots: dict[str, list] = {}
+        self.fixed = fixed or {}  # roots that are not in procs.json (the sampler itself)
+        self.roots: dict[str, list] = dict(self.fixed)
         self._prev: dict[tuple, tuple[float, float]] = {}
         self._handles: dict[int, psutil.Process] = {}
 
@@ -155,7 +157,7 @@ class ProcessProbe:
             return
         if mtime != self._mtime:
             self._mtime = mtime
-            self.roots = json.loads(self.procs_file.read_text())
+            self.roots = {**json.loads(self.procs_file.read_text()), **self.fixed}
 
     def _proc(self, pid: int) -> psutil.Process:
         p = self._handles.get(pid)
@@ -221,7 +223,7 @@ def run(config: dict) -> None:
     if config.get("pgbouncer"):
         bouncer = BouncerProbe(config["pgbouncer"], config["pgbouncer_database"], config["app_role"])
         pbw = CsvAppender(paths.pgbouncer, PGBOUNCER_COLUMNS)
-    procs = ProcessProbe(Path(config["procs_file"]))
+    procs = ProcessProbe(Path(config["procs_file"]), fixed={"sampler": [{"pid": os.getpid()}]})
     n, last_flush, errors = 0, time.monotonic(), 0
     next_t = time.monotonic()
     while not stop["flag"]:
@@ -249,7 +251,6 @@ def run(config: dict) -> None:
             except psycopg.Error as e:
                 print(f"sampler: pgbouncer sample failed: {e}", file=sys.stderr, flush=True)
         if n % proc_every == 0:
-            procs.roots.setdefault("sampler", [{"pid": psutil.Process().pid}])
             for row in procs.sample(now):
                 procw.write(row)
         n += 1

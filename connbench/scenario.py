@@ -298,7 +298,7 @@ def _allowed(field: str) -> str:
     return kind + (" " + " and ".join(bounds) if bounds else "")
 
 
-def _knobs(path: Path, where: str, values: dict[str, Any]) -> Knobs:
+def knobs_from(path: Path, where: str, values: dict[str, Any]) -> Knobs:
     try:
         return Knobs(**values)
     except ValidationError as e:
@@ -313,7 +313,7 @@ def _knobs(path: Path, where: str, values: dict[str, Any]) -> Knobs:
         raise ScenarioError(f"{path}: " + "; ".join(msgs)) from None
 
 
-def _prune_reason(k: Knobs, meta: ScenarioMeta) -> str | None:
+def prune_reason(k: Knobs, meta: ScenarioMeta) -> str | None:
     if k.pooling == "django-pool" and k.conn_max_age != 0:
         return "Django's pool requires CONN_MAX_AGE=0 (Django raises ImproperlyConfigured otherwise)"
     if k.worker_class == "gevent" and k.persistent and not meta.allow_gevent_persistent:
@@ -337,10 +337,15 @@ def faults_for(scenario: Scenario, cell: Cell) -> list[Fault]:
     return [f for f in scenario.faults if expect_selects(f, cell)]
 
 
-def expect_selects(e: Expect | Fault, cell: Cell) -> bool:
-    if e.cells and cell.cell_id not in e.cells and cell.group not in e.cells:
+def selects(e: Expect | Fault, cell_id: str, group: str | None, knobs: dict[str, Any]) -> bool:
+    """Does an expectation or fault apply to this cell? (its `cells` ids/groups, then `where` knobs)"""
+    if e.cells and cell_id not in e.cells and group not in e.cells:
         return False
-    return _matches(e.where, cell.knobs.model_dump()) if e.where else True
+    return _matches(e.where, knobs) if e.where else True
+
+
+def expect_selects(e: Expect | Fault, cell: Cell) -> bool:
+    return selects(e, cell.cell_id, cell.group, cell.knobs.model_dump())
 
 
 def _value_id(v: Any) -> str:
@@ -389,7 +394,7 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>")) -> Sce
                 msgs.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
         raise ScenarioError(f"{path}: " + "; ".join(msgs)) from None
     defaults = dict(sf.defaults)
-    _knobs(path, "[defaults]", defaults)  # defaults alone must be valid
+    knobs_from(path, "[defaults]", defaults)  # defaults alone must be valid
     matrix = dict(sf.matrix)
     exclude = matrix.pop("exclude", [])
     include = matrix.pop("include", [])
@@ -429,11 +434,11 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>")) -> Sce
     for n, assignment in enumerate(combos):
         included = n >= len(combos) - len(include)
         where = "[matrix] " + ", ".join(f"{k}={v!r}" for k, v in assignment.items()) if assignment else "[defaults]"
-        knobs = _knobs(path, where, {**defaults, **assignment})
+        knobs = knobs_from(path, where, {**defaults, **assignment})
         if not included and any(_matches(rule, {**knobs.model_dump(), **assignment}) for rule in exclude):
             pruned.append(Pruned(assignment, "excluded by matrix.exclude"))
             continue
-        reason = _prune_reason(knobs, sf.scenario)
+        reason = prune_reason(knobs, sf.scenario)
         if reason:
             pruned.append(Pruned(assignment, reason))
             continue
