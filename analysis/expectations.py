@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.load import RunData
 from connbench.results import write_json_atomic
-from connbench.scenario import Expect, Knobs, selects
+from connbench.spec import Expect, Knobs
 
 EXPECTATIONS_JSON = "expectations.json"
 
@@ -76,7 +76,7 @@ def evaluate(run: RunData, summary: pd.DataFrame) -> list[dict[str, Any]]:
                 knobs = Knobs(**params).model_dump() if params else {}
             except Exception:  # noqa: BLE001 - a cell written by another version: select on raw params
                 knobs = params
-            if not selects(e, cell.cell_id, cell.meta.get("group"), knobs):
+            if not e.selects(cell.cell_id, cell.meta.get("group"), knobs):
                 continue
             row = rows.get(cell.cell_id, {})
             if cell.status != "completed":

@@ -16,17 +16,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from connbench import faults as faults_mod
+from connbench.expand import Cell
+from connbench.predict import predict
 from connbench.results import (
     SCHEMA_VERSION,
     CellPaths,
     append_event,
     write_json_atomic,
 )
-from connbench.scenario import PGBOUNCER_MODES, Cell, predict
 from connbench.services import gunicorn, locust
 from connbench.services.pgbouncer import PgBouncer
 from connbench.services.postgres import PostgresServer, app_db_env, project_root
 from connbench.services.procs import RunAs, ServiceError, Supervisor, remove_service_dir, service_dir
+from connbench.spec import PGBOUNCER_MODES
 
 PhaseCallback = Callable[[str, float], None]
 
@@ -149,7 +151,7 @@ class CellRunner:
                                             "app_slots": self.server.app_slots}
         if self.k.pooling in PGBOUNCER_MODES:
             where = service_dir(self.paths.root, "pgbouncer", self.user)
-            self.bouncer = PgBouncer(where, self.k, self.server.conn, self.sup, self.user)
+            self.bouncer = PgBouncer(where, self.k, self.server.conn, self.sup, self.user, self.sup.private)
             self.bouncer.start()
             db_env = self.bouncer.app_db_env()
             self._procs["pgbouncer"] = [{"pid": self.bouncer.proc.pid}]
@@ -171,10 +173,8 @@ class CellRunner:
             "pgbouncer": self.bouncer.admin_conninfo() if self.bouncer else None,
             "pgbouncer_database": self.server.conn.dbname,
         }
-        conf_path = self.paths.root / ".sampler.json"
-        fd = os.open(conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds passwords
-        with os.fdopen(fd, "w") as fh:
-            json.dump(conf, fh)
+        # it holds passwords: outside the run directory
+        conf_path = self.sup.private.write(f"sampler-{self.cell.cell_id}.json", json.dumps(conf))
         self._sampler = self.sup.spawn("sampler", [sys.executable, "-m", "connbench.sampler", str(conf_path)],
                                        log=self.paths.logs / "sampler.log", cwd=self.root)
         # The first rows must exist before load starts, or the plateau misses its baseline.
@@ -225,7 +225,7 @@ class CellRunner:
         self.dynos = []
         if self.bouncer is not None:
             self.bouncer.stop()
-            # keep its log and ini beside the cell's other logs; drop the password file
+            # keep its log and ini beside the cell's other logs
             self.paths.logs.mkdir(parents=True, exist_ok=True)
             for name in ("pgbouncer.log", "pgbouncer.ini"):
                 if (self.bouncer.base_dir / name).exists():
@@ -235,7 +235,7 @@ class CellRunner:
         if self._sampler is not None:
             self.sup.stop(self._sampler, timeout=5)
             self._sampler = None
-        (self.paths.root / ".sampler.json").unlink(missing_ok=True)  # it holds passwords
+        (self.sup.private.path / f"sampler-{self.cell.cell_id}.json").unlink(missing_ok=True)
 
 
 def _not_run(cell: Cell, paths: CellPaths, status: str, error: str | None, reason: str | None) -> dict:

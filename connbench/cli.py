@@ -10,22 +10,30 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from connbench import scenario as sc
+from connbench import expand
+from connbench.predict import predict
+from connbench.spec import POOLINGS, WORKER_CLASSES, ProbeSettings, ScenarioError, clip_list
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _err(console: Console, msg: str) -> None:
-    console.print(f"[bold red]connbench:[/bold red] {msg}", highlight=False, soft_wrap=True)
+    # user text (paths, values) is never markup: "[defaults]" must print as written
+    console.print(Text("connbench: ", style="bold red") + Text(msg), highlight=False, soft_wrap=True)
 
 
-def _load(path: str) -> sc.Scenario:
-    return sc.load(Path(path))
+def _console() -> Console:
+    return Console(stderr=True, markup=False, highlight=False)
+
+
+def _load(path: str, args=None) -> expand.Scenario:
+    return expand.load(Path(path), max_cells=getattr(args, "max_cells", None) or expand.DEFAULT_MAX_CELLS)
 
 
 def cmd_list(args, console: Console) -> int:
-    scen = _load(args.scenario)
+    scen = _load(args.scenario, args)
     table = Table(title=f"{scen.meta.name}: {len(scen.cells)} cells ({scen.path})")
     table.add_column("cell id")
     axes = list(dict.fromkeys(k for cell in scen.cells for k in cell.axes))
@@ -35,14 +43,14 @@ def cmd_list(args, console: Console) -> int:
     if args.verbose:
         table.add_column("basis", overflow="fold")
     for cell in scen.cells:
-        p = sc.predict(cell.knobs)
+        p = predict(cell.knobs)
         pred = str(p["connections"]) if p["connections"] is not None else (
             f"{p['at_rest']} at rest, <= {p['connections_max']}" if p["at_rest"] is not None else "?")
         if p["pgbouncer_server_max"] is not None:
             pred += f" (server <= {p['pgbouncer_server_max']})"
         table.add_row(cell.cell_id, *[str(cell.axes.get(a, "")) for a in axes], pred,
                       *([p["basis"]] if args.verbose else []))
-    Console(width=max(Console().width, 160)).print(table)
+    Console(width=max(Console().width, 160), markup=False, highlight=False).print(table)
     reasons: dict[str, list] = {}
     for p in scen.pruned:
         reasons.setdefault(p.reason, []).append(p.axes)
@@ -55,7 +63,7 @@ def cmd_list(args, console: Console) -> int:
 
 
 def cmd_validate(args, console: Console) -> int:
-    scen = _load(args.scenario)
+    scen = _load(args.scenario, args)
     console.print(f"{scen.path}: ok, {len(scen.cells)} cells, {len(scen.pruned)} pruned")
     return EXIT_OK
 
@@ -63,7 +71,7 @@ def cmd_validate(args, console: Console) -> int:
 def cmd_run(args, console: Console) -> int:
     from connbench.matrix import MatrixRunner, new_run_id
 
-    scen = _load(args.scenario)  # every scenario error surfaces here, before anything starts
+    scen = _load(args.scenario, args)  # every scenario error surfaces here, before anything starts
     if args.resume:
         run_dir = Path(args.resume)
     else:
@@ -115,34 +123,37 @@ KNOB_FLAGS = ("dynos", "workers", "threads", "worker_class", "conn_max_age", "po
 def cmd_probe(args, console: Console) -> int:
     from pydantic import ValidationError
 
-    from connbench import probe
     from connbench.matrix import new_run_id
     from connbench.probe_run import ProbeRunner, check_database, print_summary
 
-    scen = _load(args.scenario)
+    scen = _load(args.scenario, args)
+    ids = [c.cell_id for c in scen.cells]
     if len(scen.cells) > 1 and not args.cell:
-        raise sc.ScenarioError(f"{scen.path}: {len(scen.cells)} cells; choose one with --cell "
-                               f"({', '.join(c.cell_id for c in scen.cells)})")
+        raise ScenarioError(f"{scen.path}: {len(scen.cells)} cells; choose one with --cell ({clip_list(ids)})")
     cell = next((c for c in scen.cells if c.cell_id == args.cell), None) if args.cell else scen.cells[0]
     if cell is None:
-        raise sc.ScenarioError(f"{scen.path}: no cell {args.cell!r}; cells: {', '.join(c.cell_id for c in scen.cells)}")
+        raise ScenarioError(f"{scen.path}: no cell {args.cell[:100]!r}; cells: {clip_list(ids)}")
     overrides = {k: getattr(args, k) for k in KNOB_FLAGS if getattr(args, k) is not None}
-    if "conn_max_age" in overrides and overrides["conn_max_age"] != "none":
-        overrides["conn_max_age"] = int(overrides["conn_max_age"])
+    cma = overrides.get("conn_max_age")
+    if cma is not None and cma.strip().lower() not in ("none", "null", "unlimited"):
+        if not cma.strip().isdigit():
+            raise ScenarioError(f'--conn-max-age: {cma[:100]!r} is not seconds (an integer >= 0) or "none"')
+        overrides["conn_max_age"] = int(cma)
     if "health_checks" in overrides:
         overrides["health_checks"] = overrides["health_checks"] == "on"
-    knobs = sc.knobs_from(scen.path, "command line", {**cell.knobs.model_dump(), **overrides})
-    reason = sc.prune_reason(knobs, scen.meta.model_copy(update={"allow_gevent_persistent": True}))
+    knobs = expand.knobs_from(scen.path, "command line", {**cell.knobs.model_dump(), **overrides})
+    reason = expand.prune_reason(knobs, scen.meta.model_copy(update={"allow_gevent_persistent": True}))
     if reason:
-        raise sc.ScenarioError(f"probe: {reason}")
+        raise ScenarioError(f"probe: {reason}")
     flags = {k: v for k, v in (("mode", args.mode), ("stable_steps", args.stable_steps),
                                ("max_steps", args.max_steps), ("step_requests", args.step_requests),
                                ("step_seconds", args.step_seconds), ("limit", args.limit), ("path", args.path))
              if v is not None}
     try:
-        settings = probe.ProbeSettings(**{**scen.probe, **flags})
+        settings = ProbeSettings(**{**scen.probe.model_dump(), **flags})
     except ValidationError as e:
-        raise sc.ScenarioError(f"{scen.path} [probe] / flags: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+        err = e.errors()[0]
+        raise ScenarioError(f"{scen.path} [probe] / flags: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.reports) / (new_run_id(scen) + "-probe")
     runner = ProbeRunner(knobs, settings, run_dir, console, target=args.target, database_url=args.database_url,
                          allow_remote=args.allow_remote, scenario_name=scen.meta.name)
@@ -156,6 +167,37 @@ def cmd_probe(args, console: Console) -> int:
     return EXIT_OK
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text[:50]!r} is not a whole number >= 1")
+    return int(text)
+
+
+def _interval(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0.01 <= v <= 10:  # nan fails too
+        raise argparse.ArgumentTypeError(f"{text[:50]!r} is not a number of seconds from 0.01 to 10")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 <= v <= 10:
+        raise argparse.ArgumentTypeError(f"{text[:50]!r} is not a relative change from 0 to 10 (0.05 = 5 %)")
+    return v
+
+
+def _max_cells(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-cells", type=_positive, default=expand.DEFAULT_MAX_CELLS,
+                        help=f"refuse matrices larger than this (default {expand.DEFAULT_MAX_CELLS})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="connbench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -165,10 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run: skip completed cells, rerun the rest")
     r.add_argument("--run-dir", help="where to write the run (default: REPORTS/<timestamp>-<name>)")
     r.add_argument("--reports", default="reports", help="output root (default: reports)")
-    r.add_argument("--sample-interval", type=float, default=0.1, help="sampler period in seconds (default 0.1)")
-    r.add_argument("--locust-processes", type=int, default=1, help="Locust generator processes (default 1)")
+    r.add_argument("--sample-interval", type=_interval, default=0.1, help="sampler period in seconds (default 0.1)")
+    r.add_argument("--locust-processes", type=_positive, default=1, help="Locust generator processes (default 1)")
     r.add_argument("--no-report", action="store_true", help="skip building the HTML report")
-    r.add_argument("--keep-data", action="store_true", help="keep the PostgreSQL cluster after the run")
+    r.add_argument("--keep-data", action="store_true", help="keep the PostgreSQL cluster (and its credentials, "
+                   "in pg/) after the run; delete pg/ before sharing the run directory")
+    _max_cells(r)
     r.set_defaults(func=cmd_run)
 
     for name, func, helptext in (("list", cmd_list, "print the cells a scenario expands into"),
@@ -176,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=helptext)
         s.add_argument("scenario")
         s.add_argument("-v", "--verbose", action="store_true", help="show the prediction basis and every pruned cell")
+        _max_cells(s)
         s.set_defaults(func=func)
 
     rep = sub.add_parser("report", help="rebuild summary, charts and index.html from a run's raw files")
@@ -188,10 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--mode", choices=("ramp", "sequential", "both"))
     for k in ("dynos", "workers", "threads", "max_connections"):
         pr.add_argument(f"--{k.replace('_', '-')}", type=int, dest=k)
-    pr.add_argument("--worker-class", choices=("sync", "gthread", "gevent"), dest="worker_class")
+    pr.add_argument("--worker-class", choices=WORKER_CLASSES, dest="worker_class")
     pr.add_argument("--conn-max-age", dest="conn_max_age", help='seconds or "none"')
     pr.add_argument("--health-checks", choices=("on", "off"), dest="health_checks")
-    pr.add_argument("--pooling", choices=sc.POOLINGS)
+    pr.add_argument("--pooling", choices=POOLINGS)
     pr.add_argument("--stable-steps", type=int, help="stop after K steps without a rise (default 3)")
     pr.add_argument("--max-steps", type=int)
     pr.add_argument("--step-requests", type=int, help="sequential: requests per step (default 20)")
@@ -201,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--target", help="probe an existing app at this URL instead of starting one")
     pr.add_argument("--database-url", help="the database the --target app uses (for the count)")
     pr.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --target/--database-url")
+    _max_cells(pr)
     pr.add_argument("--run-dir")
     pr.add_argument("--reports", default="reports")
     pr.add_argument("--no-report", action="store_true")
@@ -210,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_a")
     c.add_argument("run_b")
     c.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
-    c.add_argument("--threshold", type=float, default=0.05, help="smallest relative change that counts")
+    c.add_argument("--threshold", type=_fraction, default=0.05, help="smallest relative change that counts")
     c.set_defaults(func=cmd_compare)
     return p
 
@@ -220,12 +266,12 @@ def _sigterm(*_a):
 
 
 def main(argv: list[str] | None = None) -> int:
-    console = Console(stderr=True)
+    console = _console()
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)  # same clean stop as Ctrl-C
     try:
         return args.func(args, console)
-    except sc.ScenarioError as e:
+    except ScenarioError as e:
         _err(console, str(e))
         return EXIT_USAGE
     except KeyboardInterrupt:

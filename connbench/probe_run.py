@@ -12,12 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from connbench import plateau, probe
+from connbench.expand import Cell
+from connbench.predict import SUPERUSER_RESERVED, predict
 from connbench.results import SCHEMA_VERSION, CellPaths, RunPaths, write_json_atomic
 from connbench.sampler import ARTICLE_QUERY, DbProbe
-from connbench.scenario import Cell, Knobs, predict
 from connbench.services import gunicorn
-from connbench.services.postgres import SUPERUSER_RESERVED, PostgresServer
-from connbench.services.procs import Supervisor, remove_service_dir, service_dir, service_user
+from connbench.services.postgres import PostgresServer
+from connbench.services.procs import PrivateDir, Supervisor, remove_service_dir, service_dir, service_user
+from connbench.spec import Knobs, ProbeSettings
 
 
 def _redacted(dsn: str) -> dict:
@@ -39,7 +41,7 @@ def _check_remote(target: str | None, database_url: str | None, allow_remote: bo
 
 
 class ProbeRunner:
-    def __init__(self, knobs: Knobs, settings: probe.ProbeSettings, run_dir: Path, console: Console,
+    def __init__(self, knobs: Knobs, settings: ProbeSettings, run_dir: Path, console: Console,
                  target: str | None = None, database_url: str | None = None, allow_remote: bool = False,
                  scenario_name: str = "probe"):
         if bool(target) != bool(database_url):
@@ -78,6 +80,7 @@ class ProbeRunner:
         modes = ["sequential", "ramp"] if self.s.mode == "both" else [self.s.mode]
         results: dict[str, dict] = {}
         started = time.time()
+        self.sup.private = PrivateDir(self.user)
         try:
             if self.target:
                 db = DbProbe({"conninfo": self.database_url}, None)
@@ -85,7 +88,7 @@ class ProbeRunner:
             else:
                 pg_root = service_dir(self.paths.root, "pg", self.user)
                 self.server = PostgresServer(pg_root / "probe", self.k.max_connections, self.sup, self.user,
-                                             secrets_file=self.paths.root / ".secrets-probe.json")
+                                             self.sup.private)
                 self.console.print(f"starting PostgreSQL (max_connections={self.k.max_connections}) and "
                                    f"{self.k.dynos} dyno(s) x {self.k.workers} {self.k.worker_class} workers")
                 self.server.start()
@@ -105,6 +108,7 @@ class ProbeRunner:
             self.sup.stop_all()
             self.paths.pids.unlink(missing_ok=True)
             remove_service_dir(self.paths.root, "pg")
+            self.sup.private.remove()
         return self._finish(results, max_conn, reserved, started)
 
     def _progress(self, mode: str, st: probe.Step) -> None:

@@ -156,6 +156,13 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def write_private(path: Path, text: str) -> None:
+    """A file only its owner may read (credentials), created 0600 before anything is written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 

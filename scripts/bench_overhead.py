@@ -22,7 +22,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connbench.scenario import Knobs  # noqa: E402
+from connbench.spec import Knobs  # noqa: E402
 from connbench.services import gunicorn, locust  # noqa: E402
 from connbench.services.postgres import PostgresServer, app_db_env  # noqa: E402
 from connbench.services.procs import Supervisor, remove_service_dir, service_dir, service_user  # noqa: E402

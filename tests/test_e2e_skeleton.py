@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from connbench import scenario as sc
+from connbench import expand as sc
 from connbench.matrix import MatrixRunner
 from tests.conftest import CLI, ROOT, assert_no_leftovers, read_json, run_cli, scenario_text, write_scenario
 

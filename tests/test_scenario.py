@@ -8,15 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connbench import scenario as sc
+from connbench import expand as sc
 from connbench.cli import main as cli_main
+from connbench.predict import predict
+from connbench.spec import Knobs, ScenarioError
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"scenario": {"name": "t"}}
 
 
 def err(raw, path="my.toml") -> str:
-    with pytest.raises(sc.ScenarioError) as ei:
+    with pytest.raises(ScenarioError) as ei:
         sc.from_dict(raw, path)
     return str(ei.value)
 
@@ -97,25 +99,25 @@ def test_repeats_share_a_group_and_ids_are_stable():
 
 
 def test_predictions_follow_the_articles():
-    k = sc.Knobs(dynos=2, workers=2, threads=2, worker_class="gthread", conn_max_age="none")
-    assert sc.predict(k)["connections"] == 8
-    cma0 = sc.predict(sc.Knobs(workers=3, conn_max_age=0))
+    k = Knobs(dynos=2, workers=2, threads=2, worker_class="gthread", conn_max_age="none")
+    assert predict(k)["connections"] == 8
+    cma0 = predict(Knobs(workers=3, conn_max_age=0))
     assert cma0["at_rest"] == 0 and cma0["connections"] is None and cma0["connections_max"] == 3
-    p = sc.predict(sc.Knobs(workers=3, pooling="pgbouncer-transaction", pgbouncer_pool_size=2,
+    p = predict(Knobs(workers=3, pooling="pgbouncer-transaction", pgbouncer_pool_size=2,
                             pgbouncer_reserve_pool=1, conn_max_age=600))
     assert p["pgbouncer_server_max"] == 3 and p["pgbouncer_clients"] == 3
-    p = sc.predict(sc.Knobs(workers=2, threads=4, worker_class="gthread", pooling="django-pool",
+    p = predict(Knobs(workers=2, threads=4, worker_class="gthread", pooling="django-pool",
                             pool_min_size=1, pool_max_size=3))
     assert p["connections"] == 6 and p["connections_max"] == 6
-    assert sc.predict(sc.Knobs(dynos=7, workers=3, conn_max_age=600), app_slots=20)["exceeds_app_slots"]
+    assert predict(Knobs(dynos=7, workers=3, conn_max_age=600), app_slots=20)["exceeds_app_slots"]
 
 
 def test_bad_toml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[scenario\nname=1")
-    with pytest.raises(sc.ScenarioError, match="not valid TOML"):
+    with pytest.raises(ScenarioError, match="not valid TOML"):
         sc.load(bad)
-    with pytest.raises(sc.ScenarioError, match="no such scenario file"):
+    with pytest.raises(ScenarioError, match="no such scenario file"):
         sc.load(tmp_path / "nope.toml")
 
 
@@ -155,7 +157,7 @@ def test_valid_defaults_always_expand(defaults):
 
 @settings(max_examples=150, deadline=None)
 @given(st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=12)
-       .filter(lambda k: k not in sc.Knobs.model_fields), st.integers())
+       .filter(lambda k: k not in Knobs.model_fields), st.integers())
 def test_any_unknown_key_is_named(key, value):
     msg = err({**BASE, "defaults": {key: value}})
     assert f"'{key}'" in msg

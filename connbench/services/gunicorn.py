@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
 
-from connbench.scenario import Knobs
 from connbench.services.procs import ServiceError, Supervisor, free_port, wait_port
+from connbench.spec import Knobs
 
 
 @dataclass

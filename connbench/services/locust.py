@@ -12,8 +12,8 @@ from pathlib import Path
 from subprocess import Popen
 
 from connbench.results import REQUESTS_COLUMNS, write_csv_atomic
-from connbench.scenario import Knobs
 from connbench.services.procs import ServiceError, Supervisor
+from connbench.spec import Knobs
 
 LOCUSTFILE = "locustfiles/app.py"
 

@@ -11,9 +11,9 @@ import subprocess
 from pathlib import Path
 from subprocess import Popen
 
-from connbench.scenario import Knobs
 from connbench.services.postgres import PgConn
-from connbench.services.procs import RunAs, ServiceError, Supervisor, chown_tree, free_port, wait_port
+from connbench.services.procs import PrivateDir, RunAs, ServiceError, Supervisor, chown_tree, free_port, wait_port
+from connbench.spec import Knobs
 
 ADMIN_USER = "cbadmin"
 
@@ -40,8 +40,11 @@ MISSING = (
 
 
 class PgBouncer:
-    def __init__(self, base_dir: Path, k: Knobs, pg: PgConn, sup: Supervisor, user: RunAs | None):
+    def __init__(self, base_dir: Path, k: Knobs, pg: PgConn, sup: Supervisor, user: RunAs | None,
+                 private: PrivateDir):
         self.base_dir = Path(base_dir)
+        self.private = private
+        self.userlist = private.path / f"pgbouncer-{self.base_dir.parent.name}-userlist.txt"
         self.k = k
         self.pg = pg
         self.sup = sup
@@ -65,7 +68,7 @@ listen_addr = 127.0.0.1
 listen_port = {self.port}
 unix_socket_dir =
 auth_type = scram-sha-256
-auth_file = {self.base_dir / "userlist.txt"}
+auth_file = {self.userlist}
 admin_users = {ADMIN_USER}
 stats_users = {ADMIN_USER}
 pool_mode = {self.pool_mode}
@@ -92,12 +95,10 @@ stats_period = 1
             raise ServiceError(MISSING)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        userlist = self.base_dir / "userlist.txt"
-        # PgBouncer uses these plain passwords both to check clients (scram) and to log in to
-        # PostgreSQL as the app's role. 0600, owned by the user PgBouncer runs as.
-        fd = os.open(userlist, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f'"{self.pg.app_user}" "{self.pg.app_password}"\n"{ADMIN_USER}" "{self.admin_password}"\n')
+        # PgBouncer uses these passwords both to check clients (scram) and to log in to PostgreSQL
+        # as the app's role: 0600, owned by the user PgBouncer runs as, outside the run directory.
+        self.private.write(self.userlist.name,
+                           f'"{self.pg.app_user}" "{self.pg.app_password}"\n"{ADMIN_USER}" "{self.admin_password}"\n')
         ini = self.base_dir / "pgbouncer.ini"
         ini.write_text(self.ini())
         chown_tree(self.base_dir, self.user)

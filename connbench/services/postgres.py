@@ -20,17 +20,13 @@ from pathlib import Path
 
 import psycopg
 
-from connbench.services.procs import RunAs, ServiceError, Supervisor, chown_tree, free_port, wait_port
+from connbench.predict import SUPERUSER_RESERVED, app_slots
+from connbench.results import write_private
+from connbench.services.procs import PrivateDir, RunAs, ServiceError, Supervisor, chown_tree, free_port, wait_port
 
 APP_ROLE = "app"
 SUPERUSER = "postgres"
 DB_NAME = "connbench"
-# The harness's own sessions, accounted so the app's role gets exactly max_connections - 2:
-# PostgreSQL lets a superuser take a general slot first (reserved slots are only the last
-# ones), so the sampler's one superuser session occupies a general slot; one more slot is
-# reserved for superusers so fault injection can always connect, even to a full server.
-SUPERUSER_RESERVED = 1
-HARNESS_SESSIONS = 1
 
 
 def pg_bin_dir() -> Path:
@@ -73,9 +69,11 @@ class PgConn:
 
 class PostgresServer:
     def __init__(self, base_dir: Path, max_connections: int, sup: Supervisor, user: RunAs | None,
-                 extra_settings: dict[str, str] | None = None, secrets_file: Path | None = None):
+                 private: PrivateDir, extra_settings: dict[str, str] | None = None):
         self.base_dir = Path(base_dir)
-        self.secrets_file = Path(secrets_file) if secrets_file else self.base_dir / "secrets.json"
+        self.private = private
+        # written only by keep_credentials(), for a cluster kept after the run (--keep-data)
+        self.kept_credentials = self.base_dir / "credentials.json"
         self.data = self.base_dir / "data"
         self.log = self.base_dir / "postgres.log"
         self.max_connections = max_connections
@@ -89,13 +87,17 @@ class PostgresServer:
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> PgConn:
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        secrets_file = self.secrets_file
         fresh = not (self.data / "PG_VERSION").exists()
         if fresh:
             creds = {"app": secrets.token_hex(12), "super": secrets.token_hex(12)}
-            _write_private(secrets_file, json.dumps(creds))
             self._initdb(creds["super"])
-        creds = json.loads(secrets_file.read_text())
+        else:
+            try:
+                creds = json.loads(self.kept_credentials.read_text())
+            except (OSError, ValueError):
+                raise ServiceError(f"{self.data} holds a cluster whose credentials are gone; delete "
+                                   f"{self.base_dir} to start from a fresh one") from None
+        self.private.write(f"postgres-{self.base_dir.name}.json", json.dumps(creds))
         port = free_port()
         self._spawn(port, timeout)
         self.conn = PgConn("127.0.0.1", port, DB_NAME, APP_ROLE, creds["app"], SUPERUSER, creds["super"])
@@ -121,13 +123,19 @@ class PostgresServer:
         self._spawn(self.conn.port, 30)
         self._wait_ready(30)
 
+    def keep_credentials(self) -> Path:
+        """For --keep-data: the kept cluster is of no use without its passwords (0600, beside it)."""
+        c = self.conn
+        write_private(self.kept_credentials, json.dumps({"app": c.app_password, "super": c.super_password}))
+        return self.kept_credentials
+
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
     @property
     def app_slots(self) -> int:
-        return self.max_connections - SUPERUSER_RESERVED - HARNESS_SESSIONS
+        return app_slots(self.max_connections)
 
     # -- helpers ------------------------------------------------------------------------
     def settings(self, port: int) -> dict[str, str]:
@@ -155,8 +163,7 @@ class PostgresServer:
 
     def _initdb(self, super_password: str) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
-        pwfile = self.base_dir / "pwfile"
-        _write_private(pwfile, super_password + "\n")
+        pwfile = self.private.write("pwfile", super_password + "\n")
         chown_tree(self.base_dir, self.user)
         cmd = [str(pg_bin_dir() / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--pwfile", str(pwfile),
                "-E", "UTF8", "--locale=C", "--auth-host=scram-sha-256", "--auth-local=reject",
@@ -222,9 +229,3 @@ def _pg_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"
     return env
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)

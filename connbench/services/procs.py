@@ -23,6 +23,8 @@ from pathlib import Path
 
 import psutil
 
+from connbench.results import write_private
+
 SERVICE_USER = "connbench"
 
 
@@ -71,8 +73,25 @@ def can_reach(path: Path, who: RunAs | None) -> bool:
     return res.returncode == 0
 
 
+OWNER_MARK = ".connbench-owned"
+RUN_ENV = "CONNBENCH_RUN"  # set in every child's environment: which run directory it belongs to
+
+
+def _mark(directory: Path, run_root: Path) -> None:
+    (directory / OWNER_MARK).write_text(json.dumps({"run": str(Path(run_root).resolve())}) + "\n")
+
+
+def _marked_for(directory: Path, run_root: Path) -> bool:
+    """Did the harness create this directory for this run? Only such directories are ever deleted."""
+    try:
+        mark = json.loads((directory / OWNER_MARK).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(mark, dict) and mark.get("run") == str(Path(run_root).resolve())
+
+
 def service_dir(run_root: Path, name: str, who: RunAs | None) -> Path:
-    """A directory for a service's data that its unprivileged user can reach.
+    """A directory for a service's data that its unprivileged user can reach, marked as the harness's.
 
     Under the run directory when the user can get there; otherwise (the run lives under a
     0700 directory such as /root or pytest's tmp) a private directory under /var/tmp,
@@ -80,10 +99,16 @@ def service_dir(run_root: Path, name: str, who: RunAs | None) -> Path:
     """
     link = Path(run_root) / name
     if link.is_symlink():
-        return link.resolve()
+        target = link.resolve()
+        if not _marked_for(target, run_root):
+            raise ServiceError(f"{link} is a link to {target}, which this run did not create; move it away")
+        return target
     run_root.mkdir(parents=True, exist_ok=True)
+    if link.exists() and not _marked_for(link, run_root):
+        raise ServiceError(f"{link} exists and was not created by this run; move it away")
     if can_reach(run_root, who):
         link.mkdir(parents=True, exist_ok=True)
+        _mark(link, run_root)
         if who is not None:
             os.chown(link, who.uid, who.gid)
         return link
@@ -92,18 +117,54 @@ def service_dir(run_root: Path, name: str, who: RunAs | None) -> Path:
     os.chmod(base, 0o755)
     target = Path(tempfile.mkdtemp(prefix=f"{run_root.name}-{name}-", dir=base))
     os.chmod(target, 0o755)
-    os.chown(target, who.uid, who.gid)
+    _mark(target, run_root)
+    if who is not None:
+        os.chown(target, who.uid, who.gid)
     link.symlink_to(target)
     return target
 
 
 def remove_service_dir(run_root: Path, name: str) -> None:
+    """Delete a service directory this run created; never follow a link to anything else."""
     link = Path(run_root) / name
     if link.is_symlink():
-        shutil.rmtree(link.resolve(), ignore_errors=True)
-        link.unlink()
-    else:
-        shutil.rmtree(link, ignore_errors=True)
+        target = Path(os.path.realpath(link))
+        if target.is_dir() and not target.is_symlink() and _marked_for(target, run_root):
+            shutil.rmtree(target, ignore_errors=True)
+            link.unlink()
+        elif not target.exists():
+            link.unlink()  # dangling: what it pointed at is gone already
+    elif link.is_dir() and _marked_for(link, run_root):
+        shutil.rmtree(link, ignore_errors=True)  # rmtree removes links inside, never their targets
+
+
+class PrivateDir:
+    """Credentials the children need, kept outside the run directory (which is meant to be shared).
+
+    Owned by the service user (PgBouncer reads its auth_file from here) and 0700; removed when the
+    run ends. CONNBENCH_PRIVATE_ROOT chooses where it is created (tests use it to watch).
+    """
+
+    def __init__(self, who: RunAs | None):
+        root = os.environ.get("CONNBENCH_PRIVATE_ROOT") or None
+        if root and not can_reach(Path(root), who):
+            raise ServiceError(f"CONNBENCH_PRIVATE_ROOT={root[:200]}: the service user '{who.name}' cannot "
+                               "get into it; choose a directory it can reach (the default is the system's tmp)")
+        self.path = Path(tempfile.mkdtemp(prefix="connbench-private-", dir=root))
+        os.chmod(self.path, 0o700)
+        self.who = who
+        if who is not None:
+            os.chown(self.path, who.uid, who.gid)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.path / name
+        write_private(path, text)
+        if self.who is not None:
+            os.chown(path, self.who.uid, self.who.gid)
+        return path
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -128,8 +189,10 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, w
 class Supervisor:
     """Starts and stops every child process of a run; nothing it started outlives it."""
 
-    def __init__(self, pids_file: Path | None = None):
+    def __init__(self, pids_file: Path | None = None, private: PrivateDir | None = None):
         self.pids_file = pids_file
+        self.run_mark = str(pids_file.parent.resolve()) if pids_file else ""
+        self.private = private
         self._procs: dict[int, tuple[str, subprocess.Popen, object]] = {}
         self._lock = threading.Lock()
 
@@ -148,6 +211,7 @@ class Supervisor:
         kwargs: dict = {}
         if user is not None:
             kwargs.update(user=user.uid, group=user.gid, extra_groups=[])
+        env = {**(os.environ if env is None else env), RUN_ENV: self.run_mark}
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -205,8 +269,10 @@ class Supervisor:
             except psutil.Error:
                 continue
             entries.append({"name": name, "pgid": proc.pid, "create_time": created})
+        doc = {"run": self.run_mark, "processes": entries,
+               "private_dir": str(self.private.path) if self.private else None}
         tmp = self.pids_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries, indent=1))
+        tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, self.pids_file)
 
 
@@ -234,27 +300,45 @@ def _wait_group_gone(pgid: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def cleanup_recorded(pids_file: Path) -> list[str]:
-    """Kill process groups a previous harness recorded and left behind (it was SIGKILLed)."""
-    if not pids_file.exists():
-        return []
+def _belongs(pgid: int, create_time: float, run_mark: str) -> bool:
+    """The recorded leader is still the process we started for this run (not a reused pid)."""
     try:
-        entries = json.loads(pids_file.read_text() or "[]")
-    except json.JSONDecodeError:
+        leader = psutil.Process(pgid)
+        return abs(leader.create_time() - create_time) < 0.01 and leader.environ().get(RUN_ENV) == run_mark
+    except (psutil.Error, OSError):
+        return False
+
+
+def cleanup_recorded(pids_file: Path) -> list[str]:
+    """Stop process groups a previous harness of this run left behind (it was SIGKILLed).
+
+    Only groups whose leader has the recorded start time and carries this run's mark in its
+    environment are signalled; anything else in the file is left alone.
+    """
+    if not pids_file.is_file() or pids_file.is_symlink():
+        return []
+    run_mark = str(pids_file.parent.resolve())
+    try:
+        doc = json.loads(pids_file.read_text() or "{}")
+    except (ValueError, OSError):
+        return []
+    if not isinstance(doc, dict) or doc.get("run") != run_mark:
         return []
     killed = []
-    for e in entries:
+    for e in doc.get("processes") or []:
         try:
-            leader = psutil.Process(e["pgid"])
-            same = abs(leader.create_time() - e["create_time"]) < 0.01
-        except psutil.Error:
-            same = False
-        members = _group_members(e["pgid"]) if same else []
-        if members:
-            _killpg(e["pgid"], signal.SIGTERM)
-            _wait_group_gone(e["pgid"], 5.0)
-            _killpg(e["pgid"], signal.SIGKILL)
-            _wait_group_gone(e["pgid"], 5.0)
-            killed.append(f"{e['name']} (pgid {e['pgid']})")
+            pgid, created, name = int(e["pgid"]), float(e["create_time"]), str(e["name"])[:40]
+        except (KeyError, TypeError, ValueError):
+            continue
+        if pgid <= 1 or not _belongs(pgid, created, run_mark) or not _group_members(pgid):
+            continue
+        _killpg(pgid, signal.SIGTERM)
+        _wait_group_gone(pgid, 5.0)
+        _killpg(pgid, signal.SIGKILL)
+        _wait_group_gone(pgid, 5.0)
+        killed.append(f"{name} (pgid {pgid})")
+    private = doc.get("private_dir")
+    if isinstance(private, str) and Path(private).name.startswith("connbench-private-"):
+        shutil.rmtree(private, ignore_errors=True)  # credentials of the killed run
     pids_file.unlink(missing_ok=True)
     return killed

@@ -1,0 +1,389 @@
+"""TOML scenario -> validated Scenario -> cells (matrix, include, exclude, pruning with reasons, ids).
+
+Every error names the file, the key and what is allowed, and happens before anything starts.
+The file is refused before it is read when it is no regular file or too large, so a FIFO or a
+device cannot hang the harness and a huge file cannot exhaust it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from connbench.spec import (
+    KNOB_NAMES,
+    SAFE_NAME,
+    SECTIONS,
+    Expect,
+    Fault,
+    Knobs,
+    ProbeSettings,
+    ScenarioError,
+    ScenarioFile,
+    ScenarioMeta,
+    allowed,
+    clip,
+    clip_list,
+    normalize_knob,
+    normalize_rule,
+    rule_matches,
+)
+
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 16
+DEFAULT_MAX_CELLS = 500
+MAX_ID_LEN = 100
+OVERHEAD_PER_CELL_S = 3.0  # start/verify/stop, measured ~1.2-1.5 s here; rounded up for the estimate
+BOM = b"\xef\xbb\xbf"
+
+# Short names keep cell ids readable: "pool-direct_cma-none_w2".
+SHORT = {"pooling": "pool", "conn_max_age": "cma", "health_checks": "hc", "workers": "w", "threads": "t",
+         "dynos": "d", "worker_class": "k", "max_connections": "maxc", "users": "u"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    cell_id: str
+    group: str
+    repeat: int
+    knobs: Knobs
+    axes: dict[str, Any] = field(default_factory=dict)
+
+    def params(self) -> dict[str, Any]:
+        return self.knobs.model_dump()
+
+
+@dataclass
+class Pruned:
+    axes: dict[str, Any]
+    reason: str
+
+
+@dataclass
+class Scenario:
+    path: Path
+    meta: ScenarioMeta
+    defaults: dict[str, Any]
+    axes: dict[str, list[Any]]
+    exclude: list[dict[str, Any]]
+    cells: list[Cell]
+    pruned: list[Pruned]
+    raw: dict[str, Any]
+    faults: list[Fault] = field(default_factory=list)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    expect: list[Expect] = field(default_factory=list)
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.raw, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def faults_for(self, cell: Cell) -> list[Fault]:
+        return [f for f in self.faults if f.selects(cell.cell_id, cell.group, cell.knobs.model_dump())]
+
+
+def _where(path: Path | str) -> str:
+    text = str(path)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+# -- reading ---------------------------------------------------------------------------------
+def read_toml(path: Path | str) -> dict[str, Any]:
+    """The file's TOML, or one ScenarioError saying why it cannot be a scenario."""
+    where = _where(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ScenarioError(f"{where}: no such scenario file") from None
+    except (OSError, ValueError) as e:  # name too long, embedded NUL, permission, loop
+        raise ScenarioError(f"{where}: cannot open the scenario file ({getattr(e, 'strerror', None) or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ScenarioError(f"{where}: is a directory; give a scenario .toml file, e.g. scenarios/quick.toml")
+    if not stat.S_ISREG(st.st_mode):
+        raise ScenarioError(f"{where}: is not a regular file (a FIFO, device or socket); give a .toml file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ScenarioError(f"{where}: is {st.st_size:,} bytes; a scenario file may have at most 1 MiB")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks, even if swapped for a FIFO
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ScenarioError(f"{where}: cannot read the scenario file ({e.strerror or e})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ScenarioError(f"{where}: is over 1 MiB; a scenario file may have at most 1 MiB")
+    if data.startswith(BOM):
+        data = data[len(BOM):]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ScenarioError(f"{where}: line {line}: byte 0x{data[e.start]:02x} is not UTF-8; TOML files must be "
+                            "UTF-8 (re-save the file as UTF-8)") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"{where}: not valid TOML: {clip(str(e))[1:-1]}") from None
+    except RecursionError:
+        raise ScenarioError(f"{where}: nested too deeply; scenarios nest at most {MAX_DEPTH} levels") from None
+    return raw
+
+
+def _depth(raw: Any) -> int:
+    """Deepest nesting of tables and arrays, found without recursion."""
+    deepest, stack = 0, [(raw, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > MAX_DEPTH:
+            return d
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((c, d + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
+
+
+def load(path: Path | str, max_cells: int = DEFAULT_MAX_CELLS) -> Scenario:
+    return from_dict(read_toml(path), path, max_cells=max_cells)
+
+
+# -- validation ------------------------------------------------------------------------------
+def _loc(loc: tuple) -> str:
+    out = ""
+    for x in loc:
+        if x != "__root__":
+            out += f"[{x}]" if isinstance(x, int) else f".{x}" if out else str(x)
+    return out
+
+
+def _msg(err: dict) -> str:
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    return msg if isinstance(got, dict) else f"{msg} (got {clip(got)})"
+
+
+def _errors(where: str, e: ValidationError, describe) -> ScenarioError:
+    msgs = [describe(err) for err in e.errors()]
+    shown = "; ".join(msgs[:10]) + (f"; ... and {len(msgs) - 10} more" if len(msgs) > 10 else "")
+    return ScenarioError(f"{where}: {shown}")
+
+
+def knobs_from(path: Path | str, where: str, values: dict[str, Any]) -> Knobs:
+    try:
+        return Knobs(**values)
+    except ValidationError as e:
+        def describe(err: dict) -> str:
+            key = _loc(err["loc"])
+            top = str(err["loc"][0]) if err["loc"] else ""
+            if err["type"] == "extra_forbidden":
+                return f"unknown key {clip(key)} in {where}; allowed keys: {', '.join(KNOB_NAMES)}"
+            return f"{where}.{key}: {_msg(err)}; allowed: {allowed(top)}"
+        raise _errors(_where(path), e, describe) from None
+
+
+def _file_model(raw: dict[str, Any], path: Path | str) -> ScenarioFile:
+    try:
+        return ScenarioFile(**raw)
+    except ValidationError as e:
+        def describe(err: dict) -> str:
+            loc = err["loc"]
+            key = _loc(loc)
+            if err["type"] == "extra_forbidden":
+                names = [str(x) for x in loc[:-1] if not isinstance(x, int)]
+                model = SECTIONS.get(names[-1]) if names else None
+                fields = (model or ScenarioFile).model_fields
+                return f"unknown key {clip(key)}; allowed: {', '.join(fields)}"
+            if err["type"] == "missing":
+                return f"missing required key '{key}'"
+            return f"{key}: {_msg(err)}"
+        raise _errors(_where(path), e, describe) from None
+
+
+def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>"), *,
+              max_cells: int = DEFAULT_MAX_CELLS) -> Scenario:
+    path = Path(path)
+    where = _where(path)
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: a scenario is a TOML table")
+    if _depth(raw) > MAX_DEPTH:
+        raise ScenarioError(f"{where}: nested too deeply; scenarios nest at most {MAX_DEPTH} levels")
+    sf = _file_model(raw, path)
+    defaults = dict(sf.defaults)
+    knobs_from(path, "[defaults]", defaults)  # defaults alone must be valid
+    axes, exclude, include, include_ids = _matrix(dict(sf.matrix), where)
+    _check_size(sf, defaults, axes, include, where, max_cells)
+    cells, pruned = _expand(sf, path, defaults, axes, exclude, include, include_ids)
+    _check_selectors(sf, cells, where)
+    return Scenario(path, sf.scenario, defaults, axes, exclude, cells, pruned, raw, list(sf.faults), sf.probe,
+                    list(sf.expect))
+
+
+def _matrix(matrix: dict[str, Any], where: str):
+    exclude = matrix.pop("exclude", [])
+    include = matrix.pop("include", [])
+    for name, rules in (("exclude", exclude), ("include", include)):
+        if not isinstance(rules, list) or not all(isinstance(r, dict) and r for r in rules):
+            raise ScenarioError(f"{where}: matrix.{name} must be a list of non-empty tables, e.g. "
+                                f'[[matrix.{name}]] pooling = "django-pool"')
+    axes: dict[str, list[Any]] = {}
+    for key, values in matrix.items():
+        if key not in Knobs.model_fields:
+            raise ScenarioError(f"{where}: unknown key {clip('matrix.' + key)}; allowed axes: {', '.join(KNOB_NAMES)}")
+        if not isinstance(values, list):
+            raise ScenarioError(f"{where}: matrix.{key} must be a list of values (got {clip(values)})")
+        if not values:
+            raise ScenarioError(f"{where}: matrix.{key} is an empty axis; give at least one value")
+        normal = []
+        for v in values:
+            try:
+                n = normalize_knob(key, v)
+            except ValueError as e:
+                raise ScenarioError(f"{where}: matrix.{key}: {e}") from None
+            if n in normal:
+                raise ScenarioError(f"{where}: matrix.{key} lists {clip(v)} and {clip(values[normal.index(n)])}, "
+                                    "which are the same setting; list it once")
+            normal.append(n)
+        axes[key] = normal
+    rules = []
+    for i, rule in enumerate(exclude):
+        for key in rule:
+            if key not in Knobs.model_fields:
+                raise ScenarioError(f"{where}: unknown key {clip(f'matrix.exclude[{i}].{key}')}; "
+                                    f"allowed: {', '.join(KNOB_NAMES)}")
+        try:
+            rules.append(normalize_rule(rule))
+        except ValueError as e:
+            raise ScenarioError(f"{where}: matrix.exclude[{i}]: {e}") from None
+    include = [dict(r) for r in include]
+    ids = [r.pop("id", None) for r in include]
+    for i, (cid, rule) in enumerate(zip(ids, include, strict=True)):
+        if cid is not None and not (isinstance(cid, str) and SAFE_NAME.fullmatch(cid)):
+            raise ScenarioError(f"{where}: matrix.include[{i}].id must be 1-80 letters, digits, '-', '_' or '.', "
+                                f"starting with a letter or digit (got {clip(cid)})")
+        for key in rule:
+            if key not in Knobs.model_fields:
+                raise ScenarioError(f"{where}: unknown key {clip(f'matrix.include[{i}].{key}')}; "
+                                    f"allowed: {', '.join(KNOB_NAMES)}")
+            try:
+                rule[key] = normalize_knob(key, rule[key])
+            except ValueError as e:
+                raise ScenarioError(f"{where}: matrix.include[{i}].{key}: {e}") from None
+    return axes, rules, include, ids
+
+
+def _check_size(sf: ScenarioFile, defaults: dict, axes: dict, include: list, where: str, max_cells: int) -> None:
+    combos = math.prod(len(v) for v in axes.values()) if axes else (0 if include else 1)
+    total = (combos + len(include)) * sf.scenario.repeats
+    if total <= max_cells:
+        return
+    d = Knobs(**{k: v for k, v in defaults.items()})
+    per_cell = d.warmup + d.duration + d.cooldown + OVERHEAD_PER_CELL_S
+    hours = total * per_cell / 3600
+    raise ScenarioError(f"{where}: the matrix expands to {total:,} cells (before pruning), about {hours:,.1f} h at "
+                        f"{per_cell:.0f} s a cell; the limit is {max_cells}. Narrow the matrix, or pass "
+                        f"--max-cells {total} to run it on purpose")
+
+
+def _value_id(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, dict):
+        return "-".join(f"{k}{_value_id(x)}" for k, x in sorted(v.items()))
+    return str(v).replace(".", "p").replace("/", "-").replace(" ", "")
+
+
+def cell_id_for(axes: dict[str, Any]) -> str:
+    if not axes:
+        return "default"
+    cid = "_".join(f"{SHORT.get(k, k)}-{_value_id(v)}" for k, v in axes.items())
+    if len(cid) > MAX_ID_LEN or not SAFE_NAME.fullmatch(cid[:80]):
+        digest = hashlib.sha256(cid.encode()).hexdigest()[:8]
+        keep = "".join(c if c.isalnum() or c in "_.-" else "-" for c in cid[: MAX_ID_LEN - 9]).lstrip("._-")
+        cid = f"{keep}-{digest}" if keep else f"cell-{digest}"
+    return cid
+
+
+def prune_reason(k: Knobs, meta: ScenarioMeta) -> str | None:
+    if k.pooling == "django-pool" and k.conn_max_age != 0:
+        return "Django's pool requires CONN_MAX_AGE=0 (Django raises ImproperlyConfigured otherwise)"
+    if k.worker_class == "gevent" and k.persistent and not meta.allow_gevent_persistent:
+        return ("gevent with persistent connections holds one connection per greenlet that ever served a "
+                "request (they pile up); set scenario.allow_gevent_persistent = true to show it")
+    if k.worker_class != "gthread" and k.threads != 1:
+        return f"threads={k.threads} only applies to worker_class='gthread'"
+    return None
+
+
+def _expand(sf: ScenarioFile, path: Path, defaults: dict, axes: dict, exclude: list, include: list,
+            include_ids: list) -> tuple[list[Cell], list[Pruned]]:
+    cells: list[Cell] = []
+    pruned: list[Pruned] = []
+    seen: set[str] = set()
+    # no axes: the defaults are the one cell, unless include lists the cells explicitly
+    combos = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())] \
+        if axes else ([] if include else [{}])
+    # include (like asv): extra cells over [defaults], not subject to exclude
+    planned = [(a, None, False) for a in combos] + [(a, i, True) for a, i in zip(include, include_ids, strict=True)]
+    for assignment, explicit, included in planned:
+        where = "[matrix] " + ", ".join(f"{k}={clip(v, 60)}" for k, v in assignment.items()) if assignment \
+            else "[defaults]"
+        knobs = knobs_from(path, where, {**defaults, **assignment})
+        if not included and any(rule_matches(rule, knobs.model_dump()) for rule in exclude):
+            pruned.append(Pruned(assignment, "excluded by matrix.exclude"))
+            continue
+        reason = prune_reason(knobs, sf.scenario)
+        if reason:
+            pruned.append(Pruned(assignment, reason))
+            continue
+        group = explicit or cell_id_for(assignment)
+        if group in seen:
+            raise ScenarioError(f"{_where(path)}: two matrix cells share the id '{group}'; make them distinct")
+        seen.add(group)
+        for r in range(sf.scenario.repeats):
+            cid = group if sf.scenario.repeats == 1 else f"{group}_r{r + 1}"
+            cells.append(Cell(cid, group, r, knobs, assignment))
+    if not cells:
+        why = "; ".join(sorted({p.reason for p in pruned})) or "the matrix is empty"
+        raise ScenarioError(f"{_where(path)}: no cells left to run after exclusion and pruning ({why})")
+    return cells, pruned
+
+
+def _check_selectors(sf: ScenarioFile, cells: list[Cell], where: str) -> None:
+    names = sorted({c.cell_id for c in cells} | {c.group for c in cells})
+    for section, items in (("expect", sf.expect), ("faults", sf.faults)):
+        for i, item in enumerate(items):
+            label = f"{section}[{i}]" + (f" ({clip(item.name, 60)})" if getattr(item, "name", None) else "")
+            unknown = [c for c in item.cells if c not in names]
+            if unknown:
+                raise ScenarioError(f"{where}: {label}.cells names no cell: {clip_list(unknown)}; "
+                                    f"cells: {clip_list(names)}")
+            chosen = [c for c in cells if item.selects(c.cell_id, c.group, c.knobs.model_dump())]
+            if not chosen:
+                raise ScenarioError(f"{where}: {label} selects no cell; cells: {clip_list(names)}")
+            if isinstance(item, Fault):
+                _check_fault(item, chosen, f"{where}: {label}")
+
+
+def _check_fault(f: Fault, chosen: list[Cell], where: str) -> None:
+    late = [c.cell_id for c in chosen if f.at >= c.knobs.duration]
+    if late:
+        raise ScenarioError(f"{where}.at = {f.at:g} s is not within the measure window (0 <= at < duration) "
+                            f"of: {clip_list(late)}")
+    if f.action == "kill_worker":
+        out = [c.cell_id for c in chosen if f.dyno >= c.knobs.dynos]
+        if out:
+            raise ScenarioError(f"{where}.dyno = {f.dyno} is out of range (dynos are 0..dynos-1) in: {clip_list(out)}")
+    elif f.dyno:
+        raise ScenarioError(f"{where}.dyno applies to action = \"kill_worker\" only")
+    if f.action == "restart_pgbouncer":
+        plain = [c.cell_id for c in chosen if not c.knobs.pooling.startswith("pgbouncer")]
+        if plain:
+            raise ScenarioError(f"{where}: restart_pgbouncer selects cells without PgBouncer: {clip_list(plain)}")
