@@ -13,7 +13,8 @@ from __future__ import annotations
 
 
 class AnalysisError(ValueError):
-    """Bad input for analysis (not a run directory, no manifest, schema mismatch).
+    """Bad input for analysis (not a run directory, no manifest, schema mismatch, an output path of the
+    wrong kind such as charts/ being a file). A damaged *cell* is not an error: it is reported as damaged.
 
     The message says what was expected and what to do about it.
     """

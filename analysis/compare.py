@@ -3,7 +3,8 @@
 Cells match on their group (cell id without the repeat suffix). Each side's value is the median over
 its completed repeats. A change smaller than `threshold` (relative) is shown as "~" (no change).
 With >= 3 completed repeats on both sides, a two-sided Mann-Whitney U test gives a p-value and "*"
-marks p < 0.05. Note: with 3 vs 3 repeats the smallest possible two-sided p is 0.10, so a
+marks p < 0.05. A damaged cell (see analysis/load.py) is listed with its reason and left out of the
+medians, so lost files never read as "-100 %". Note: with 3 vs 3 repeats the smallest possible two-sided p is 0.10, so a
 significant result needs at least 4 repeats on one side (4 vs 4 reaches 0.029).
 """
 
@@ -81,6 +82,15 @@ def _check(ra: RunData, rb: RunData) -> None:
             "this connbench version (or compare with the connbench version that wrote it).")
 
 
+def _damaged(run: RunData) -> dict[str, list[str]]:
+    """group -> "cell: reason" for each damaged cell: listed, never compared (it has no figures)."""
+    out: dict[str, list[str]] = {}
+    for cell in run.cells:
+        if cell.damage:
+            out.setdefault(cell.group, []).append(f"{cell.cell_id}: {cell.damage}")
+    return out
+
+
 def comparison_frame(run_a: Path | str, run_b: Path | str, threshold: float = 0.05) -> pd.DataFrame:
     """One row per (group, metric) present in either run; groups in only one run get a note."""
     if not (0 <= threshold < 1):
@@ -89,8 +99,11 @@ def comparison_frame(run_a: Path | str, run_b: Path | str, threshold: float = 0.
     _check(ra, rb)
     sa, sb = summary_frame(ra), summary_frame(rb)
     ga, gb = list(dict.fromkeys(sa["group"])), list(dict.fromkeys(sb["group"]))
+    da, db = _damaged(ra), _damaged(rb)
     rows = []
     for group in ga + [g for g in gb if g not in ga]:
+        rows += [{"group": group, "note": f"damaged in {side}, left out: {what}"}
+                 for side, dmg in (("A", da), ("B", db)) for what in dmg.get(group, [])]
         if group not in gb or group not in ga:
             rows.append({"group": group, "note": "only in A" if group in ga else "only in B"})
             continue
@@ -100,7 +113,9 @@ def comparison_frame(run_a: Path | str, run_b: Path | str, threshold: float = 0.
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df[["n_a", "n_b"]] = df[["n_a", "n_b"]].astype("Int64")  # counts stay integers next to "only in" rows
     # plain strings only: pandas deep-copies attrs on every operation
-    df.attrs.update(run_a=f"{ra.run_id} ({ra.root})", run_b=f"{rb.run_id} ({rb.root})", threshold=threshold)
+    n_a, n_b = sum(map(len, da.values())), sum(map(len, db.values()))
+    df.attrs.update(run_a=f"{ra.run_id} ({ra.root})", run_b=f"{rb.run_id} ({rb.root})", threshold=threshold,
+                    damaged=f"{n_a} in A, {n_b} in B" if n_a or n_b else "")
     return df
 
 
@@ -129,7 +144,9 @@ def _display(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 def _title(df: pd.DataFrame) -> list[str]:
     return [f"A: {df.attrs['run_a']}", f"B: {df.attrs['run_b']}",
             f'B/A of medians over completed repeats; "~" = change below {df.attrs["threshold"]:.0%}; '
-            f"* = Mann-Whitney U p < {ALPHA} (needs >= {MIN_REPEATS} repeats on both sides)."]
+            f"* = Mann-Whitney U p < {ALPHA} (needs >= {MIN_REPEATS} repeats on both sides).",
+            *([f"Damaged cells ({df.attrs['damaged']}) are listed with the reason and left out of every "
+               "figure."] if df.attrs.get("damaged") else [])]
 
 
 def _text(df: pd.DataFrame) -> str:

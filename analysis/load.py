@@ -1,7 +1,16 @@
-"""Read a run directory defensively: a crashed cell leaves partial files, never a crash here."""
+"""Read a run directory defensively: a crashed cell leaves partial files, never a crash here.
+
+A cell is *damaged* when the files that define it cannot be used: cell.json is not a JSON object, or a
+cell the harness recorded as completed has no usable requests.csv (missing, empty, header only,
+unparseable) or no directory at all. The harness records a completed cell with 0 requests as failed,
+so for a completed cell these are lost or corrupted files, never "0 requests". A damaged cell's
+figures are left out everywhere and its reason is reported.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -9,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis import AnalysisError
@@ -50,8 +60,100 @@ def empty_table(name: str) -> pd.DataFrame:
     return _typed(pd.DataFrame(columns=list(_COLUMNS.get(name, ()))), name)
 
 
+def clip(text: Any, limit: int = 80) -> str:
+    """File content quoted in a message: one printable line, bounded."""
+    s = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class RequestsRead:
+    """requests.csv as read: the usable rows, why the file is unusable (None if usable), what was dropped."""
+
+    df: pd.DataFrame
+    problem: str | None = None
+    dropped: int = 0
+    dropped_note: str = ""
+
+
+# The request log writer (locustfiles/requestlog.py) always writes these as numbers (status 0 = no response).
+_REQUIRED = ("t_start", "latency_ms", "status")
+
+
+def _numbers(df: pd.DataFrame) -> pd.Series:
+    """Convert the required columns in place; True for rows where each is a finite number.
+
+    A blank status stays allowed (then the request counts as failed, as it always has).
+    """
+    ok = pd.Series(True, index=df.index)
+    for col in _REQUIRED:
+        raw = df[col]
+        df[col] = num = pd.to_numeric(raw, errors="coerce")
+        good = np.isfinite(num)
+        if col == "status" and not good.all():
+            good |= num.isna() & (raw.str.strip() == "")
+        ok &= good
+    return ok
+
+
+def read_requests(path: Path) -> RequestsRead:
+    """Parse requests.csv record by record so that a torn or malformed line is dropped and counted, never a request."""
+    name, empty = path.name, empty_table(R.REQUESTS_CSV)
+    if not path.exists():
+        return RequestsRead(empty, f"{name} is missing")
+    if not path.is_file():
+        return RequestsRead(empty, f"{name} is not a regular file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return RequestsRead(empty, f"{name} cannot be read ({clip(exc.strerror or type(exc).__name__)})")
+    if not raw.strip():
+        return RequestsRead(empty, f"{name} is empty ({len(raw)} bytes)")
+    # surrogateescape: stray bytes never raise here; they fail the header check or the number parse below.
+    text = raw.decode("utf-8-sig", errors="surrogateescape")
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        return RequestsRead(empty, f"{name} is unparseable ({clip(exc)})")
+    lines = [i for i, r in enumerate(rows) if len(r) > 1 or (r and r[0].strip())]  # blank lines are no rows
+    if not lines:
+        return RequestsRead(empty, f"{name} holds only blank lines")
+    header = [h.strip() for h in rows[lines[0]]]
+    if not set(_REQUIRED) <= set(header) or len(set(header)) != len(header):
+        return RequestsRead(empty, f"{name} is unparseable: its first line is not a requests.csv header "
+                                   f"(expected {','.join(R.REQUESTS_COLUMNS)}; found '{clip(','.join(header), 60)}')")
+    lines = lines[1:]
+    if not lines:
+        return RequestsRead(empty, f"{name} has a header but no rows")
+    width = len(header)
+    good = [i for i in lines if len(rows[i]) == width]
+    df = pd.DataFrame([rows[i] for i in good], columns=header, dtype=str)
+    ok = _numbers(df).to_numpy(bool) if len(df) else np.zeros(0, bool)
+    kept = set(np.asarray(good, dtype=int)[ok].tolist())
+    bad = [i + 1 for i in lines if i not in kept]  # 1-based line numbers (exact unless a field spans lines)
+    last = rows[lines[-1]]
+    note = _dropped_note(bad, lines[-1] + 1, text.endswith(("\n", "\r")), len(last) < width)
+    df = _typed(df[ok].reset_index(drop=True), R.REQUESTS_CSV)
+    if not len(df):
+        return RequestsRead(empty, f"{name} has no parseable row ({note})", len(bad), note)
+    return RequestsRead(df, None, len(bad), note)
+
+
+def _dropped_note(bad: list[int], last: int, terminated: bool, last_short: bool) -> str:
+    """Say what was dropped: the writer killed mid-row (a torn last line) or malformed lines elsewhere."""
+    torn = bool(bad) and bad[-1] == last and (last_short or not terminated)
+    other = bad[:-1] if torn else bad
+    parts = ["the truncated last line (the writer stopped mid-row)"] if torn else []
+    if other:
+        parts.append(f"{len(other)} malformed line(s) (wrong field count or a value that is not a number; "
+                     f"first at line {other[0]})")
+    return f"dropped {len(bad)} line(s) of {R.REQUESTS_CSV}: " + " and ".join(parts) if bad else ""
+
+
 def read_csv(path: Path) -> pd.DataFrame:
     """A results CSV as a DataFrame with at least the schema's columns; empty when missing or unreadable."""
+    if path.name == R.REQUESTS_CSV:
+        return read_requests(path).df
     try:
         # Strings stay strings (dyno "0", error_class ""); numbers are coerced, torn rows dropped.
         df = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="skip")
@@ -77,10 +179,35 @@ class CellData:
     cell_id: str
     root: Path | None
     meta: dict[str, Any] = field(default_factory=dict)
+    json_problem: str | None = None  # why cell.json is unusable (meta then comes from the manifest)
+
+    @property
+    def recorded_status(self) -> str:
+        """The status the harness wrote (cell.json, else the manifest)."""
+        return str(self.meta.get("status") or "unknown")
+
+    @property
+    def damage(self) -> str | None:
+        """Why this cell's files cannot be used, or None (see the module docstring)."""
+        if self.json_problem:
+            return self.json_problem
+        if self.recorded_status != "completed":
+            return None  # a failed or interrupted cell may well have left no requests
+        if self.root is None:
+            return f"cells/{self.cell_id}/ is missing although the manifest records the cell as completed"
+        return self.requests.problem
 
     @property
     def status(self) -> str:
-        return str(self.meta.get("status") or "unknown")
+        return "damaged" if self.damage else self.recorded_status
+
+    @property
+    def requests(self) -> RequestsRead:
+        cache = self.__dict__.setdefault("_csv", {})
+        if "_requests" not in cache:
+            p = self.path(R.REQUESTS_CSV)
+            cache["_requests"] = read_requests(p) if p else RequestsRead(empty_table(R.REQUESTS_CSV))
+        return cache["_requests"]
 
     @property
     def error(self) -> str | None:
@@ -144,6 +271,8 @@ class CellData:
 
     def csv(self, name: str) -> pd.DataFrame:
         cache = self.__dict__.setdefault("_csv", {})
+        if name == R.REQUESTS_CSV:
+            return self.requests.df
         if name not in cache:
             p = self.path(name)  # None for a cell that never got a directory
             cache[name] = read_csv(p) if p else empty_table(name)
@@ -210,19 +339,37 @@ def load_run(run_dir: Path | str) -> RunData:
     cells_dir = root / "cells"
     for cdir in sorted(p for p in cells_dir.glob("*") if p.is_dir()) if cells_dir.is_dir() else []:
         manifest_entry = cells[cdir.name].meta if cdir.name in cells else {}
-        meta: dict[str, Any]
-        try:
-            meta = json.loads((cdir / R.CELL_JSON).read_text(encoding="utf-8"))
-            meta = meta if isinstance(meta, dict) else {}
-        except FileNotFoundError:
-            meta = {"status": "failed", "error": f"{R.CELL_JSON} missing"}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            meta = {"status": "failed", "error": f"{R.CELL_JSON} unreadable: {exc}"}
+        meta, problem = _cell_json(cdir / R.CELL_JSON)
+        if problem:  # what the manifest knows (group, repeat, status) still places the cell
+            meta = dict(manifest_entry)
         # A cell killed mid-run leaves "running" in cell.json; the manifest knows how it ended.
         if meta.get("status") not in _TERMINAL and manifest_entry.get("status") in _TERMINAL:
             meta["status"] = manifest_entry["status"]
         for key in ("error", "skip_reason", "group", "repeat"):
             if meta.get(key) is None and manifest_entry.get(key) is not None:
                 meta[key] = manifest_entry[key]
-        cells[cdir.name] = CellData(cdir.name, cdir, meta)
+        cells[cdir.name] = CellData(cdir.name, cdir, meta, problem)
     return RunData(root, manifest, list(cells.values()))
+
+
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
+
+
+def _cell_json(path: Path) -> tuple[dict[str, Any], str | None]:
+    """cell.json as a dict, or ({}, why it is unusable). A missing one is a cell that never started writing."""
+    name = R.CELL_JSON
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"status": "failed", "error": f"{name} missing"}, None
+    except UnicodeDecodeError:
+        return {}, f"{name} is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return {}, f"{name} is not valid JSON ({clip(exc.msg, 60)} at line {exc.lineno} column {exc.colno})"
+    except (OSError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        return {}, f"{name} cannot be read ({clip(reason, 60)})"
+    if not isinstance(doc, dict):
+        return {}, f"{name} holds {_JSON_KINDS.get(type(doc), 'a non-object')}, not a JSON object"
+    return doc, None

@@ -20,8 +20,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from analysis import expectations
 from analysis.charts import Chart, draw_charts
 from analysis.load import CellData, RunData, load_run
+from analysis.outputs import check_outputs, writing
 from analysis.probe_chart import draw_probe
-from analysis.summarize import SUMMARY_GROUPS_CSV, summary_frame, write_summaries
+from analysis.summarize import SUMMARY_GROUPS_CSV, summary_frame, summary_paths, write_summaries
 from connbench import results as R
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -139,21 +140,33 @@ def environment(run: RunData) -> list[tuple[str, str]]:
     return [(k, v) for k, v in rows if v]
 
 
+def damaged(run: RunData) -> list[dict[str, str]]:
+    """Damaged cells with their reason, for the banner at the top of the report."""
+    return [{"cell": c.cell_id, "text": f"{c.damage} (recorded status: {c.recorded_status})"}
+            for c in run.cells if c.damage]
+
+
 def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
+    cells = {c.cell_id: c for c in run.cells}
 
     def add(level: str, cell: str, text: str) -> None:
         out.append({"level": level, "cell": cell, "text": text})
 
     for row in summary.to_dict("records"):
         cid, status = row["cell_id"], row["status"]
+        cell = cells.get(cid)
+        if status == "damaged":
+            add("error", cid, f"cell damaged: {row.get('damage')}; its figures are left out of this report")
+        elif cell is not None and cell.completed and cell.requests.dropped:
+            add("warn", cid, f"{cell.requests.dropped_note}; they are not counted as requests")
         if status in ("failed", "interrupted"):
             add("error", cid, f"cell {status}: {row.get('error') or 'no error recorded'}")
         elif status == "skipped":
             add("info", cid, f"cell skipped: {row.get('skip_reason') or 'no reason recorded'}")
         elif status in ("pending", "running"):
             add("info", cid, f"cell not finished yet (status {status}): the run may still be going")
-        elif status != "completed":
+        elif status not in ("completed", "damaged"):
             add("error", cid, f"cell did not finish (status {status})")
         if row.get("generator_saturated") is True:
             add("warn", cid, f"load generator saturated: Locust averaged {fmt(row.get('locust_cpu_per_proc'))} % "
@@ -197,7 +210,7 @@ def _cell_section(cell: CellData, row: dict[str, Any], charts: list[Chart]) -> d
                 links.append((name, _href("cells", cell.cell_id, name)))
     params = ", ".join(f"{k}={fmt(v)}" for k, v in cell.params.items() if not isinstance(v, dict))
     axes = cell.meta.get("axes") if isinstance(cell.meta.get("axes"), dict) else {}
-    return {"id": cell.cell_id, "status": cell.status, "error": cell.error or cell.skip_reason,
+    return {"id": cell.cell_id, "status": cell.status, "error": cell.damage or cell.error or cell.skip_reason,
             "axes": ", ".join(f"{k}={fmt(v)}" for k, v in axes.items()), "params": params, "links": links,
             "charts": [c for c in charts if c.cell_id == cell.cell_id]}
 
@@ -224,6 +237,7 @@ def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: l
         "environment": environment(run),
         "statuses": sorted(Counter(c.status for c in run.cells).items()),
         "warnings": warnings(run, summary),
+        "damaged": damaged(run),
         "expectations": expectations,
         "expectation_rows": [e for e in m.get("expectations") or [] if isinstance(e, dict)],
         "probe": _probe(run),
@@ -247,17 +261,21 @@ def render(ctx: dict[str, Any]) -> str:
 def build_report(run_dir: Path | str) -> Path:
     """Regenerate summary.csv, summary_groups.csv, charts/ and index.html of a run; returns index.html."""
     run = load_run(run_dir)
+    # every output's kind first: a wrong one must stop the rebuild before anything is replaced
+    check_outputs([*summary_paths(run), run.paths.report, run.root / expectations.EXPECTATIONS_JSON],
+                  [run.paths.charts])
     summary = summary_frame(run)
-    groups = write_summaries(run, summary)
-    charts = draw_charts(run, summary)  # it clears charts/ first
-    charts = draw_probe(run.root) + charts
-    results = expectations.evaluate(run, summary)
-    if results or (run.root / expectations.EXPECTATIONS_JSON).exists():
-        expectations.write(run.root, results)
-    ctx = context(run, summary, groups, charts)
-    if results:  # the scenario's [[expect]]; otherwise whatever the manifest carries
-        ctx["expectations"] = _generic_table(results)
-        ctx["expectation_rows"] = results
-    html = render(ctx)
-    R.write_text_atomic(run.paths.report, html)
+    with writing(run.root):
+        groups = write_summaries(run, summary)
+        charts = draw_charts(run, summary)  # it clears charts/ first
+        charts = draw_probe(run.root) + charts
+        results = expectations.evaluate(run, summary)
+        if results or (run.root / expectations.EXPECTATIONS_JSON).exists():
+            expectations.write(run.root, results)
+        ctx = context(run, summary, groups, charts)
+        if results:  # the scenario's [[expect]]; otherwise whatever the manifest carries
+            ctx["expectations"] = _generic_table(results)
+            ctx["expectation_rows"] = results
+        html = render(ctx)
+        R.write_text_atomic(run.paths.report, html)
     return run.paths.report

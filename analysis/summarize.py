@@ -29,6 +29,9 @@ Definitions (all times are unix seconds; "measure" is cell.json phases["measure"
   number of distinct locust pids sampled), the generator is the bottleneck when
   cpu_locust >= 90 % x n, i.e. locust_cpu_per_proc = cpu_locust / n >= 90. (processes.csv may hold one
   row per process or one row for the whole Locust process tree: both sum to the same cpu_locust.)
+* Damaged cells (see analysis/load.py): status "damaged", the reason in `damage`, no figures at all.
+  dropped_lines (completed cells): requests.csv lines dropped, a torn last line or malformed rows; they are
+  never counted as requests (a torn line is not a failed request).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import CellData, RunData, load_run
+from analysis.outputs import check_outputs, writing
 from connbench import results as R
 
 PERCENTILES = {"lat_p50": 50, "lat_p90": 90, "lat_p95": 95, "lat_p99": 99, "lat_p999": 99.9}
@@ -49,8 +53,25 @@ COMPONENTS = ("postgres", "pgbouncer", "gunicorn-master", "gunicorn-worker", "lo
 SATURATION_PCT = 90.0
 SUMMARY_GROUPS_CSV = "summary_groups.csv"
 GROUP_METRICS = ("rps", "lat_p95", "conn_peak")
-_ID_COLUMNS = R.SUMMARY_COLUMNS[: R.SUMMARY_COLUMNS.index("skip_reason") + 1]
-_METRIC_COLUMNS = R.SUMMARY_COLUMNS[len(_ID_COLUMNS) :]
+# damage: why a cell's files cannot be used (status "damaged"); dropped_lines: requests.csv lines dropped
+# (torn last line, malformed rows). They belong in R.SUMMARY_COLUMNS; until they are listed there they go
+# right after skip_reason, so the summary's layout stays declared in one place either way.
+DAMAGE_COLUMNS = ("damage", "dropped_lines")
+
+
+def _all_columns() -> tuple[str, ...]:
+    cols = tuple(R.SUMMARY_COLUMNS)
+    missing = tuple(c for c in DAMAGE_COLUMNS if c not in cols)
+    at = cols.index("skip_reason") + 1
+    return cols[:at] + missing + cols[at:]
+
+
+SUMMARY_COLUMNS = _all_columns()
+_ID_END = SUMMARY_COLUMNS.index("skip_reason") + 1
+while _ID_END < len(SUMMARY_COLUMNS) and SUMMARY_COLUMNS[_ID_END] in DAMAGE_COLUMNS:
+    _ID_END += 1  # params go after the columns that say what happened to the cell
+_ID_COLUMNS = SUMMARY_COLUMNS[:_ID_END]
+_METRIC_COLUMNS = SUMMARY_COLUMNS[_ID_END:]
 
 
 def slug(text: str) -> str:
@@ -215,9 +236,12 @@ def cell_row(cell: CellData) -> dict[str, Any]:
         "status": cell.status,
         "error": cell.error,
         "skip_reason": cell.skip_reason,
+        "damage": cell.damage,
+        # only a completed cell's lines count: a failed cell's requests.csv is partial by nature
+        "dropped_lines": cell.requests.dropped if cell.completed else None,
     }
     row.update(flatten_params(cell.params))
-    if cell.completed:  # partial files of a failed cell would give misleading numbers
+    if cell.completed:  # partial files of a failed or damaged cell would give misleading numbers
         for part in (request_metrics, connection_metrics, db_metrics, pgbouncer_metrics, cpu_metrics):
             row.update(part(cell))
     return row
@@ -226,7 +250,7 @@ def cell_row(cell: CellData) -> dict[str, Any]:
 def _columns(rows: list[dict[str, Any]]) -> list[str]:
     params: list[str] = []
     errors: set[str] = set()
-    known = set(R.SUMMARY_COLUMNS)
+    known = set(SUMMARY_COLUMNS)
     for row in rows:
         for key in row:
             if key.startswith("err_"):
@@ -242,7 +266,7 @@ def summary_frame(run: RunData) -> pd.DataFrame:
     err_cols = [c for c in df.columns if c.startswith("err_")]
     done = df["status"] == "completed"
     df.loc[done, err_cols] = df.loc[done, err_cols].fillna(0)  # a class not seen in a cell is 0, not unknown
-    for col in (*err_cols, "requests", "failures"):
+    for col in (*err_cols, "requests", "failures", "dropped_lines"):
         df[col] = df[col].astype("Int64")
     df["generator_saturated"] = df["generator_saturated"].astype("boolean")
     return df
@@ -251,7 +275,7 @@ def summary_frame(run: RunData) -> pd.DataFrame:
 def summarize_groups(summary: pd.DataFrame) -> pd.DataFrame:
     """Repeats of one group: median, min and max of rps, lat_p95 and conn_peak over completed repeats."""
     rows = []
-    param_cols = [c for c in summary.columns if c not in R.SUMMARY_COLUMNS and not c.startswith("err_")]
+    param_cols = [c for c in summary.columns if c not in SUMMARY_COLUMNS and not c.startswith("err_")]
     for group, g in summary.groupby("group", sort=False):
         done = g[g["status"] == "completed"]
         row: dict[str, Any] = {"group": group, "cells": len(g), "completed": len(done)}
@@ -269,11 +293,17 @@ def _write(df: pd.DataFrame, path: Path) -> None:
     R.write_text_atomic(path, df.to_csv(index=False))
 
 
+def summary_paths(run: RunData) -> tuple[Path, Path]:
+    return run.paths.summary, run.root / SUMMARY_GROUPS_CSV
+
+
 def write_summaries(run: RunData, df: pd.DataFrame) -> pd.DataFrame:
     """Write summary.csv and summary_groups.csv atomically; returns the groups table."""
     groups = summarize_groups(df)
-    _write(df, run.paths.summary)
-    _write(groups, run.root / SUMMARY_GROUPS_CSV)
+    check_outputs(summary_paths(run))
+    with writing(run.root):
+        _write(df, run.paths.summary)
+        _write(groups, run.root / SUMMARY_GROUPS_CSV)
     return groups
 
 

@@ -73,7 +73,8 @@ EVENTS_COLUMNS = ("t", "kind", "detail")
 #   overhead_s  setup + teardown seconds beyond warm-up/measure/cool-down
 PHASES = ("start_services", "verify", "warmup", "measure", "cooldown", "stop")
 
-CELL_STATUSES = ("pending", "running", "completed", "failed", "skipped", "interrupted")
+# "damaged" is analysis's verdict on a cell whose raw files cannot be read (never written by the harness).
+CELL_STATUSES = ("pending", "running", "completed", "failed", "skipped", "interrupted", "damaged")
 
 REQUESTS_CSV = "requests.csv"
 CONNECTIONS_CSV = "connections.csv"
@@ -222,7 +223,7 @@ def append_event(path: Path, t: float, kind: str, detail: str = "") -> None:
 # err_<error_class> count per error class seen in the run appended at the end.
 # Metrics are empty for a cell whose status is not "completed".
 SUMMARY_COLUMNS = (
-    "cell_id", "group", "repeat", "status", "error", "skip_reason",
+    "cell_id", "group", "repeat", "status", "error", "skip_reason", "damage", "dropped_lines",
     "measure_s", "requests", "failures", "failure_rate", "rps",
     "lat_p50", "lat_p90", "lat_p95", "lat_p99", "lat_p999", "lat_max", "lat_mean",
     "conn_peak", "conn_plateau", "conn_mean", "conn_held", "predicted_connections", "conn_gap",
