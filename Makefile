@@ -22,6 +22,8 @@ e2e: bootstrap system
 
 lint: bootstrap
 	$(BIN)/ruff check connbench analysis target_app locustfiles tests scripts
+	$(BIN)/lint-imports --no-cache
+	@$(BIN)/python scripts/check_sizes.py
 
 bootstrap: $(STAMP)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 
 class AnalysisError(ValueError):
-    """Bad input for analysis (not a run directory, no manifest, schema mismatch, an output path of the
+    """Bad input for analysis (not a run directory, no or a malformed manifest, a newer schema, an output path of the
     wrong kind such as charts/ being a file). A damaged *cell* is not an error: it is reported as damaged.
 
     The message says what was expected and what to do about it.
@@ -21,7 +21,8 @@ class AnalysisError(ValueError):
 
 
 class SchemaMismatchError(AnalysisError):
-    """Two runs written with different results schema versions cannot be compared."""
+    """A run written with a newer results schema than this connbench reads (older ones are read through
+    connbench.results' migration)."""
 
 
 __all__ = ["AnalysisError", "SchemaMismatchError"]

@@ -9,13 +9,14 @@ import argparse
 import sys
 
 from analysis import AnalysisError
+from connbench import results as R
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("report", help="regenerate summary.csv, charts and index.html").add_argument("run_dir")
-    sub.add_parser("summarize", help="write summary.csv and summary_groups.csv").add_argument("run_dir")
+    sub.add_parser("summarize", help=f"write {R.SUMMARY_CSV} and {R.SUMMARY_GROUPS_CSV}").add_argument("run_dir")
     cp = sub.add_parser("compare", help="compare run B against run A")
     cp.add_argument("run_a")
     cp.add_argument("run_b")
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             from analysis.summarize import summarize
 
             df = summarize(args.run_dir)
-            print(f"{len(df)} cells -> {args.run_dir.rstrip('/')}/summary.csv")
+            print(f"{len(df)} cells -> {R.RunPaths(args.run_dir).summary}")
         else:
             from analysis.compare import compare
 

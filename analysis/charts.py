@@ -54,6 +54,17 @@ def _save(fig, out: Path, name: str, title: str, cell_id: str | None, kind: str)
     return Chart(title, png, svg, cell_id, kind)
 
 
+def _cell_chart(fig, ax, cell: CellData, out: Path, kind: str, ylabel: str, title: str, ncol: int = 2,
+                xlabel: str = "time since cell start (s)") -> Chart:
+    """Label, title and save a per-cell chart over time."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    title = f"{title}: {cell.cell_id}"
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8, ncol=ncol, framealpha=0.9)
+    return _save(fig, out, f"{kind}_{_safe(cell.cell_id)}", title, cell.cell_id, kind)
+
+
 def _shade_phases(ax, cell: CellData, t0: float) -> None:
     for name, (color, label) in PHASE_COLORS.items():
         w = cell.phase(name)
@@ -101,12 +112,8 @@ def connections_chart(cell: CellData, out: Path) -> Chart | None:
                     ha="right", va="top", fontsize=9, color="#d62728")
     _faults(ax, cell, t0)
     ax.set_ylim(0, top * 1.15 + 1)
-    ax.set_xlabel("time since cell start (s)")
-    ax.set_ylabel("connections on PostgreSQL")
-    title = f"Server connections over time: {cell.cell_id}"
-    ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8, ncol=2, framealpha=0.9)
-    return _save(fig, out, f"connections_{_safe(cell.cell_id)}", title, cell.cell_id, "connections")
+    return _cell_chart(fig, ax, cell, out, "connections", "connections on PostgreSQL",
+                       "Server connections over time")
 
 
 def latency_chart(cell: CellData, out: Path) -> Chart | None:
@@ -126,12 +133,8 @@ def latency_chart(cell: CellData, out: Path) -> Chart | None:
     if lat.max() / max(lat.min(), 1e-3) > 50:
         ax.set_yscale("log")
     _faults(ax, cell, t0)
-    ax.set_xlabel("time since cell start (s), 1 s bins")
-    ax.set_ylabel("latency (ms)")
-    title = f"Latency percentiles over time: {cell.cell_id}"
-    ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8, ncol=3, framealpha=0.9)
-    return _save(fig, out, f"latency_{_safe(cell.cell_id)}", title, cell.cell_id, "latency")
+    return _cell_chart(fig, ax, cell, out, "latency", "latency (ms)", "Latency percentiles over time", ncol=3,
+                       xlabel="time since cell start (s), 1 s bins")
 
 
 def pgbouncer_chart(cell: CellData, out: Path) -> Chart | None:
@@ -153,12 +156,7 @@ def pgbouncer_chart(cell: CellData, out: Path) -> Chart | None:
                 label="PostgreSQL backends (sampled)")
     _faults(ax, cell, t0)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("time since cell start (s)")
-    ax.set_ylabel("connections")
-    title = f"PgBouncer clients vs server connections: {cell.cell_id}"
-    ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8, ncol=2, framealpha=0.9)
-    return _save(fig, out, f"pgbouncer_{_safe(cell.cell_id)}", title, cell.cell_id, "pgbouncer")
+    return _cell_chart(fig, ax, cell, out, "pgbouncer", "connections", "PgBouncer clients vs server connections")
 
 
 def comparison_chart(summary: pd.DataFrame, out: Path) -> Chart | None:

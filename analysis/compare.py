@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from analysis import AnalysisError, SchemaMismatchError
+from analysis import AnalysisError
 from analysis.load import RunData, load_run
 from analysis.summarize import summary_frame
 
@@ -74,14 +74,6 @@ def _row(group: str, metric: str, label: str, better: int, a: np.ndarray, b: np.
             "change": change, "verdict": verdict, "p_value": p, "significant": bool(p < ALPHA), "note": note}
 
 
-def _check(ra: RunData, rb: RunData) -> None:
-    if ra.schema_version != rb.schema_version:
-        raise SchemaMismatchError(
-            f"cannot compare runs with different results schema versions: {ra.root} has "
-            f"{ra.schema_version!r}, {rb.root} has {rb.schema_version!r}. Re-run the older scenario with "
-            "this connbench version (or compare with the connbench version that wrote it).")
-
-
 def _damaged(run: RunData) -> dict[str, list[str]]:
     """group -> "cell: reason" for each damaged cell: listed, never compared (it has no figures)."""
     out: dict[str, list[str]] = {}
@@ -95,8 +87,7 @@ def comparison_frame(run_a: Path | str, run_b: Path | str, threshold: float = 0.
     """One row per (group, metric) present in either run; groups in only one run get a note."""
     if not (0 <= threshold < 1):
         raise AnalysisError(f"threshold must be a fraction in [0, 1), e.g. 0.05 for 5%, not {threshold!r}")
-    ra, rb = load_run(run_a), load_run(run_b)
-    _check(ra, rb)
+    ra, rb = load_run(run_a), load_run(run_b)  # both as the current schema (older runs through the migration)
     sa, sb = summary_frame(ra), summary_frame(rb)
     ga, gb = list(dict.fromkeys(sa["group"])), list(dict.fromkeys(sb["group"]))
     da, db = _damaged(ra), _damaged(rb)

@@ -1,28 +1,29 @@
 """Read a run directory defensively: a crashed cell leaves partial files, never a crash here.
 
-A cell is *damaged* when the files that define it cannot be used: cell.json is not a JSON object, or a
-cell the harness recorded as completed has no usable requests.csv (missing, empty, header only,
-unparseable) or no directory at all. The harness records a completed cell with 0 requests as failed,
-so for a completed cell these are lost or corrupted files, never "0 requests". A damaged cell's
-figures are left out everywhere and its reason is reported.
+Documents are read through connbench.results' models, and a run written by an older schema through
+its migration (results.upgrade), so everything below sees the current schema and nothing else.
+
+A cell is *damaged* when the files that define it cannot be used: cell.json is not a cell document, or
+a cell the harness recorded as completed has no usable requests.csv (missing, empty, header only,
+unparseable), no cell.json or no directory at all. The harness records a completed cell with 0 requests
+as failed, so for a completed cell these are lost or corrupted files, never "0 requests". A damaged
+cell's figures are left out everywhere and its reason is reported.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import math
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis import AnalysisError
+from analysis import AnalysisError, SchemaMismatchError
 from connbench import results as R
+from connbench.contract import REQUESTS_COLUMNS
 
 # Columns that must parse as numbers; a row whose `t` does not parse (a torn last line) is dropped.
 _NUMERIC = {
@@ -30,11 +31,11 @@ _NUMERIC = {
     R.CONNECTIONS_CSV: ("t", "count"),
     R.DB_CSV: R.DB_COLUMNS,
     R.PGBOUNCER_CSV: R.PGBOUNCER_COLUMNS,
-    R.PROCESSES_CSV: ("t", "pid", "cpu_percent", "rss_bytes"),
+    R.PROCESSES_CSV: ("t", "pid", "cpu_seconds", "rss_bytes"),
     R.EVENTS_CSV: ("t",),
 }
 _COLUMNS = {
-    R.REQUESTS_CSV: R.REQUESTS_COLUMNS,
+    R.REQUESTS_CSV: REQUESTS_COLUMNS,
     R.CONNECTIONS_CSV: R.CONNECTIONS_COLUMNS,
     R.DB_CSV: R.DB_COLUMNS,
     R.PGBOUNCER_CSV: R.PGBOUNCER_COLUMNS,
@@ -121,7 +122,7 @@ def read_requests(path: Path) -> RequestsRead:
     header = [h.strip() for h in rows[lines[0]]]
     if not set(_REQUIRED) <= set(header) or len(set(header)) != len(header):
         return RequestsRead(empty, f"{name} is unparseable: its first line is not a requests.csv header "
-                                   f"(expected {','.join(R.REQUESTS_COLUMNS)}; found '{clip(','.join(header), 60)}')")
+                                   f"(expected {','.join(REQUESTS_COLUMNS)}; found '{clip(','.join(header), 60)}')")
     lines = lines[1:]
     if not lines:
         return RequestsRead(empty, f"{name} has a header but no rows")
@@ -150,8 +151,12 @@ def _dropped_note(bad: list[int], last: int, terminated: bool, last_short: bool)
     return f"dropped {len(bad)} line(s) of {R.REQUESTS_CSV}: " + " and ".join(parts) if bad else ""
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    """A results CSV as a DataFrame with at least the schema's columns; empty when missing or unreadable."""
+def read_csv(path: Path, version: int = R.SCHEMA_VERSION) -> pd.DataFrame:
+    """A results CSV as a DataFrame with at least the schema's columns; empty when missing or unreadable.
+
+    `version` is the schema the file was written with: an older one is read through results.upgrade().
+    (requests.csv, parsed line by line below, is the contract's and has not changed since schema 1.)
+    """
     if path.name == R.REQUESTS_CSV:
         return read_requests(path).df
     try:
@@ -159,42 +164,47 @@ def read_csv(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="skip")
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError):
         return empty_table(path.name)
+    if version < R.SCHEMA_VERSION:
+        df = pd.DataFrame(R.upgrade(path.name, df.to_dict("records"), version))
     return _typed(df, path.name)
-
-
-def _as_window(value: Any) -> tuple[float, float] | None:
-    try:
-        a, b = float(value[0]), float(value[1])
-    except (TypeError, ValueError, IndexError, KeyError):
-        return None
-    if math.isnan(a) or math.isnan(b) or b < a:
-        return None
-    return a, b
 
 
 @dataclass
 class CellData:
-    """One cell: its cell.json (or the manifest's entry when the cell never got a directory)."""
+    """One cell: its cell.json and the manifest's entry for it (either may be missing)."""
 
     cell_id: str
-    root: Path | None
-    meta: dict[str, Any] = field(default_factory=dict)
-    json_problem: str | None = None  # why cell.json is unusable (meta then comes from the manifest)
+    root: Path | None  # cells/<id>/, None when the cell never got a directory
+    doc: R.CellDoc | None = None  # cell.json, validated (and upgraded); None when missing or unusable
+    entry: R.ManifestCell | None = None
+    json_problem: str | None = None  # why cell.json is unusable
+    version: int = R.SCHEMA_VERSION  # the schema the cell's files were written with
+
+    @property
+    def json_missing(self) -> bool:
+        return self.root is not None and self.doc is None and self.json_problem is None
 
     @property
     def recorded_status(self) -> str:
-        """The status the harness wrote (cell.json, else the manifest)."""
-        return str(self.meta.get("status") or "unknown")
+        """The status the harness wrote: cell.json's, unless the manifest knows how a killed cell ended."""
+        own = self.doc.status if self.doc else "failed" if self.json_missing else None
+        listed = self.entry.status if self.entry else None
+        if own not in _TERMINAL and listed in _TERMINAL:
+            return listed
+        return own or listed or "unknown"
 
     @property
     def damage(self) -> str | None:
         """Why this cell's files cannot be used, or None (see the module docstring)."""
         if self.json_problem:
             return self.json_problem
+        listed = self.entry.status if self.entry else None
+        if listed == "completed" and self.root is None:
+            return f"cells/{self.cell_id}/ is missing although the manifest records the cell as completed"
+        if listed == "completed" and self.json_missing:
+            return f"{R.CELL_JSON} is missing although the manifest records the cell as completed"
         if self.recorded_status != "completed":
             return None  # a failed or interrupted cell may well have left no requests
-        if self.root is None:
-            return f"cells/{self.cell_id}/ is missing although the manifest records the cell as completed"
         return self.requests.problem
 
     @property
@@ -211,48 +221,49 @@ class CellData:
 
     @property
     def error(self) -> str | None:
-        return self.meta.get("error") or None
+        if self.json_missing:
+            return f"{R.CELL_JSON} missing"
+        return (self.doc and self.doc.error) or (self.entry and self.entry.error) or None
 
     @property
     def skip_reason(self) -> str | None:
-        return self.meta.get("skip_reason") or None
+        return (self.doc and self.doc.skip_reason) or (self.entry and self.entry.skip_reason) or None
 
     @property
     def group(self) -> str:
-        return str(self.meta.get("group") or self.cell_id)
+        return self.doc.group if self.doc else self.entry.group if self.entry else self.cell_id
 
     @property
     def repeat(self) -> int:
-        try:
-            return int(self.meta.get("repeat") or 0)
-        except (TypeError, ValueError):
-            return 0
+        return self.doc.repeat if self.doc else self.entry.repeat if self.entry else 0
 
     @property
     def params(self) -> dict[str, Any]:
-        p = self.meta.get("params")
-        return p if isinstance(p, dict) else {}
+        """The knobs as the cell stored them (never re-validated against today's Knobs)."""
+        return self.doc.params if self.doc else {}
 
     @property
-    def predicted(self) -> dict[str, Any]:
-        p = self.meta.get("predicted")
-        return p if isinstance(p, dict) else {}
+    def axes(self) -> dict[str, Any]:
+        return self.doc.axes if self.doc else self.entry.axes if self.entry else {}
+
+    @property
+    def predicted(self) -> R.Predicted:
+        return self.doc.predicted if self.doc else R.Predicted()
+
+    @property
+    def locust_processes(self) -> int | None:
+        return self.doc.locust_processes if self.doc else None
 
     @property
     def completed(self) -> bool:
         return self.status == "completed"
 
     def phase(self, name: str) -> tuple[float, float] | None:
-        phases = self.meta.get("phases")
-        return _as_window(phases.get(name)) if isinstance(phases, dict) else None
+        w = self.doc.phases.get(name) if self.doc else None
+        return (w[0], w[1]) if w else None
 
     def phases(self) -> dict[str, tuple[float, float]]:
-        out = {}
-        for name in R.PHASES:
-            w = self.phase(name)
-            if w:
-                out[name] = w
-        return out
+        return {name: w for name in R.PHASES if (w := self.phase(name))}
 
     @property
     def t0(self) -> float | None:
@@ -267,7 +278,7 @@ class CellData:
         return None
 
     def path(self, name: str) -> Path | None:
-        return self.root / name if self.root else None
+        return R.CellPaths(self.root).file(name) if self.root else None
 
     def csv(self, name: str) -> pd.DataFrame:
         cache = self.__dict__.setdefault("_csv", {})
@@ -275,7 +286,7 @@ class CellData:
             return self.requests.df
         if name not in cache:
             p = self.path(name)  # None for a cell that never got a directory
-            cache[name] = read_csv(p) if p else empty_table(name)
+            cache[name] = read_csv(p, self.version) if p else empty_table(name)
         return cache[name]
 
     def has(self, name: str) -> bool:
@@ -286,90 +297,69 @@ class CellData:
 @dataclass
 class RunData:
     root: Path
-    manifest: dict[str, Any]
+    manifest: R.Manifest  # upgraded to the current schema
     cells: list[CellData]
+    probe: R.ProbeDoc | None = None  # probe.json of a `connbench probe` run
+    probe_problem: str | None = None  # why probe.json is unusable
 
     @property
-    def schema_version(self) -> Any:
-        return self.manifest.get("schema_version")
+    def schema_version(self) -> int:
+        return self.manifest.schema_version
+
+    @property
+    def written_version(self) -> int:
+        """The schema the run's manifest was written with (older runs are read through the migration)."""
+        return self.manifest.written_version
 
     @property
     def run_id(self) -> str:
-        return str(self.manifest.get("run_id") or self.root.name)
+        return self.manifest.run_id or self.root.name
 
-    @cached_property
+    @property
     def paths(self) -> R.RunPaths:
         return R.RunPaths(self.root)
 
 
-def _manifest_cells(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The manifest's cell entries as dicts with cell_id, whether stored as a list or a mapping."""
-    cells = manifest.get("cells")
-    out: list[dict[str, Any]] = []
-    if isinstance(cells, dict):
-        for cid, entry in cells.items():
-            entry = dict(entry) if isinstance(entry, dict) else {"status": str(entry)}
-            entry.setdefault("cell_id", cid)
-            out.append(entry)
-    elif isinstance(cells, list):
-        out = [dict(e) for e in cells if isinstance(e, dict) and e.get("cell_id")]
-    return out
+def _manifest(root: Path) -> R.Manifest:
+    paths = R.RunPaths(root)
+    if not paths.manifest.is_file():
+        runs = sorted(p.parent.name for p in root.glob(f"*/{R.MANIFEST_JSON}"))
+        hint = f" It contains runs: {', '.join(runs[:5])}; pass one of them." if runs else (
+            " Pass the directory `connbench run` created (reports/<run-id>/), which holds manifest.json.")
+        raise AnalysisError(f"{root} is not a connbench run directory: no {R.MANIFEST_JSON}.{hint}")
+    try:
+        return R.Manifest.load(paths.manifest)
+    except R.SchemaVersionError as exc:
+        raise SchemaMismatchError(f"{root}: {exc}") from None
+    except R.ResultsError as exc:
+        raise AnalysisError(f"{root}: {exc}; re-run or restore the manifest.") from None
+
+
+def _cell(cdir: Path, entry: R.ManifestCell | None, run_version: int) -> CellData:
+    try:
+        doc = R.CellDoc.load(R.CellPaths(cdir).json)
+    except FileNotFoundError:
+        return CellData(cdir.name, cdir, None, entry, None, run_version)
+    except R.ResultsError as exc:  # what the manifest knows (group, repeat, status) still places the cell
+        return CellData(cdir.name, cdir, None, entry, str(exc), run_version)
+    return CellData(cdir.name, cdir, doc, entry, None, doc.written_version)
 
 
 def load_run(run_dir: Path | str) -> RunData:
     root = Path(run_dir)
     if not root.is_dir():
         raise AnalysisError(f"{root} is not a directory; pass a run directory such as reports/<run-id>/")
-    mpath = root / R.MANIFEST_JSON
-    if not mpath.is_file():
-        runs = sorted(p.parent.name for p in root.glob(f"*/{R.MANIFEST_JSON}"))
-        hint = f" It contains runs: {', '.join(runs[:5])}; pass one of them." if runs else (
-            " Pass the directory `connbench run` created (reports/<run-id>/), which holds manifest.json.")
-        raise AnalysisError(f"{root} is not a connbench run directory: no {R.MANIFEST_JSON}.{hint}")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AnalysisError(f"{mpath} is not valid JSON ({exc}); re-run or restore the manifest.") from exc
-    if not isinstance(manifest, dict):
-        raise AnalysisError(f"{mpath} must hold a JSON object, not {type(manifest).__name__}.")
-
-    cells: dict[str, CellData] = {}
-    for entry in _manifest_cells(manifest):
-        cells[str(entry["cell_id"])] = CellData(str(entry["cell_id"]), None, entry)
-    cells_dir = root / "cells"
-    for cdir in sorted(p for p in cells_dir.glob("*") if p.is_dir()) if cells_dir.is_dir() else []:
-        manifest_entry = cells[cdir.name].meta if cdir.name in cells else {}
-        meta, problem = _cell_json(cdir / R.CELL_JSON)
-        if problem:  # what the manifest knows (group, repeat, status) still places the cell
-            meta = dict(manifest_entry)
-        # A cell killed mid-run leaves "running" in cell.json; the manifest knows how it ended.
-        if meta.get("status") not in _TERMINAL and manifest_entry.get("status") in _TERMINAL:
-            meta["status"] = manifest_entry["status"]
-        for key in ("error", "skip_reason", "group", "repeat"):
-            if meta.get(key) is None and manifest_entry.get(key) is not None:
-                meta[key] = manifest_entry[key]
-        cells[cdir.name] = CellData(cdir.name, cdir, meta, problem)
-    return RunData(root, manifest, list(cells.values()))
-
-
-_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
-               type(None): "null"}
-
-
-def _cell_json(path: Path) -> tuple[dict[str, Any], str | None]:
-    """cell.json as a dict, or ({}, why it is unusable). A missing one is a cell that never started writing."""
-    name = R.CELL_JSON
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {"status": "failed", "error": f"{name} missing"}, None
-    except UnicodeDecodeError:
-        return {}, f"{name} is not UTF-8 text"
-    except json.JSONDecodeError as exc:
-        return {}, f"{name} is not valid JSON ({clip(exc.msg, 60)} at line {exc.lineno} column {exc.colno})"
-    except (OSError, RecursionError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        return {}, f"{name} cannot be read ({clip(reason, 60)})"
-    if not isinstance(doc, dict):
-        return {}, f"{name} holds {_JSON_KINDS.get(type(doc), 'a non-object')}, not a JSON object"
-    return doc, None
+    manifest = _manifest(root)
+    paths = R.RunPaths(root)
+    version = manifest.written_version
+    cells = {e.cell_id: CellData(e.cell_id, None, None, e, None, version) for e in manifest.cells}
+    for cdir in sorted(p for p in paths.cells.glob("*") if p.is_dir()) if paths.cells.is_dir() else []:
+        listed = cells.get(cdir.name)
+        cells[cdir.name] = _cell(cdir, listed.entry if listed else None, version)
+    probe, problem = None, None
+    if paths.probe.exists():
+        try:
+            probe = R.ProbeDoc.load(paths.probe)
+        except R.ResultsError as exc:
+            problem = str(exc)
+    return RunData(root, manifest, list(cells.values()), probe, problem)

@@ -6,7 +6,6 @@ mailed or served by any static server.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from datetime import UTC, datetime
@@ -22,11 +21,10 @@ from analysis.charts import Chart, draw_charts
 from analysis.load import CellData, RunData, load_run
 from analysis.outputs import check_outputs, writing
 from analysis.probe_chart import draw_probe
-from analysis.summarize import SUMMARY_GROUPS_CSV, summary_frame, summary_paths, write_summaries
+from analysis.summarize import summary_frame, summary_paths, write_summaries
 from connbench import results as R
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-PROBE_JSON = "probe.json"
 # The summary columns worth a glance; the full table is summary.csv.
 TABLE_COLUMNS = (
     ("cell_id", "cell"), ("status", "status"), ("pooling", "pooling"), ("conn_max_age", "CONN_MAX_AGE"),
@@ -95,48 +93,34 @@ def _href(*parts: str) -> str:
     return "/".join(quote(p) for p in parts)
 
 
-def _scenario(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Name, description and file, from the manifest's own keys or from the scenario it embeds."""
-    sc = manifest.get("scenario")
-    sc = sc if isinstance(sc, dict) else {"name": sc} if sc else {}
-    meta = sc.get("scenario") if isinstance(sc.get("scenario"), dict) else sc  # raw TOML or resolved
-    return {"name": manifest.get("scenario_name") or meta.get("name") or "(unnamed scenario)",
-            "description": manifest.get("description") or meta.get("description") or "",
-            "path": manifest.get("scenario_file") or sc.get("path") or ""}
+def _scenario(m: R.Manifest) -> dict[str, Any]:
+    return {"name": m.scenario_name or "(unnamed scenario)", "description": m.description,
+            "path": m.scenario_file or ""}
+
+
+def _schema(run: RunData) -> str:
+    if run.written_version == run.schema_version:
+        return str(run.schema_version)
+    return f"{run.written_version} (read as {run.schema_version} through the migration in connbench.results)"
 
 
 def environment(run: RunData) -> list[tuple[str, str]]:
     m = run.manifest
-    git = m.get("git") if isinstance(m.get("git"), dict) else {}
-    commit = m.get("git_commit") or git.get("commit") or "unknown"
-    if m.get("git_dirty") or git.get("dirty"):
-        commit = f"{commit} (uncommitted changes)"
-    start = m.get("started_at", m.get("started", m.get("start")))
-    end = m.get("ended_at", m.get("ended", m.get("end")))
-    overhead = m.get("overhead") if isinstance(m.get("overhead"), dict) else {}
-    argv = m.get("argv")
-    rows = [("run id", run.run_id), ("run status", str(m.get("status") or "")),
-            ("command", " ".join(map(str, argv)) if isinstance(argv, list) else str(argv or "")),
-            ("scenario file", _scenario(m)["path"]),
-            ("scenario hash", str(m.get("scenario_hash") or m.get("hash") or "")), ("git commit", str(commit)),
-            ("started", fmt_time(start)), ("ended", fmt_time(end))]
-    if isinstance(start, int | float) and isinstance(end, int | float):
-        rows.append(("wall time", f"{end - start:.0f} s"))
-    host = m.get("host")
-    if isinstance(host, dict):
-        rows += [(f"host {k.removesuffix('_bytes')}", f"{v / 2**30:.1f} GiB" if k.endswith("_bytes") and
-                  isinstance(v, int | float) else fmt(v)) for k, v in host.items()]
-    elif host:
-        rows.append(("host", str(host)))
-    versions = m.get("versions")
-    if isinstance(versions, dict):
-        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)))
-    if m.get("sample_interval_s") is not None:
-        rows.append(("sample interval", f"{fmt(m['sample_interval_s'])} s"))
-    if overhead.get("per_cell_mean_s") is not None:
-        rows.append(("overhead per cell", f"mean {fmt(overhead['per_cell_mean_s'])} s, "
-                                          f"max {fmt(overhead.get('per_cell_max_s'))} s"))
-    rows.append(("schema version", str(run.schema_version)))
+    commit = (m.git.commit or "unknown") + (" (uncommitted changes)" if m.git.dirty else "")
+    rows = [("run id", run.run_id), ("run kind", m.kind), ("run status", m.status), ("command", " ".join(m.argv)),
+            ("scenario file", m.scenario_file or ""), ("scenario hash", m.scenario_hash or ""),
+            ("git commit", commit), ("started", fmt_time(m.started)), ("ended", fmt_time(m.ended))]
+    if m.ended is not None:
+        rows.append(("wall time", f"{m.ended - m.started:.0f} s"))
+    rows += [(f"host {k.removesuffix('_bytes')}", f"{v / 2**30:.1f} GiB" if k.endswith("_bytes") and
+              isinstance(v, int | float) else fmt(v)) for k, v in m.host.items()]
+    rows.append(("versions", ", ".join(f"{k} {v}" for k, v in m.versions.items() if v)))
+    if m.sample_interval_s is not None:
+        rows.append(("sample interval", f"{fmt(m.sample_interval_s)} s"))
+    if m.overhead.per_cell_mean_s is not None:
+        rows.append(("overhead per cell", f"mean {fmt(m.overhead.per_cell_mean_s)} s, "
+                                          f"max {fmt(m.overhead.per_cell_max_s)} s"))
+    rows.append(("schema version", _schema(run)))
     return [(k, v) for k, v in rows if v]
 
 
@@ -185,33 +169,38 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
 
 
 def _probe(run: RunData) -> dict[str, Any] | None:
-    path = run.root / PROBE_JSON
-    if not path.is_file():
+    """probe.json as a summary, a table per mode, the headroom table and the probe's notes."""
+    if run.probe_problem:
+        return {"error": run.probe_problem, "scalars": [], "tables": [], "notes": []}
+    p = run.probe
+    if p is None:
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return {"error": f"{PROBE_JSON} unreadable: {exc}", "scalars": [], "tables": []}
-    if not isinstance(data, dict):
-        return {"error": f"{PROBE_JSON} is not a JSON object", "scalars": [], "tables": []}
-    scalars = [(k, fmt(v)) for k, v in data.items() if not isinstance(v, dict | list)]
-    tables = [(k, t) for k, v in data.items() if (t := _generic_table(v))]
-    return {"error": None, "scalars": scalars, "tables": tables}
+    scalars = [("query", p.query + ";"), ("target", p.target),
+               ("plateau", fmt(p.plateau)), ("predicted at rest", f"{fmt(p.predicted.at_rest)} ({p.predicted.basis})"),
+               ("matches the prediction", fmt(p.matches)), ("connections per dyno (measured)", fmt(p.per_dyno)),
+               ("limit", f"{p.limit} (max_connections {p.server.max_connections} - {p.server.reserved_slots} "
+                         f"reserved - {p.server.probe_sessions} for the probe's own session)"),
+               ("dynos that fit", fmt(p.max_dynos))]
+    modes = [{"mode": r.mode, "plateau": r.plateau.plateau, "steps": r.plateau.steps,
+              "requests to plateau": r.requests_to_plateau, "peak during load": r.peak_during_load,
+              "settled": r.plateau.settled, "limited by": r.limited_by} for r in p.results.values()]
+    headroom = [h.model_dump(exclude_none=True) for h in p.headroom]
+    tables = [(name, t) for name, rows in (("modes", modes), ("headroom", headroom)) if (t := _generic_table(rows))]
+    return {"error": None, "scalars": [(k, v) for k, v in scalars if v], "tables": tables, "notes": p.notes}
 
 
 def _cell_section(cell: CellData, row: dict[str, Any], charts: list[Chart]) -> dict[str, Any]:
     links = []
     if cell.root is not None:
-        if (cell.root / R.LOCUST_DIR / "report.html").is_file():
-            links.append(("Locust report", _href("cells", cell.cell_id, R.LOCUST_DIR, "report.html")))
-        for name in (R.CELL_JSON, R.REQUESTS_CSV, R.CONNECTIONS_CSV, R.DB_CSV, R.PGBOUNCER_CSV,
-                     R.PROCESSES_CSV, R.EVENTS_CSV):
-            if (cell.root / name).is_file():
-                links.append((name, _href("cells", cell.cell_id, name)))
+        paths = R.CellPaths(cell.root)
+        for label, path in [("Locust report", paths.locust_report), *[(p.name, p) for p in (
+                paths.json, paths.requests, paths.connections, paths.db, paths.pgbouncer, paths.processes,
+                paths.events)]]:
+            if path.is_file():
+                links.append((label, _href(*path.relative_to(cell.root.parent.parent).parts)))
     params = ", ".join(f"{k}={fmt(v)}" for k, v in cell.params.items() if not isinstance(v, dict))
-    axes = cell.meta.get("axes") if isinstance(cell.meta.get("axes"), dict) else {}
     return {"id": cell.cell_id, "status": cell.status, "error": cell.damage or cell.error or cell.skip_reason,
-            "axes": ", ".join(f"{k}={fmt(v)}" for k, v in axes.items()), "params": params, "links": links,
+            "axes": ", ".join(f"{k}={fmt(v)}" for k, v in cell.axes.items()), "params": params, "links": links,
             "charts": [c for c in charts if c.cell_id == cell.cell_id]}
 
 
@@ -220,7 +209,9 @@ def _chart_ctx(chart: Chart, root: Path) -> dict[str, str]:
             "svg": _href(*chart.svg.relative_to(root).parts), "kind": chart.kind}
 
 
-def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: list[Chart]) -> dict[str, Any]:
+def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: list[Chart],
+            results: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the template shows; `results` are the evaluated expectations (expectations.evaluate)."""
     m = run.manifest
     rows = {r["cell_id"]: r for r in summary.to_dict("records")}
     cells = []
@@ -228,9 +219,7 @@ def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: l
         sec = _cell_section(cell, rows.get(cell.cell_id, {}), charts)
         sec["charts"] = [_chart_ctx(c, run.root) for c in sec["charts"]]
         cells.append(sec)
-    expectations = _generic_table(m.get("expectations"))
-    pruned = [{"axes": ", ".join(f"{k}={v}" for k, v in (p.get("axes") or {}).items()), "reason": p.get("reason", "")}
-              for p in (m.get("pruned") or []) if isinstance(p, dict)]
+    pruned = [{"axes": ", ".join(f"{k}={v}" for k, v in p.axes.items()), "reason": p.reason} for p in m.pruned]
     repeated = groups[groups["cells"] > 1] if len(groups) else groups
     return {
         "scenario": _scenario(m),
@@ -238,8 +227,8 @@ def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: l
         "statuses": sorted(Counter(c.status for c in run.cells).items()),
         "warnings": warnings(run, summary),
         "damaged": damaged(run),
-        "expectations": expectations,
-        "expectation_rows": [e for e in m.get("expectations") or [] if isinstance(e, dict)],
+        "expectations": _generic_table(results),
+        "expectation_rows": results,
         "probe": _probe(run),
         "table": _table(summary, TABLE_COLUMNS),
         "groups": _table(repeated, [(c, c) for c in GROUP_COLUMNS]) if len(repeated) else None,
@@ -247,7 +236,7 @@ def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: l
         "cells": cells,
         "pruned": pruned,
         "summary_csv": R.SUMMARY_CSV,
-        "groups_csv": SUMMARY_GROUPS_CSV,
+        "groups_csv": R.SUMMARY_GROUPS_CSV,
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
 
@@ -262,20 +251,15 @@ def build_report(run_dir: Path | str) -> Path:
     """Regenerate summary.csv, summary_groups.csv, charts/ and index.html of a run; returns index.html."""
     run = load_run(run_dir)
     # every output's kind first: a wrong one must stop the rebuild before anything is replaced
-    check_outputs([*summary_paths(run), run.paths.report, run.root / expectations.EXPECTATIONS_JSON],
-                  [run.paths.charts])
+    check_outputs([*summary_paths(run), run.paths.report, run.paths.expectations], [run.paths.charts])
     summary = summary_frame(run)
     with writing(run.root):
         groups = write_summaries(run, summary)
         charts = draw_charts(run, summary)  # it clears charts/ first
-        charts = draw_probe(run.root) + charts
+        charts = draw_probe(run) + charts
         results = expectations.evaluate(run, summary)
-        if results or (run.root / expectations.EXPECTATIONS_JSON).exists():
+        if results or run.paths.expectations.exists():
             expectations.write(run.root, results)
-        ctx = context(run, summary, groups, charts)
-        if results:  # the scenario's [[expect]]; otherwise whatever the manifest carries
-            ctx["expectations"] = _generic_table(results)
-            ctx["expectation_rows"] = results
-        html = render(ctx)
+        html = render(context(run, summary, groups, charts, results))
         R.write_text_atomic(run.paths.report, html)
     return run.paths.report

@@ -19,16 +19,18 @@ Definitions (all times are unix seconds; "measure" is cell.json phases["measure"
 * churn_per_s: db.csv cumulative `sessions` linearly interpolated at m0 and m1, difference / (m1 - m0).
 * PgBouncer (pgbouncer.csv, whole cell): peak cl_active+cl_waiting, peak sv_active+sv_idle+sv_used+sv_login,
   peak cl_waiting, max maxwait_s.
-* CPU (processes.csv, m0 <= t < m1): per component, cpu_percent summed over its pids at each sample
-  time, then averaged over the sample times (a component absent at a tick counts 0); 100 = one core.
-  The sampler measures each component's whole process tree: cpu_gunicorn_master is the dynos' master
-  AND workers, cpu_gunicorn_worker the per-worker breakdown of it, so cpu_total (all components per
-  sample, averaged) leaves gunicorn-worker rows out.
+* CPU (processes.csv holds cumulative cpu_seconds per process root): per (component, dyno, pid) series,
+  the counter linearly interpolated at the window's ends, m0 and m1 (clipped to the series' own first and
+  last samples, for a process started or restarted mid-window), difference summed over the component's
+  series, divided by the time they cover: percent of one core (100 = one core busy). A counter that dips
+  (a grandchild's CPU lost when it exits) counts as no CPU, never negative. The rule for the rows the
+  sampler breaks down lives here, in BREAKDOWN: gunicorn-master is a dyno's whole tree (master AND workers),
+  gunicorn-worker one worker's own CPU, so cpu_gunicorn_worker (all workers) is part of
+  cpu_gunicorn_master and cpu_total (every component) leaves gunicorn-worker out.
 * generator_saturated: a Locust process is single-threaded (gevent): it tops out at one core. With n
-  load-generating Locust processes (cell.json locust_processes or services.locust.processes, else the
-  number of distinct locust pids sampled), the generator is the bottleneck when
-  cpu_locust >= 90 % x n, i.e. locust_cpu_per_proc = cpu_locust / n >= 90. (processes.csv may hold one
-  row per process or one row for the whole Locust process tree: both sum to the same cpu_locust.)
+  load-generating Locust processes (cell.json services.locust.processes, else the number of distinct
+  locust pids sampled), the generator is the bottleneck when cpu_locust >= 90 % x n, i.e.
+  locust_cpu_per_proc = cpu_locust / n >= 90.
 * Damaged cells (see analysis/load.py): status "damaged", the reason in `damage`, no figures at all.
   dropped_lines (completed cells): requests.csv lines dropped, a torn last line or malformed rows; they are
   never counted as requests (a torn line is not a failed request).
@@ -49,27 +51,12 @@ from analysis.outputs import check_outputs, writing
 from connbench import results as R
 
 PERCENTILES = {"lat_p50": 50, "lat_p90": 90, "lat_p95": 95, "lat_p99": 99, "lat_p999": 99.9}
-COMPONENTS = ("postgres", "pgbouncer", "gunicorn-master", "gunicorn-worker", "locust", "sampler")
 SATURATION_PCT = 90.0
-SUMMARY_GROUPS_CSV = "summary_groups.csv"
 GROUP_METRICS = ("rps", "lat_p95", "conn_peak")
-# damage: why a cell's files cannot be used (status "damaged"); dropped_lines: requests.csv lines dropped
-# (torn last line, malformed rows). They belong in R.SUMMARY_COLUMNS; until they are listed there they go
-# right after skip_reason, so the summary's layout stays declared in one place either way.
-DAMAGE_COLUMNS = ("damage", "dropped_lines")
-
-
-def _all_columns() -> tuple[str, ...]:
-    cols = tuple(R.SUMMARY_COLUMNS)
-    missing = tuple(c for c in DAMAGE_COLUMNS if c not in cols)
-    at = cols.index("skip_reason") + 1
-    return cols[:at] + missing + cols[at:]
-
-
-SUMMARY_COLUMNS = _all_columns()
-_ID_END = SUMMARY_COLUMNS.index("skip_reason") + 1
-while _ID_END < len(SUMMARY_COLUMNS) and SUMMARY_COLUMNS[_ID_END] in DAMAGE_COLUMNS:
-    _ID_END += 1  # params go after the columns that say what happened to the cell
+# Rows that break another component's figure down (see the module docstring): reported, never added.
+BREAKDOWN = {"gunicorn-worker": "gunicorn-master"}
+SUMMARY_COLUMNS = R.SUMMARY_COLUMNS
+_ID_END = SUMMARY_COLUMNS.index("dropped_lines") + 1  # params go after the columns that say what happened
 _ID_COLUMNS = SUMMARY_COLUMNS[:_ID_END]
 _METRIC_COLUMNS = SUMMARY_COLUMNS[_ID_END:]
 
@@ -155,8 +142,8 @@ def connection_metrics(cell: CellData) -> dict[str, Any]:
     if cool and len(tot):
         held = tot[(t >= cool[0]) & (t <= cool[1])]
         out["conn_held"] = held.iloc[-1] if len(held) else np.nan
-    pred = cell.predicted.get("connections")
-    out["predicted_connections"] = pred if isinstance(pred, int | float) else np.nan
+    pred = cell.predicted.connections
+    out["predicted_connections"] = np.nan if pred is None else pred
     out["conn_gap"] = out.get("conn_plateau", np.nan) - out["predicted_connections"]
     return out
 
@@ -192,36 +179,35 @@ def pgbouncer_metrics(cell: CellData) -> dict[str, Any]:
     }
 
 
-def locust_processes(cell: CellData, procs: pd.DataFrame) -> int:
-    """Load-generating Locust processes: as recorded in cell.json, else the distinct locust pids sampled."""
-    services = cell.meta.get("services") if isinstance(cell.meta.get("services"), dict) else {}
-    loc = services.get("locust") if isinstance(services.get("locust"), dict) else {}
-    for v in (cell.meta.get("locust_processes"), loc.get("processes"), cell.params.get("locust_processes")):
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v
-    return max(1, procs.loc[procs["component"] == "locust", "pid"].nunique())
+def cpu_rates(procs: pd.DataFrame, window: tuple[float, float]) -> dict[str, float]:
+    """component -> percent of one core over `window`, from cumulative cpu_seconds (module docstring)."""
+    procs = procs[procs["cpu_seconds"].notna()]
+    out: dict[str, float] = {}
+    for component, rows in procs.groupby("component", sort=False):
+        used, begin, end = 0.0, np.inf, -np.inf
+        for _, series in rows.groupby(["dyno", "pid"], sort=False):  # one counter per process root
+            series = series.sort_values("t")
+            t, c = series["t"].to_numpy(float), series["cpu_seconds"].to_numpy(float)
+            c = c[0] + np.concatenate([[0.0], np.cumsum(np.clip(np.diff(c), 0.0, None))])
+            a, b = max(window[0], t[0]), min(window[1], t[-1])
+            if b > a:
+                at = np.interp([a, b], t, c)
+                used, begin, end = used + at[1] - at[0], min(begin, a), max(end, b)
+        if end > begin:
+            out[str(component)] = 100.0 * used / (end - begin)
+    return out
 
 
 def cpu_metrics(cell: CellData) -> dict[str, Any]:
     m = cell.phase("measure")
-    if not m:
+    procs = cell.csv(R.PROCESSES_CSV)
+    rates = cpu_rates(procs, m) if m else {}
+    if not rates:
         return {}
-    p = _window(cell.csv(R.PROCESSES_CSV), "t", m)
-    p = p[p["cpu_percent"].notna()]
-    if not len(p):
-        return {}
-    clock = np.sort(p["t"].unique())
-    out: dict[str, Any] = {}
-    for comp in COMPONENTS:
-        rows = p[p["component"] == comp]
-        if len(rows):
-            out[f"cpu_{slug(comp)}"] = rows.groupby("t")["cpu_percent"].sum().reindex(clock, fill_value=0).mean()
-    # gunicorn-worker rows break down the gunicorn-master row (the sampler measures the dyno's whole
-    # process tree there), so they are not added again to the total.
-    additive = p[p["component"] != "gunicorn-worker"]
-    out["cpu_total"] = additive.groupby("t")["cpu_percent"].sum().reindex(clock, fill_value=0).mean()
+    out: dict[str, Any] = {f"cpu_{slug(c)}": rates[c] for c in R.COMPONENTS if c in rates}
+    out["cpu_total"] = sum(v for c, v in rates.items() if c not in BREAKDOWN)
     if "cpu_locust" in out:
-        n = locust_processes(cell, p)
+        n = cell.locust_processes or max(1, procs.loc[procs["component"] == "locust", "pid"].nunique())
         out["locust_procs"] = n
         out["locust_cpu_per_proc"] = out["cpu_locust"] / n
         out["generator_saturated"] = bool(out["locust_cpu_per_proc"] >= SATURATION_PCT)
@@ -294,7 +280,7 @@ def _write(df: pd.DataFrame, path: Path) -> None:
 
 
 def summary_paths(run: RunData) -> tuple[Path, Path]:
-    return run.paths.summary, run.root / SUMMARY_GROUPS_CSV
+    return run.paths.summary, run.paths.summary_groups
 
 
 def write_summaries(run: RunData, df: pd.DataFrame) -> pd.DataFrame:
@@ -303,7 +289,7 @@ def write_summaries(run: RunData, df: pd.DataFrame) -> pd.DataFrame:
     check_outputs(summary_paths(run))
     with writing(run.root):
         _write(df, run.paths.summary)
-        _write(groups, run.root / SUMMARY_GROUPS_CSV)
+        _write(groups, run.paths.summary_groups)
     return groups
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import signal
 import sys
 from pathlib import Path
@@ -14,13 +15,19 @@ from rich.text import Text
 
 from connbench import expand
 from connbench.predict import predict
+from connbench.results import RunPaths
 from connbench.spec import POOLINGS, WORKER_CLASSES, ProbeSettings, ScenarioError, clip_list
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _err(console: Console, msg: str) -> None:
-    # user text (paths, values) is never markup: "[defaults]" must print as written
+    # user text (paths, values) is never markup: "[defaults]" must print as written; and one
+    # bounded line whatever it holds (a newline or an escape sequence in a file name or value)
+    if not msg.isprintable():
+        msg = "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
+    if len(msg) > 2000:
+        msg = msg[:2000] + "..."
     console.print(Text("connbench: ", style="bold red") + Text(msg), highlight=False, soft_wrap=True)
 
 
@@ -69,7 +76,7 @@ def cmd_validate(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
-    from connbench.matrix import MatrixRunner, new_run_id
+    from connbench.run.matrix import MatrixRunner, new_run_id
 
     scen = _load(args.scenario, args)  # every scenario error surfaces here, before anything starts
     if args.resume:
@@ -99,9 +106,18 @@ def _report(run_dir: Path, console: Console) -> int:
     for r in bad:
         _err(console, f"expectation failed: {r['cell_id']}: {r['name']}: {r['check']} {r['limit']} "
                       f"(measured {r['measured']})")
+    damaged = _damaged(RunPaths(run_dir).summary)
+    for cell_id, why in damaged[:20]:
+        _err(console, f"cell damaged: {cell_id}: {why}")
     console.print(f"report: {path.resolve()}")
     print(path.resolve())
-    return EXIT_FAILED if bad else EXIT_OK
+    return EXIT_FAILED if bad or damaged else EXIT_OK
+
+
+def _damaged(summary: Path) -> list[tuple[str, str]]:
+    """Cells whose raw files analysis could not read: the report says so, and so does the exit code."""
+    with open(summary, newline="", encoding="utf-8") as fh:
+        return [(r["cell_id"], r.get("damage") or "") for r in csv.DictReader(fh) if r.get("status") == "damaged"]
 
 
 def cmd_report(args, console: Console) -> int:
@@ -123,8 +139,8 @@ KNOB_FLAGS = ("dynos", "workers", "threads", "worker_class", "conn_max_age", "po
 def cmd_probe(args, console: Console) -> int:
     from pydantic import ValidationError
 
-    from connbench.matrix import new_run_id
-    from connbench.probe_run import ProbeRunner, check_database, print_summary
+    from connbench.run.matrix import new_run_id
+    from connbench.run.probe import ProbeRunner, check_database, print_summary
 
     scen = _load(args.scenario, args)
     ids = [c.cell_id for c in scen.cells]
@@ -161,7 +177,7 @@ def cmd_probe(args, console: Console) -> int:
         check_database(args.database_url)
     doc = runner.run()
     print_summary(doc, console)
-    console.print(f"probe.json: {(run_dir / 'probe.json').resolve()}")
+    console.print(f"probe.json: {RunPaths(run_dir).probe.resolve()}")
     if not args.no_report:
         return _report(run_dir, console)
     return EXIT_OK
@@ -278,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         _err(console, "interrupted; every process the harness started has been stopped")
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - last resort: an actionable line, not a traceback
-        from connbench.matrix import RunError
-        from connbench.probe import ProbeError
+        from connbench.run.matrix import RunError
+        from connbench.run.probe_load import ProbeError
 
         if isinstance(e, (RunError, ProbeError)):
             _err(console, str(e))

@@ -33,38 +33,24 @@ from __future__ import annotations
 
 import re
 
-HEADER = "X-Connbench-Error"
-
-OK = ""
-TOO_MANY_CLIENTS = "too_many_clients"
-DJANGO_POOL_TIMEOUT = "django_pool_timeout"
-DBCP_POOL_TIMEOUT = "dbcp_pool_timeout"
-PGBOUNCER_WAIT_TIMEOUT = "pgbouncer_wait_timeout"
-PGBOUNCER_MAX_CLIENT_CONN = "pgbouncer_max_client_conn"
-CONNECTION_LOST = "connection_lost"
-DB_UNAVAILABLE = "db_unavailable"
-GUNICORN_WORKER_TIMEOUT = "gunicorn_worker_timeout"
-CONNECTION_REFUSED = "connection_refused"
-CLIENT_TIMEOUT = "client_timeout"
-HTTP_5XX = "http_5xx"
-CLIENT_ERROR = "client_error"
-
-# Every class a failed request can get (OK excluded).
-CLASSES = (
-    TOO_MANY_CLIENTS,
-    DJANGO_POOL_TIMEOUT,
-    DBCP_POOL_TIMEOUT,
-    PGBOUNCER_WAIT_TIMEOUT,
-    PGBOUNCER_MAX_CLIENT_CONN,
-    CONNECTION_LOST,
-    DB_UNAVAILABLE,
-    GUNICORN_WORKER_TIMEOUT,
-    CONNECTION_REFUSED,
-    CLIENT_TIMEOUT,
-    HTTP_5XX,
+from connbench.contract import (
     CLIENT_ERROR,
+    CLIENT_TIMEOUT,
+    CONNECTION_LOST,
+    CONNECTION_REFUSED,
+    DB_UNAVAILABLE,
+    DBCP_POOL_TIMEOUT,
+    DJANGO_POOL_TIMEOUT,
+    ERROR_CLASSES,
+    GUNICORN_WORKER_TIMEOUT,
+    HTTP_5XX,
+    OK,
+    PGBOUNCER_MAX_CLIENT_CONN,
+    PGBOUNCER_WAIT_TIMEOUT,
+    TOO_MANY_CLIENTS,
 )
-_KNOWN = frozenset(CLASSES)
+
+_KNOWN = frozenset(ERROR_CLASSES)
 
 MAX_CHAIN_DEPTH = 10
 

@@ -11,9 +11,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
-import stat
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,13 +35,13 @@ from connbench.spec import (
     normalize_rule,
     rule_matches,
 )
+from connbench.tomlfile import MAX_DEPTH, depth, file_label, read_toml
 
-MAX_FILE_BYTES = 1 << 20
-MAX_DEPTH = 16
 DEFAULT_MAX_CELLS = 500
 MAX_ID_LEN = 100
+# Validation is a product of cells and rules: bounded so that no file can make it slow.
+MAX_ITEMS = {"matrix.exclude": 1000, "matrix.include": 1000, "expect": 1000, "faults": 100}
 OVERHEAD_PER_CELL_S = 3.0  # start/verify/stop, measured ~1.2-1.5 s here; rounded up for the estimate
-BOM = b"\xef\xbb\xbf"
 
 # Short names keep cell ids readable: "pool-direct_cma-none_w2".
 SHORT = {"pooling": "pool", "conn_max_age": "cma", "health_checks": "hc", "workers": "w", "threads": "t",
@@ -92,65 +89,6 @@ class Scenario:
         return [f for f in self.faults if f.selects(cell.cell_id, cell.group, cell.knobs.model_dump())]
 
 
-def _where(path: Path | str) -> str:
-    text = str(path)
-    return text if len(text) <= 200 else text[:200] + "..."
-
-
-# -- reading ---------------------------------------------------------------------------------
-def read_toml(path: Path | str) -> dict[str, Any]:
-    """The file's TOML, or one ScenarioError saying why it cannot be a scenario."""
-    where = _where(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ScenarioError(f"{where}: no such scenario file") from None
-    except (OSError, ValueError) as e:  # name too long, embedded NUL, permission, loop
-        raise ScenarioError(f"{where}: cannot open the scenario file ({getattr(e, 'strerror', None) or e})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ScenarioError(f"{where}: is a directory; give a scenario .toml file, e.g. scenarios/quick.toml")
-    if not stat.S_ISREG(st.st_mode):
-        raise ScenarioError(f"{where}: is not a regular file (a FIFO, device or socket); give a .toml file")
-    if st.st_size > MAX_FILE_BYTES:
-        raise ScenarioError(f"{where}: is {st.st_size:,} bytes; a scenario file may have at most 1 MiB")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks, even if swapped for a FIFO
-        with os.fdopen(fd, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise ScenarioError(f"{where}: cannot read the scenario file ({e.strerror or e})") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ScenarioError(f"{where}: is over 1 MiB; a scenario file may have at most 1 MiB")
-    if data.startswith(BOM):
-        data = data[len(BOM):]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ScenarioError(f"{where}: line {line}: byte 0x{data[e.start]:02x} is not UTF-8; TOML files must be "
-                            "UTF-8 (re-save the file as UTF-8)") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{where}: not valid TOML: {clip(str(e))[1:-1]}") from None
-    except RecursionError:
-        raise ScenarioError(f"{where}: nested too deeply; scenarios nest at most {MAX_DEPTH} levels") from None
-    return raw
-
-
-def _depth(raw: Any) -> int:
-    """Deepest nesting of tables and arrays, found without recursion."""
-    deepest, stack = 0, [(raw, 1)]
-    while stack:
-        node, d = stack.pop()
-        deepest = max(deepest, d)
-        if d > MAX_DEPTH:
-            return d
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        stack.extend((c, d + 1) for c in children if isinstance(c, (dict, list)))
-    return deepest
-
-
 def load(path: Path | str, max_cells: int = DEFAULT_MAX_CELLS) -> Scenario:
     return from_dict(read_toml(path), path, max_cells=max_cells)
 
@@ -172,11 +110,18 @@ def _msg(err: dict) -> str:
 
 def _errors(where: str, e: ValidationError, describe) -> ScenarioError:
     msgs = [describe(err) for err in e.errors()]
-    shown = "; ".join(msgs[:10]) + (f"; ... and {len(msgs) - 10} more" if len(msgs) > 10 else "")
+    shown = "; ".join(dict.fromkeys(msgs[:10])) + (f"; ... and {len(msgs) - 10} more" if len(msgs) > 10 else "")
+    if len(shown) > 1500:
+        shown = shown[:1500] + f"... ({len(msgs)} problems)"
     return ScenarioError(f"{where}: {shown}")
 
 
 def knobs_from(path: Path | str, where: str, values: dict[str, Any]) -> Knobs:
+    unknown = [k for k in values if k not in Knobs.model_fields]
+    if unknown:
+        keys = clip_list([f"'{k}'" if k.isprintable() else clip(k) for k in unknown], 10)
+        raise ScenarioError(f"{file_label(path)}: unknown key{'s' if len(unknown) > 1 else ''} {keys} in {where}; "
+                            f"allowed keys: {', '.join(KNOB_NAMES)}")
     try:
         return Knobs(**values)
     except ValidationError as e:
@@ -186,7 +131,7 @@ def knobs_from(path: Path | str, where: str, values: dict[str, Any]) -> Knobs:
             if err["type"] == "extra_forbidden":
                 return f"unknown key {clip(key)} in {where}; allowed keys: {', '.join(KNOB_NAMES)}"
             return f"{where}.{key}: {_msg(err)}; allowed: {allowed(top)}"
-        raise _errors(_where(path), e, describe) from None
+        raise _errors(file_label(path), e, describe) from None
 
 
 def _file_model(raw: dict[str, Any], path: Path | str) -> ScenarioFile:
@@ -204,17 +149,18 @@ def _file_model(raw: dict[str, Any], path: Path | str) -> ScenarioFile:
             if err["type"] == "missing":
                 return f"missing required key '{key}'"
             return f"{key}: {_msg(err)}"
-        raise _errors(_where(path), e, describe) from None
+        raise _errors(file_label(path), e, describe) from None
 
 
 def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>"), *,
               max_cells: int = DEFAULT_MAX_CELLS) -> Scenario:
     path = Path(path)
-    where = _where(path)
+    where = file_label(path)
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where}: a scenario is a TOML table")
-    if _depth(raw) > MAX_DEPTH:
+    if depth(raw) > MAX_DEPTH:
         raise ScenarioError(f"{where}: nested too deeply; scenarios nest at most {MAX_DEPTH} levels")
+    _check_counts(raw, where)
     sf = _file_model(raw, path)
     defaults = dict(sf.defaults)
     knobs_from(path, "[defaults]", defaults)  # defaults alone must be valid
@@ -224,6 +170,14 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>"), *,
     _check_selectors(sf, cells, where)
     return Scenario(path, sf.scenario, defaults, axes, exclude, cells, pruned, raw, list(sf.faults), sf.probe,
                     list(sf.expect))
+
+
+def _check_counts(raw: dict[str, Any], where: str) -> None:
+    matrix = raw.get("matrix") if isinstance(raw.get("matrix"), dict) else {}
+    for key, limit in MAX_ITEMS.items():
+        items = matrix.get(key.split(".")[1]) if key.startswith("matrix.") else raw.get(key)
+        if isinstance(items, list) and len(items) > limit:
+            raise ScenarioError(f"{where}: {key} has {len(items):,} entries; at most {limit:,} are allowed")
 
 
 def _matrix(matrix: dict[str, Any], where: str):
@@ -336,7 +290,8 @@ def _expand(sf: ScenarioFile, path: Path, defaults: dict, axes: dict, exclude: l
         where = "[matrix] " + ", ".join(f"{k}={clip(v, 60)}" for k, v in assignment.items()) if assignment \
             else "[defaults]"
         knobs = knobs_from(path, where, {**defaults, **assignment})
-        if not included and any(rule_matches(rule, knobs.model_dump()) for rule in exclude):
+        dumped = knobs.model_dump()
+        if not included and any(rule_matches(rule, dumped) for rule in exclude):
             pruned.append(Pruned(assignment, "excluded by matrix.exclude"))
             continue
         reason = prune_reason(knobs, sf.scenario)
@@ -345,27 +300,29 @@ def _expand(sf: ScenarioFile, path: Path, defaults: dict, axes: dict, exclude: l
             continue
         group = explicit or cell_id_for(assignment)
         if group in seen:
-            raise ScenarioError(f"{_where(path)}: two matrix cells share the id '{group}'; make them distinct")
+            raise ScenarioError(f"{file_label(path)}: two matrix cells share the id '{group}'; make them distinct")
         seen.add(group)
         for r in range(sf.scenario.repeats):
             cid = group if sf.scenario.repeats == 1 else f"{group}_r{r + 1}"
             cells.append(Cell(cid, group, r, knobs, assignment))
     if not cells:
         why = "; ".join(sorted({p.reason for p in pruned})) or "the matrix is empty"
-        raise ScenarioError(f"{_where(path)}: no cells left to run after exclusion and pruning ({why})")
+        raise ScenarioError(f"{file_label(path)}: no cells left to run after exclusion and pruning ({why})")
     return cells, pruned
 
 
 def _check_selectors(sf: ScenarioFile, cells: list[Cell], where: str) -> None:
     names = sorted({c.cell_id for c in cells} | {c.group for c in cells})
+    known = set(names)
+    dumped = [c.knobs.model_dump() for c in cells]
     for section, items in (("expect", sf.expect), ("faults", sf.faults)):
         for i, item in enumerate(items):
             label = f"{section}[{i}]" + (f" ({clip(item.name, 60)})" if getattr(item, "name", None) else "")
-            unknown = [c for c in item.cells if c not in names]
+            unknown = [c for c in item.cells if c not in known]
             if unknown:
                 raise ScenarioError(f"{where}: {label}.cells names no cell: {clip_list(unknown)}; "
                                     f"cells: {clip_list(names)}")
-            chosen = [c for c in cells if item.selects(c.cell_id, c.group, c.knobs.model_dump())]
+            chosen = [c for c, d in zip(cells, dumped, strict=True) if item.selects(c.cell_id, c.group, d)]
             if not chosen:
                 raise ScenarioError(f"{where}: {label} selects no cell; cells: {clip_list(names)}")
             if isinstance(item, Fault):

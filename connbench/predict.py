@@ -14,9 +14,11 @@ SUPERUSER_RESERVED = 1
 HARNESS_SESSIONS = 1
 
 
-def app_slots(max_connections: int) -> int:
-    """Connections the app's role can open on a server the harness started."""
-    return max_connections - SUPERUSER_RESERVED - HARNESS_SESSIONS
+def app_slots(max_connections: int, reserved: int = SUPERUSER_RESERVED,
+              harness_sessions: int = HARNESS_SESSIONS) -> int:
+    """Connections the app's role can open: what is not reserved for superusers nor held by the harness
+    (its one session takes a general slot even as a superuser). Defaults: a server the harness started."""
+    return max_connections - reserved - harness_sessions
 
 
 def predict(k: Knobs, app_slots: int | None = None) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from connbench.contract import ERROR_CLASSES
+
 Pooling = Literal["direct", "django-pool", "pgbouncer-session", "pgbouncer-transaction", "dj-db-conn-pool"]
 WorkerClass = Literal["sync", "gthread", "gevent"]
 FaultAction = Literal["terminate_backends", "restart_postgres", "restart_pgbouncer", "kill_worker"]
@@ -37,7 +39,7 @@ def clip(value: Any, limit: int = 200) -> str:
 
 
 def clip_list(items: list[Any], limit: int = 20) -> str:
-    items = [str(i) for i in items]
+    items = [i if isinstance(i, str) and i.isprintable() and len(i) <= 100 else clip(i, 100) for i in items]
     head = ", ".join(items[:limit])
     return head + (f", ... and {len(items) - limit} more" if len(items) > limit else "")
 
@@ -81,7 +83,7 @@ class Knobs(BaseModel):
     pgbouncer_pool_size: int = Field(4, ge=1, le=10_000)
     pgbouncer_max_client_conn: int = Field(200, ge=1, le=100_000)
     pgbouncer_reserve_pool: int = Field(0, ge=0, le=10_000)
-    pgbouncer_query_wait_timeout: float = Field(10, gt=0, le=3600)
+    pgbouncer_query_wait_timeout: int = Field(10, ge=1, le=3600, description="seconds (PgBouncer takes whole seconds)")
     # django-db-connection-pool (pooling = "dj-db-conn-pool")
     dbcp_pool_size: int = Field(2, ge=1, le=1000)
     dbcp_max_overflow: int = Field(2, ge=0, le=1000)
@@ -154,7 +156,7 @@ def allowed(field: str) -> str:
 def normalize_knob(key: str, value: Any) -> Any:
     """The canonical form of one knob value (what Knobs stores); ValueError says what is allowed."""
     if key not in Knobs.model_fields:
-        raise ValueError(f"'{key}' is not a knob; allowed: {', '.join(KNOB_NAMES)}")
+        raise ValueError(f"{clip(key, 80)} is not a knob; allowed: {', '.join(KNOB_NAMES)}")
     try:
         v = getattr(Knobs(**{key: value}), key)
     except ValidationError as e:
@@ -213,12 +215,10 @@ class Expect(Selector):
 
     @model_validator(mode="after")
     def _check(self) -> Expect:
-        from connbench.errorclass import CLASSES
-
         for table in (self.errors_max, self.errors_min):
             for cls, n in table.items():
-                if cls not in CLASSES or not cls:
-                    raise ValueError(f"unknown error class {clip(cls)}; allowed: {', '.join(c for c in CLASSES if c)}")
+                if cls not in ERROR_CLASSES or not cls:
+                    raise ValueError(f"unknown error class {clip(cls)}; allowed: {', '.join(ERROR_CLASSES)}")
                 if n < 0:
                     raise ValueError(f"errors bound for {cls} must be >= 0 (got {n})")
         for name in ("connections", "connections_max"):

@@ -1,14 +1,10 @@
 """The load: a FastHttpUser hitting the target app's endpoints with a configurable mix.
 
-Configured by the harness through the environment:
-  CONNBENCH_TARGETS   comma-separated base URLs, one per dyno; users are spread round-robin
-  CONNBENCH_MIX       JSON weights {"health", "read", "write", "slow"} and "slow_ms"
-  CONNBENCH_RATE      requests/s per user (constant throughput); empty = as fast as possible
-  CONNBENCH_REQUEST_LOG_DIR  where the raw per-request log goes (requestlog.py)
+Configured by the harness with one environment variable (connbench.contract.LoadConfig): the
+dynos' URLs (users spread round-robin), the endpoint mix, the rate per user, the raw log's place.
 """
 
 import itertools
-import json
 import os
 import sys
 import time
@@ -19,17 +15,18 @@ from locust.contrib.fasthttp import FastHttpUser
 sys.path.insert(0, os.path.dirname(__file__))
 import requestlog  # noqa: E402
 
-requestlog.install()
+from connbench.contract import LoadConfig  # noqa: E402
 
-TARGETS = [t for t in os.environ.get("CONNBENCH_TARGETS", "http://127.0.0.1:8000").split(",") if t]
-MIX = json.loads(os.environ.get("CONNBENCH_MIX", '{"read": 1}'))
-RATE = os.environ.get("CONNBENCH_RATE", "")
+LOAD = LoadConfig.from_env()
+requestlog.install(LOAD)
+TARGETS = LOAD.targets
+MIX = LOAD.mix
 _next_user = itertools.count()
 
 
 @events.test_start.add_listener
 def _mark_start(environment, **_kw):
-    started = os.environ.get("CONNBENCH_STARTED_FILE")
+    started = LOAD.started_file
     if started and not os.path.exists(started):
         with open(started, "w") as fh:
             fh.write(repr(time.time()))
@@ -37,7 +34,7 @@ def _mark_start(environment, **_kw):
 
 class AppUser(FastHttpUser):
     host = TARGETS[0]
-    wait_time = constant_throughput(float(RATE)) if RATE else constant(0)
+    wait_time = constant_throughput(LOAD.rate) if LOAD.rate else constant(0)
     # Connection errors are what we measure: never retry them away.
     max_retries = 0
     network_timeout = 60.0

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 
 from locust import events
 
-sys.path.insert(0, os.environ.get("CONNBENCH_ROOT", os.path.dirname(os.path.dirname(__file__))))
-from connbench.errorclass import HEADER, classify_response  # noqa: E402
-from connbench.results import REQUESTS_COLUMNS  # noqa: E402
+from connbench.contract import ERROR_HEADER, REQUESTS_COLUMNS, LoadConfig
+from connbench.errorclass import classify_response
 
 _FLUSH_EVERY = 2000
 
@@ -37,7 +35,7 @@ class RequestLog:
             header = body = None
             if response is not None and status:
                 try:
-                    header = response.headers.get(HEADER)
+                    header = response.headers.get(ERROR_HEADER)
                     # gunicorn's own 500 page (a worker timeout) is told apart by its body
                     body = None if header else response.text
                 except Exception:  # noqa: BLE001 - a response without headers: transport failure
@@ -63,8 +61,8 @@ class RequestLog:
 _log: RequestLog | None = None
 
 
-def install() -> None:
-    directory = os.environ.get("CONNBENCH_REQUEST_LOG_DIR")
+def install(load: LoadConfig) -> None:
+    directory = load.request_log_dir
     if not directory:
         return
 

@@ -22,10 +22,12 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connbench.spec import Knobs  # noqa: E402
+from connbench.contract import LoadConfig  # noqa: E402
+from connbench.run.stack import app_config, gunicorn_config  # noqa: E402
 from connbench.services import gunicorn, locust  # noqa: E402
-from connbench.services.postgres import PostgresServer, app_db_env  # noqa: E402
-from connbench.services.procs import Supervisor, remove_service_dir, service_dir, service_user  # noqa: E402
+from connbench.services.postgres import PostgresServer  # noqa: E402
+from connbench.services.procs import PrivateDir, Supervisor, remove_service_dir, service_dir, service_user  # noqa: E402
+from connbench.spec import Knobs  # noqa: E402
 
 
 def tree_cpu(pid: int) -> float:
@@ -54,8 +56,8 @@ def sampler_cost(server: PostgresServer, sup: Supervisor, tmp: Path, seconds: fl
     (cell / "procs.json").write_text(json.dumps({"postgres": [{"pid": server.pid, "tree": True}]}))
     conf = {"cell_dir": str(cell), "pg": server.conn.super_kwargs(), "app_role": server.conn.app_user,
             "interval": 0.1, "procs_file": str(cell / "procs.json"), "pgbouncer": None}
-    (cell / "conf.json").write_text(json.dumps(conf))
-    proc = sup.spawn("sampler", [sys.executable, "-m", "connbench.sampler", str(cell / "conf.json")],
+    conf_path = sup.private.write("sampler.json", json.dumps(conf))
+    proc = sup.spawn("sampler", [sys.executable, "-m", "connbench.sampler", str(conf_path)],
                      log=cell / "sampler.log", cwd=ROOT)
     time.sleep(2)
     c0, s0, t0 = tree_cpu(server.pid), tree_cpu(proc.pid), time.monotonic()
@@ -73,7 +75,11 @@ def sampler_cost(server: PostgresServer, sup: Supervisor, tmp: Path, seconds: fl
 
 def locust_rate(k: Knobs, dynos, sup: Supervisor, out: Path, log: bool) -> float:
     """Requests/s Locust achieved, from its own stats (independent of our log)."""
-    proc, started = locust.start(k, [d.url for d in dynos], sup, out, ROOT, request_log=log)
+    started = out / "started"
+    load = LoadConfig(targets=[d.url for d in dynos], mix=k.mix.model_dump(), rate=k.rate,
+                      request_log_dir=str(out / "raw") if log else None, started_file=str(started))
+    cfg = locust.LocustConfig(users=k.users, spawn_rate=k.spawn_rate, run_time_s=max(1, round(k.duration)))
+    proc = locust.start(cfg, load, sup, out, ROOT)
     locust.wait_started(proc, started)
     proc.wait(timeout=k.duration + 60)
     sup.stop(proc)
@@ -103,20 +109,20 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     user = service_user()
-    sup = Supervisor()
+    sup = Supervisor(private=PrivateDir(user))
     tmp = Path(tempfile.mkdtemp(prefix="cb-bench-", dir="/var/tmp"))
     os.chmod(tmp, 0o755)
     out: dict = {"method": {}, "host_cpus": psutil.cpu_count()}
     try:
-        server = PostgresServer(service_dir(tmp, "pg", user) / "s", 100, sup, user,
-                                secrets_file=tmp / ".secrets.json")
+        server = PostgresServer(service_dir(tmp, "pg", user) / "s", 100, sup, user, sup.private)
         server.start()
         out["sampler"] = sampler_cost(server, sup, tmp, args.seconds)
         out["method"]["sampler"] = (f"idle PostgreSQL 18; {args.seconds:.0f} s without, then {args.seconds:.0f} s "
                                     "with the sampler at 100 ms; CPU from cumulative process-tree cpu_times")
         k = Knobs(dynos=1, workers=2, users=20, spawn_rate=20, warmup=0, duration=args.seconds,
                   mix={"health": 1.0, "read": 0.0})
-        dynos = gunicorn.start_dynos(k, gunicorn.app_environment(k, app_db_env(server.conn)), sup, tmp / "logs", ROOT)
+        dynos = gunicorn.start_dynos(gunicorn_config(k), app_config(k, server.conn.app_database()), sup,
+                                     tmp / "logs", ROOT)
         gunicorn.verify(dynos, ("/health",))
         with_log, without = [], []
         for r in range(args.rounds):  # alternate, so drift hits both sides alike
@@ -132,6 +138,7 @@ def main() -> int:
     finally:
         sup.stop_all()
         remove_service_dir(tmp, "pg")
+        sup.private.remove()
     print(json.dumps(out, indent=2))
     return 0
 

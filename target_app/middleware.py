@@ -4,7 +4,8 @@ import logging
 
 from django.http import JsonResponse
 
-from connbench.errorclass import HEADER, classify_exception
+from connbench.contract import ERROR_HEADER
+from connbench.errorclass import classify_exception
 
 log = logging.getLogger("django.request")
 
@@ -23,5 +24,5 @@ class ErrorClassMiddleware:
             {"error_class": error_class, "error": f"{type(exception).__name__}: {exception}"[:500]},
             status=503,
         )
-        resp[HEADER] = error_class
+        resp[ERROR_HEADER] = error_class
         return resp

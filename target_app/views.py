@@ -6,9 +6,7 @@ import random
 from django.db import connection, transaction
 from django.http import HttpResponseBadRequest, JsonResponse
 
-from target_app.bench.models import Item
-
-SEED_ROWS = 1000
+from target_app.bench.models import SEED_ROWS, Item
 
 
 def health(request):

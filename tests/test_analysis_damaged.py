@@ -18,11 +18,12 @@ from analysis.compare import compare
 from analysis.report import build_report
 from analysis.summarize import summarize
 from connbench import results as R
+from connbench.contract import REQUESTS_COLUMNS
 from tests.analysis_support import copy_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL = "pool-direct_cma-0"  # run_a: completed, 100 measured requests, 5 of them failed
-HEADER = ",".join(R.REQUESTS_COLUMNS) + "\r\n"
+HEADER = ",".join(REQUESTS_COLUMNS) + "\r\n"
 
 
 def _write(name: str, data: bytes):
@@ -43,6 +44,11 @@ DAMAGES = {
     "cell_json_list": (_write(R.CELL_JSON, b"[1, 2, 3]\n"), "cell.json holds an array, not a JSON object"),
     "cell_json_number": (_write(R.CELL_JSON, b"42\n"), "cell.json holds a number, not a JSON object"),
     "cell_json_invalid": (_write(R.CELL_JSON, b'{"status": "completed", '), "cell.json is not valid JSON"),
+    "cell_json_wrong_shape": (_write(R.CELL_JSON, b'{"schema_version": 2, "cell_id": "x", "status": "done"}'),
+                              "cell.json does not match schema 2: group: Field required"),
+    "cell_json_no_version": (_write(R.CELL_JSON, b'{"cell_id": "x"}'), "cell.json has no valid schema_version"),
+    "cell_json_missing": (lambda cell: (cell / R.CELL_JSON).unlink(),
+                          "cell.json is missing although the manifest records the cell as completed"),
 }
 
 
@@ -182,7 +188,7 @@ def test_summarize_alone_checks_its_outputs(tmp_path):
 def test_unreadable_manifest_is_still_a_clean_analysis_error(tmp_path):
     run = copy_run("run_a", tmp_path)
     (run / R.MANIFEST_JSON).write_text("[1, 2]")
-    with pytest.raises(AnalysisError, match="must hold a JSON object"):
+    with pytest.raises(AnalysisError, match="manifest.json holds an array, not a JSON object"):
         build_report(run)
 
 

@@ -12,7 +12,6 @@ import pytest
 from analysis import AnalysisError
 from analysis.charts import draw_charts
 from analysis.report import build_report
-from analysis.summarize import SUMMARY_GROUPS_CSV
 from connbench import results as R
 from tests.analysis_support import copy_run
 
@@ -47,17 +46,13 @@ def parse(path: Path) -> Links:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     run = copy_run("run_a", tmp_path_factory.mktemp("report"))
-    (run / "probe.json").write_text(json.dumps({
-        "plateau": 6, "predicted": 6, "sequential_plateau": 4,
-        "headroom": [{"dynos": 1, "connections": 6, "fits": True}, {"dynos": 4, "connections": 24, "fits": False}],
-    }))
     return run, build_report(run)
 
 
 def test_writes_summary_charts_and_index(built):
     run, index = built
     assert index == run / "index.html" and index.is_file()
-    assert (run / R.SUMMARY_CSV).is_file() and (run / SUMMARY_GROUPS_CSV).is_file()
+    assert (run / R.SUMMARY_CSV).is_file() and (run / R.SUMMARY_GROUPS_CSV).is_file()
     assert len(list((run / "charts").glob("*.png"))) == len(list((run / "charts").glob("*.svg"))) == 10
 
 
@@ -77,18 +72,41 @@ def test_every_link_is_relative_and_exists(built):
 
 
 def test_manifest_facts_warnings_and_hooks(built):
-    _, index = built
+    run, index = built
     text = " ".join(parse(index).text)
-    for fact in ("fixture-a", "0123456789abcdef", "0a1b2c3d4e5f", "django 5.2.8", "fixture-host", "2023-11-14",
-                 "completed_with_failures", "django-pool requires persistent connections"):
+    scenario_hash = R.Manifest.load(run / R.MANIFEST_JSON).scenario_hash
+    for fact in ("fixture-a", scenario_hash, "0a1b2c3d4e5f", "django 5.2.8", "fixture-host", "2023-11-14",
+                 "completed_with_failures", "Django's pool requires CONN_MAX_AGE=0"):  # expand.prune_reason
         assert fact in text, fact
     assert "3 requests failed with 'too many clients'" in text
     assert "5 of 100 measured requests failed (5 %): client_timeout 1, http_503 1, too_many_clients 3" in text
     assert "load generator saturated: Locust averaged 95 % of a core" in text
-    assert "cell failed: gunicorn dyno 0 did not answer" in text
-    assert "cell skipped: pgbouncer is not installed" in text
-    assert "1 of 2 passed." in text and "failure rate <= 1%" in text  # expectations from the manifest
-    assert "Probe" in text and "sequential_plateau" in text and "headroom" in text  # probe.json
+    assert "cell failed: ServiceError: gunicorn dyno 0 did not answer" in text
+    assert "cell skipped: PgBouncer is not installed" in text
+    # the scenario's [[expect]], as the manifest stores the scenario: one holds, one does not
+    assert "1 of 2 passed." in text and "failure rate <= 1%" in text and "plateau == predicted" in text
+    assert 'id="probe"' not in index.read_text()  # a matrix run has no probe.json
+
+
+def test_probe_run_report(tmp_path):
+    run = copy_run("run_probe", tmp_path)
+    index = build_report(run)
+    html, text = index.read_text(), " ".join(parse(index).text)
+    assert 'id="probe"' in html and "charts/probe.png" in html
+    assert (run / "charts" / "probe.png").is_file() and (run / "charts" / "probe.svg").is_file()
+    assert "select count(*) from pg_stat_activity" in text and "dynos that fit" in text
+    assert "sequential hits plateaued at 1, concurrent load at 2" in text  # the probe's notes
+    assert "run kind" in text and "probe" in text
+
+
+def test_unusable_probe_json_is_said_not_drawn(tmp_path):
+    run = copy_run("run_probe", tmp_path)
+    doc = json.loads((run / R.PROBE_JSON).read_text())
+    del doc["results"]["ramp"]["steps"]
+    (run / R.PROBE_JSON).write_text(json.dumps(doc))
+    html = build_report(run).read_text()
+    assert "probe.json does not match schema 2: results.ramp.steps: Field required" in html
+    assert not (run / "charts" / "probe.png").exists()
 
 
 def test_hooks_absent_when_their_inputs_are(tmp_path, monkeypatch):
@@ -115,12 +133,13 @@ def test_chart_descriptors(tmp_path):
 
 
 def test_charts_skipped_when_there_is_no_data(tmp_path):
-    run = tmp_path / "empty"
-    (run / "cells" / "c1").mkdir(parents=True)
-    (run / R.MANIFEST_JSON).write_text(json.dumps({"schema_version": R.SCHEMA_VERSION, "cells": [
-        {"cell_id": "c1", "status": "failed", "error": "boom"},
-        {"cell_id": "c2", "status": "skipped", "skip_reason": "no pgbouncer"}]}))
-    (run / "cells" / "c1" / R.CELL_JSON).write_text(json.dumps({"cell_id": "c1", "status": "failed", "error": "boom"}))
+    run = R.RunPaths(tmp_path / "empty")
+    R.Manifest(run_id="empty", started=1.7e9, status="completed_with_failures", cells=[
+        R.ManifestCell(cell_id="c1", group="c1", status="failed", error="boom"),
+        R.ManifestCell(cell_id="c2", group="c2", status="skipped", skip_reason="no pgbouncer")]).dump(run.manifest)
+    R.CellDoc(cell_id="c1", group="c1", repeat=0, params={}, predicted=R.Predicted(), status="failed",
+              error="boom").dump(run.cell("c1").json)
+    run = run.root
     assert draw_charts(run) == []
     html = build_report(run).read_text()
     assert "boom" in html and "no pgbouncer" in html and "<img" not in html

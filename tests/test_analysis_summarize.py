@@ -11,7 +11,7 @@ import pytest
 
 from analysis import AnalysisError
 from analysis.load import load_run, read_csv
-from analysis.summarize import SUMMARY_GROUPS_CSV, summarize
+from analysis.summarize import cpu_rates, summarize
 from connbench import results as R
 from tests.analysis_support import copy_run
 
@@ -65,9 +65,10 @@ def test_latency_is_computed_from_raw_values_not_buckets(run_a):
 
 def test_connections_peak_plateau_mean_held_and_prediction(rows):
     r = rows[DIRECT0]
-    # measure totals [2,1,3,2,1 | 2,2,1,2,2]; cool-down ends at 0 (no rows: db.csv is the clock)
+    # measure totals [2,1,3,2,1 | 2,2,1,2,2]; cool-down ends at 0 (the sampler's "none" row)
     assert (r["conn_peak"], r["conn_mean"], r["conn_plateau"], r["conn_held"]) == (3, approx(1.8), 2, 0)
-    assert (r["predicted_connections"], r["conn_gap"]) == (2, 0)
+    # CONN_MAX_AGE=0 predicts no steady count (one connection per request in flight): no gap either
+    assert pd.isna(r["predicted_connections"]) and pd.isna(r["conn_gap"])
     assert (r["article_count_peak"], r["max_connections_observed"]) == (3, 20)
     p = rows[PERSIST]  # a fault at t=6 drops the count to 0 for one sample; persistent: held after load
     assert (p["conn_peak"], p["conn_mean"], p["conn_plateau"], p["conn_held"]) == (2, approx(1.6), 2, 2)
@@ -88,32 +89,35 @@ def test_pgbouncer_peaks(rows):
     assert math.isnan(rows[DIRECT0]["pgb_clients_peak"])
 
 
-def test_cpu_means_and_generator_saturation(rows):
-    r = rows[DIRECT0]
-    assert (r["cpu_locust"], r["cpu_gunicorn_worker"], r["cpu_postgres"]) == (50, 60, 25)
+def test_cpu_rates_from_cumulative_seconds_and_generator_saturation(rows):
+    r = rows[DIRECT0]  # rates over the measure window from processes.csv's cumulative cpu_seconds
+    assert (r["cpu_locust"], r["cpu_gunicorn_worker"], r["cpu_postgres"]) == (approx(50), approx(60), approx(25))
     # gunicorn-master is the dyno's tree (1 + workers); worker rows are a breakdown, not added to the total
-    assert (r["cpu_gunicorn_master"], r["cpu_sampler"], r["cpu_total"]) == (61, 2, 50 + 61 + 25 + 2)
-    assert (r["locust_procs"], r["locust_cpu_per_proc"], r["generator_saturated"]) == (1, 50, False)
+    assert (r["cpu_gunicorn_master"], r["cpu_sampler"], r["cpu_total"]) == (
+        approx(61), approx(2), approx(50 + 61 + 25 + 2))
+    assert (r["locust_procs"], r["locust_cpu_per_proc"], r["generator_saturated"]) == (1, approx(50), False)
     p = rows[PERSIST]
-    assert (p["cpu_locust"], p["cpu_gunicorn_worker"], p["cpu_total"], p["generator_saturated"]) == (95, 90, 218, True)
+    assert (p["cpu_locust"], p["cpu_gunicorn_worker"], p["cpu_total"], p["generator_saturated"]) == (
+        approx(95), approx(90), approx(218), True)
     b = rows[PGB]
-    assert (b["cpu_pgbouncer"], b["cpu_total"], b["generator_saturated"]) == (10, 98, False)
+    assert (b["cpu_pgbouncer"], b["cpu_gunicorn_worker"], b["cpu_total"], b["generator_saturated"]) == (
+        approx(10), approx(40), approx(98), False)
 
 
 def test_saturation_scales_with_recorded_locust_processes(run_a):
     doc_path = run_a / "cells" / PERSIST / R.CELL_JSON
     doc = json.loads(doc_path.read_text())
-    doc["services"]["locust"] = {"pid": 111, "processes": 2}  # 95 % over two processes: 47.5 % each
+    doc["services"]["locust"] = {"processes": 2}  # 95 % over two processes: 47.5 % each
     doc_path.write_text(json.dumps(doc))
     r = summarize(run_a, write=False).set_index("cell_id").loc[PERSIST]
-    assert (r["locust_procs"], r["locust_cpu_per_proc"], r["generator_saturated"]) == (2, 47.5, False)
+    assert (r["locust_procs"], r["locust_cpu_per_proc"], r["generator_saturated"]) == (2, approx(47.5), False)
 
 
 def test_failed_and_skipped_cells_have_status_error_and_empty_metrics(rows):
     f = rows[FAILED]
     assert f["status"] == "failed" and "did not answer /health/" in f["error"]
-    s = rows[SKIPPED]  # listed in the manifest only, no cell directory
-    assert s["status"] == "skipped" and "pgbouncer is not installed" in s["skip_reason"]
+    s = rows[SKIPPED]  # cell.json only: nothing was started
+    assert s["status"] == "skipped" and "PgBouncer is not installed" in s["skip_reason"]
     for r in (f, s):
         for col in ("rps", "lat_p50", "conn_peak", "conn_plateau", "churn_per_s", "cpu_locust"):
             assert pd.isna(r[col]), col
@@ -131,7 +135,7 @@ def test_columns_params_flattened_and_files_written(run_a):
     back = pd.read_csv(run_a / R.SUMMARY_CSV)
     assert list(back["cell_id"]) == [DIRECT0, PERSIST, PGB, FAILED, SKIPPED]
     assert back.set_index("cell_id").loc[DIRECT0, "lat_p95"] == approx(95.05)
-    assert (run_a / SUMMARY_GROUPS_CSV).is_file()
+    assert (run_a / R.SUMMARY_GROUPS_CSV).is_file()
     assert not list(run_a.glob(".*summary*"))  # no temporary files left behind
 
 
@@ -143,14 +147,14 @@ def test_write_false_writes_nothing(run_a):
 def test_groups_median_and_spread(tmp_path):
     run_b = copy_run("run_b", tmp_path)
     summarize(run_b)
-    g = pd.read_csv(run_b / SUMMARY_GROUPS_CSV).set_index("group")
+    g = pd.read_csv(run_b / R.SUMMARY_GROUPS_CSV).set_index("group")
     d0 = g.loc["pool-direct_cma-0"]
     assert (d0["cells"], d0["completed"]) == (4, 4)
     assert (d0["rps_median"], d0["rps_min"], d0["rps_max"]) == (21.5, 20, 23)
     assert (d0["lat_p95_median"], d0["conn_peak_median"]) == (20.5, 2)
     d6 = g.loc["pool-direct_cma-600"]
     assert (d6["rps_median"], d6["rps_min"], d6["rps_max"], d6["conn_peak_max"]) == (20.5, 19, 21, 3)
-    assert g.loc["pool-django-pool_cma-600", "cells"] == 1
+    assert g.loc["pool-django-pool_cma-0", "cells"] == 4
 
 
 def test_clock_fallback_when_db_samples_do_not_line_up(run_a):
@@ -158,6 +162,9 @@ def test_clock_fallback_when_db_samples_do_not_line_up(run_a):
     df = pd.read_csv(db)
     df["t"] = df["t"] + 0.01
     df.to_csv(db, index=False)
+    conns = run_a / "cells" / DIRECT0 / R.CONNECTIONS_CSV
+    c = pd.read_csv(conns, dtype=str, keep_default_na=False)
+    c[c["state"] != "none"].to_csv(conns, index=False)  # a sampler that wrote nothing for an empty sample
     r = summarize(run_a, write=False).set_index("cell_id").loc[DIRECT0]
     # without db.csv's clock an empty sample is invisible: the last sample with rows is t=14 (1 connection)
     assert r["conn_held"] == 1
@@ -184,9 +191,11 @@ def test_cell_status_from_manifest_when_cell_json_is_stale_or_missing(run_a):
     man["cells"][1].update(status="interrupted", error="interrupted (Ctrl-C)")
     (run_a / R.MANIFEST_JSON).write_text(json.dumps(man))
     (run_a / "cells" / "orphan").mkdir()
+    (run_a / "cells" / DIRECT0 / R.CELL_JSON).unlink()  # completed, says the manifest: a lost file
     df = summarize(run_a, write=False).set_index("cell_id")
     assert df.loc[PERSIST, "status"] == "interrupted" and pd.isna(df.loc[PERSIST, "rps"])
     assert df.loc["orphan", "status"] == "failed" and "cell.json missing" in df.loc["orphan", "error"]
+    assert df.loc[DIRECT0, "status"] == "damaged" and "cell.json is missing although" in df.loc[DIRECT0, "damage"]
 
 
 def test_bad_run_directories_raise_actionable_errors(tmp_path):
@@ -198,4 +207,30 @@ def test_bad_run_directories_raise_actionable_errors(tmp_path):
     (tmp_path / "run_a" / R.MANIFEST_JSON).write_text("{not json")
     with pytest.raises(AnalysisError, match="not valid JSON"):
         load_run(tmp_path / "run_a")
+    (tmp_path / "run_a" / R.MANIFEST_JSON).write_text(json.dumps({"schema_version": R.SCHEMA_VERSION, "cells": {}}))
+    with pytest.raises(AnalysisError, match=r"does not match schema 2: run_id: Field required; started: .*"
+                                            r"cells: Input should be a valid list"):
+        load_run(tmp_path / "run_a")
     assert issubclass(AnalysisError, ValueError)
+
+
+def frame(rows):
+    return pd.DataFrame(rows, columns=["t", "component", "dyno", "pid", "cpu_seconds"])
+
+
+def test_cpu_rate_interpolates_at_the_window_and_covers_restarts():
+    # postgres restarted at t=5: pid 1 ran [0, 5] at 50 %, pid 2 [6, 10] at 100 %; window [1, 9]
+    rows = [(t, "postgres", "", 1, 10 + 0.5 * t) for t in range(0, 6)]
+    rows += [(t, "postgres", "", 2, 1.0 * (t - 6)) for t in range(6, 11)]
+    # the window [1, 9]: pid 1 used 2 s over [1, 5], pid 2 3 s over [6, 9]: 5 s over 8 s
+    assert cpu_rates(frame(rows), (1.0, 9.0)) == {"postgres": approx(62.5)}
+    # a window edge between samples is interpolated
+    assert cpu_rates(frame(rows[:6]), (0.5, 2.5)) == {"postgres": approx(50.0)}
+
+
+def test_cpu_rate_never_negative_when_a_counter_dips():
+    # a grandchild's CPU leaves the tree total when it exits: a dip, then the counter climbs again
+    rows = [(0, "locust", "", 7, 10.0), (1, "locust", "", 7, 10.5), (2, "locust", "", 7, 10.2),
+            (3, "locust", "", 7, 10.7)]
+    assert cpu_rates(frame(rows), (0.0, 3.0)) == {"locust": approx(100 * 1.0 / 3)}  # 0.5 + 0 + 0.5 s
+    assert cpu_rates(frame(rows), (5.0, 9.0)) == {}  # no sample in the window: no figure, not 0

@@ -65,7 +65,7 @@ def test_resume_refuses_a_changed_scenario(tmp_path, run_dir):
 
 def test_failing_cell_is_recorded_and_the_matrix_goes_on(tmp_path, run_dir, monkeypatch):
     from connbench import expand as sc
-    from connbench.matrix import MatrixRunner
+    from connbench.run.matrix import MatrixRunner
     from connbench.services import gunicorn
 
     real_verify, calls = gunicorn.verify, []
@@ -89,7 +89,7 @@ def test_failing_cell_is_recorded_and_the_matrix_goes_on(tmp_path, run_dir, monk
 def test_pgbouncer_cells_are_skipped_with_a_visible_reason_when_it_is_missing(tmp_path, run_dir, monkeypatch):
     from analysis.report import build_report
     from connbench import expand as sc
-    from connbench.matrix import MatrixRunner
+    from connbench.run.matrix import MatrixRunner
     from connbench.services import pgbouncer
 
     monkeypatch.setattr(pgbouncer, "pgbouncer_binary", lambda: None)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from connbench import expand as sc
-from connbench.matrix import MatrixRunner
+from connbench.run.matrix import MatrixRunner
 from tests.conftest import CLI, ROOT, assert_no_leftovers, read_json, run_cli, scenario_text, write_scenario
 
 pytestmark = pytest.mark.e2e

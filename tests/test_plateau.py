@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connbench import plateau
-from connbench.probe import is_loopback
+from connbench.run.probe_load import is_loopback
 
 
 def test_rising_then_flat_settles_at_the_plateau():

@@ -11,7 +11,8 @@ import time
 import psutil
 import pytest
 
-from connbench.matrix import redact_argv
+from connbench import results as R
+from connbench.run.matrix import redact_argv
 from connbench.services.procs import Supervisor, cleanup_recorded, remove_service_dir, service_dir
 from tests.conftest import ROOT, run_cli
 
@@ -66,8 +67,7 @@ def test_resume_with_a_corrupt_manifest_is_a_clean_error(precious, manifest):
 
 def test_resume_of_another_scenarios_run_touches_nothing(precious):
     target = precious / "plain"
-    (target / "manifest.json").write_text(json.dumps({"schema_version": 1, "scenario_hash": "0" * 16,
-                                                      "cells": []}))
+    R.Manifest(run_id="plain", started=0.0, scenario_hash="0" * 16).dump(target / "manifest.json")
     before = tree(precious)
     res = run_cli("run", SMOKE, "--resume", str(target), timeout=60)
     assert res.returncode == 2 and "changed since" in res.stderr, res.stderr

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
 
-from connbench.services.procs import ServiceError, Supervisor, free_port, wait_port
-from connbench.spec import Knobs
+from connbench.contract import DYNO_ENV, AppConfig
+from connbench.services.procs import ServiceError, Supervisor, exited, free_port, wait_port, wait_until
 
 
 @dataclass
@@ -26,45 +25,38 @@ class Dyno:
         return f"http://127.0.0.1:{self.port}"
 
 
-def app_environment(k: Knobs, db_env: dict[str, str]) -> dict[str, str]:
-    """The target app's settings for one cell (read by target_app/settings.py)."""
-    return {
-        **db_env,
-        "DJANGO_SETTINGS_MODULE": "target_app.settings",
-        "CONNBENCH_CONN_MAX_AGE": str(k.conn_max_age),
-        "CONNBENCH_HEALTH_CHECKS": "1" if k.health_checks else "0",
-        "CONNBENCH_POOLING": k.pooling,
-        "CONNBENCH_POOL_MIN_SIZE": str(k.pool_min_size),
-        "CONNBENCH_POOL_MAX_SIZE": str(k.pool_max_size),
-        "CONNBENCH_POOL_TIMEOUT": str(k.pool_timeout),
-        "CONNBENCH_DBCP_POOL_SIZE": str(k.dbcp_pool_size),
-        "CONNBENCH_DBCP_MAX_OVERFLOW": str(k.dbcp_max_overflow),
-        "CONNBENCH_DBCP_RECYCLE": str(k.dbcp_recycle),
-        "CONNBENCH_DBCP_PRE_PING": "1" if k.dbcp_pre_ping else "0",
-        "CONNBENCH_DBCP_TIMEOUT": str(k.dbcp_timeout),
-    }
+@dataclass(frozen=True)
+class GunicornConfig:
+    """One dyno's gunicorn: the same for every dyno of a cell."""
+
+    dynos: int
+    workers: int
+    threads: int
+    worker_class: str
+    worker_connections: int
 
 
-def start_dynos(k: Knobs, app_env: dict[str, str], sup: Supervisor, log_dir: Path,
+def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: Path,
                 root: Path, timeout: float = 30.0) -> list[Dyno]:
     dynos = []
-    for d in range(k.dynos):
+    for d in range(cfg.dynos):
         port = free_port()
         log = log_dir / f"gunicorn-d{d}.log"
         cmd = [
             sys.executable, "-m", "gunicorn", "target_app.wsgi:application",
             "--bind", f"127.0.0.1:{port}",
-            "--workers", str(k.workers),
-            "--worker-class", k.worker_class,
-            "--threads", str(k.threads),
-            "--worker-connections", str(k.gevent_connections),
+            "--workers", str(cfg.workers),
+            "--worker-class", cfg.worker_class,
+            "--threads", str(cfg.threads),
+            "--worker-connections", str(cfg.worker_connections),
             "--config", "python:connbench.services.gunicorn_hooks",
             "--timeout", "30",
             "--graceful-timeout", "5",
             "--backlog", "2048",
             "--log-level", "warning",
         ]
-        env = {**os.environ, **app_env, "CONNBENCH_DYNO": str(d), "PYTHONPATH": str(root)}
+        env = {**os.environ, **app.to_env(), DYNO_ENV: str(d), "PYTHONPATH": str(root),
+               "DJANGO_SETTINGS_MODULE": "target_app.settings"}
         env.pop("PGAPPNAME", None)
         proc = sup.spawn(f"gunicorn-d{d}", cmd, log=log, env=env, cwd=root)
         dynos.append(Dyno(d, port, proc, log))
@@ -73,22 +65,24 @@ def start_dynos(k: Knobs, app_env: dict[str, str], sup: Supervisor, log_dir: Pat
     return dynos
 
 
+def _answers(dyno: Dyno, path: str, last: list[str]) -> bool:
+    exited(dyno.proc, f"dyno {dyno.index} (log: {dyno.log})")
+    try:
+        with urllib.request.urlopen(dyno.url + path, timeout=5) as resp:
+            last[:] = [f"HTTP {resp.status}"]
+            return resp.status == 200
+    except Exception as e:  # noqa: BLE001 - reported by verify with the log path
+        last[:] = [str(e)]
+        return False
+
+
 def verify(dynos: list[Dyno], paths: tuple[str, ...] = ("/health", "/db/read"), timeout: float = 20.0) -> None:
     """Every dyno answers every path with 200, or the cell fails before any load."""
     for dyno in dynos:
         for path in paths:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    with urllib.request.urlopen(dyno.url + path, timeout=5) as resp:
-                        if resp.status == 200:
-                            break
-                        err = f"HTTP {resp.status}"
-                except Exception as e:  # noqa: BLE001 - reported below with the log path
-                    err = str(e)
-                if time.monotonic() > deadline or dyno.proc.poll() is not None:
-                    raise ServiceError(f"dyno {dyno.index} {path} failed: {err} (log: {dyno.log})")
-                time.sleep(0.1)
+            last: list[str] = [""]
+            if not wait_until(lambda d=dyno, p=path, out=last: _answers(d, p, out), timeout, interval=0.1):
+                raise ServiceError(f"dyno {dyno.index} {path} failed: {last[0]} (log: {dyno.log})")
 
 
 def worker_pids(dyno: Dyno) -> list[int]:

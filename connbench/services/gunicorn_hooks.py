@@ -9,10 +9,11 @@ new n, so a killed worker's connections are never mistaken for its successor's.
 import os
 import sys
 
+from connbench.contract import APPNAME_PREFIX, DYNO_ENV
+
 
 def post_fork(server, worker):
-    dyno = os.environ.get("CONNBENCH_DYNO", "0")
-    os.environ["PGAPPNAME"] = f"cb:d{dyno}:w{worker.age}"
+    os.environ["PGAPPNAME"] = f"{APPNAME_PREFIX}:d{os.environ[DYNO_ENV]}:w{worker.age}"
     # Django creates its psycopg pool lazily, per process. If the app was preloaded and a
     # pool exists already, it belongs to the master: forget it so this worker opens its own.
     base = sys.modules.get("django.db.backends.postgresql.base")

@@ -8,12 +8,13 @@ import secrets
 import shutil
 import signal
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
 
+from connbench.contract import Database
 from connbench.services.postgres import PgConn
 from connbench.services.procs import PrivateDir, RunAs, ServiceError, Supervisor, chown_tree, free_port, wait_port
-from connbench.spec import Knobs
 
 ADMIN_USER = "cbadmin"
 
@@ -39,13 +40,22 @@ MISSING = (
 )
 
 
+@dataclass(frozen=True)
+class PgBouncerConfig:
+    pool_mode: str  # session | transaction
+    pool_size: int
+    reserve_pool: int
+    max_client_conn: int
+    query_wait_timeout: int
+
+
 class PgBouncer:
-    def __init__(self, base_dir: Path, k: Knobs, pg: PgConn, sup: Supervisor, user: RunAs | None,
+    def __init__(self, base_dir: Path, cfg: PgBouncerConfig, pg: PgConn, sup: Supervisor, user: RunAs | None,
                  private: PrivateDir):
         self.base_dir = Path(base_dir)
         self.private = private
         self.userlist = private.path / f"pgbouncer-{self.base_dir.parent.name}-userlist.txt"
-        self.k = k
+        self.cfg = cfg
         self.pg = pg
         self.sup = sup
         self.user = user
@@ -54,12 +64,8 @@ class PgBouncer:
         self.admin_password = secrets.token_hex(12)
         self.log = self.base_dir / "pgbouncer.log"
 
-    @property
-    def pool_mode(self) -> str:
-        return "transaction" if self.k.pooling == "pgbouncer-transaction" else "session"
-
     def ini(self) -> str:
-        k = self.k
+        c = self.cfg
         return f"""[databases]
 {self.pg.dbname} = host={self.pg.host} port={self.pg.port} dbname={self.pg.dbname}
 
@@ -71,14 +77,14 @@ auth_type = scram-sha-256
 auth_file = {self.userlist}
 admin_users = {ADMIN_USER}
 stats_users = {ADMIN_USER}
-pool_mode = {self.pool_mode}
-default_pool_size = {k.pgbouncer_pool_size}
+pool_mode = {c.pool_mode}
+default_pool_size = {c.pool_size}
 min_pool_size = 0
-reserve_pool_size = {k.pgbouncer_reserve_pool}
+reserve_pool_size = {c.reserve_pool}
 reserve_pool_timeout = 1
-max_client_conn = {k.pgbouncer_max_client_conn}
+max_client_conn = {c.max_client_conn}
 max_db_connections = 0
-query_wait_timeout = {int(k.pgbouncer_query_wait_timeout)}
+query_wait_timeout = {c.query_wait_timeout}
 server_idle_timeout = 600
 server_lifetime = 3600
 ignore_startup_parameters = extra_float_digits,options
@@ -119,20 +125,14 @@ stats_period = 1
             self.sup.stop(self.proc, sig=signal.SIGINT, timeout=5)
             self.proc = None
 
-    def app_db_env(self) -> dict[str, str]:
-        return {
-            "CONNBENCH_DB_HOST": "127.0.0.1",
-            "CONNBENCH_DB_PORT": str(self.port),
-            "CONNBENCH_DB_NAME": self.pg.dbname,
-            "CONNBENCH_DB_USER": self.pg.app_user,
-            "CONNBENCH_DB_PASSWORD": self.pg.app_password,
-        }
+    def app_database(self) -> Database:
+        """Where the app connects: this PgBouncer, as the app's role."""
+        return Database("127.0.0.1", self.port, self.pg.dbname, self.pg.app_user, self.pg.app_password)
 
     def admin_conninfo(self) -> dict:
         return {"host": "127.0.0.1", "port": self.port, "user": ADMIN_USER, "password": self.admin_password}
 
     def public(self) -> dict:
-        return {"port": self.port, "pool_mode": self.pool_mode, "version": pgbouncer_version(),
-                "default_pool_size": self.k.pgbouncer_pool_size,
-                "reserve_pool_size": self.k.pgbouncer_reserve_pool,
-                "max_client_conn": self.k.pgbouncer_max_client_conn}
+        return {"port": self.port, "pool_mode": self.cfg.pool_mode, "version": pgbouncer_version(),
+                "default_pool_size": self.cfg.pool_size, "reserve_pool_size": self.cfg.reserve_pool,
+                "max_client_conn": self.cfg.max_client_conn}

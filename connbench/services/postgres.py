@@ -14,15 +14,24 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
+from connbench.contract import AppConfig, Database
 from connbench.predict import SUPERUSER_RESERVED, app_slots
 from connbench.results import write_private
-from connbench.services.procs import PrivateDir, RunAs, ServiceError, Supervisor, chown_tree, free_port, wait_port
+from connbench.services.procs import (
+    PrivateDir,
+    RunAs,
+    ServiceError,
+    Supervisor,
+    chown_tree,
+    free_port,
+    wait_port,
+    wait_until,
+)
 
 APP_ROLE = "app"
 SUPERUSER = "postgres"
@@ -65,6 +74,10 @@ class PgConn:
 
     def public(self) -> dict:
         return {"host": self.host, "port": self.port, "dbname": self.dbname, "app_user": self.app_user}
+
+    def app_database(self) -> Database:
+        """Where the app connects directly: this server, as the app's role."""
+        return Database(self.host, self.port, self.dbname, self.app_user, self.app_password)
 
 
 class PostgresServer:
@@ -185,16 +198,19 @@ class PostgresServer:
         )
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
+        last: list[Exception] = []
+
+        def accepts() -> bool:
             try:
                 with psycopg.connect(**self.conn.super_kwargs("postgres"), connect_timeout=2):
-                    return
+                    return True
             except psycopg.OperationalError as e:
-                last = e
-                time.sleep(0.1)
-        raise ServiceError(f"PostgreSQL did not accept connections within {timeout:.0f} s: {last}")
+                last[:] = [e]
+                return False
+
+        if not wait_until(accepts, timeout, interval=0.1):
+            why = last[0] if last else ""
+            raise ServiceError(f"PostgreSQL did not accept connections within {timeout:.0f} s: {why}")
 
     def _create_app_database(self) -> None:
         c = self.conn
@@ -203,22 +219,14 @@ class PostgresServer:
                 conn.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{c.app_password}'")
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
                 conn.execute(f"CREATE DATABASE {DB_NAME} OWNER {APP_ROLE}")
-        env = {**os.environ, **app_db_env(c), "DJANGO_SETTINGS_MODULE": "target_app.settings"}
+        # migrations run with the plainest settings: direct, no persistent connection
+        app = AppConfig(db=c.app_database(), conn_max_age=0, health_checks=False, pooling="direct")
+        env = {**os.environ, **app.to_env(), "DJANGO_SETTINGS_MODULE": "target_app.settings"}
         for args in (["migrate", "--no-input", "-v", "0"], ["seed"]):
             res = subprocess.run([sys.executable, "-m", "django", *args], capture_output=True, text=True,
                                  env=env, cwd=project_root())
             if res.returncode != 0:
                 raise ServiceError(f"django {args[0]} failed: {res.stderr.strip()[-1500:]}")
-
-
-def app_db_env(c: PgConn) -> dict[str, str]:
-    return {
-        "CONNBENCH_DB_HOST": c.host,
-        "CONNBENCH_DB_PORT": str(c.port),
-        "CONNBENCH_DB_NAME": c.dbname,
-        "CONNBENCH_DB_USER": c.app_user,
-        "CONNBENCH_DB_PASSWORD": c.app_password,
-    }
 
 
 def project_root() -> Path:

@@ -18,14 +18,17 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
-from connbench.results import write_private
+from connbench.results import write_json_atomic, write_private
 
 SERVICE_USER = "connbench"
+T = TypeVar("T")
 
 
 class ServiceError(RuntimeError):
@@ -173,17 +176,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
+def wait_until(check: Callable[[], T], timeout: float, interval: float = 0.05) -> T | None:
+    """Poll check() until it returns something truthy, or None at the deadline.
+
+    The one wait-for loop of the harness: check() raises to give up early (a process died).
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise ServiceError(f"{what} exited with code {proc.returncode} before listening on port {port}")
+    while True:
+        result = check()
+        if result or time.monotonic() >= deadline:
+            return result or None
+        time.sleep(interval)
+
+
+def exited(proc: subprocess.Popen | None, what: str) -> None:
+    """Raise if a process we are waiting on has already exited."""
+    if proc is not None and proc.poll() is not None:
+        raise ServiceError(f"{what} exited with code {proc.returncode}")
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
+    def listening() -> bool:
+        exited(proc, f"{what}, before listening on port {port},")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise ServiceError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+            return False
+
+    if not wait_until(listening, timeout):
+        raise ServiceError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
 class Supervisor:
@@ -269,11 +291,8 @@ class Supervisor:
             except psutil.Error:
                 continue
             entries.append({"name": name, "pgid": proc.pid, "create_time": created})
-        doc = {"run": self.run_mark, "processes": entries,
-               "private_dir": str(self.private.path) if self.private else None}
-        tmp = self.pids_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, self.pids_file)
+        write_json_atomic(self.pids_file, {"run": self.run_mark, "processes": entries,
+                                           "private_dir": str(self.private.path) if self.private else None})
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -295,9 +314,7 @@ def _group_members(pgid: int) -> list[int]:
 
 
 def _wait_group_gone(pgid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _group_members(pgid):
-        time.sleep(0.05)
+    wait_until(lambda: not _group_members(pgid), timeout)
 
 
 def _belongs(pgid: int, create_time: float, run_mark: str) -> bool:

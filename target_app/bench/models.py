@@ -1,5 +1,7 @@
 from django.db import models
 
+SEED_ROWS = 1000  # rows `seed` creates; the views pick among them
+
 
 class Item(models.Model):
     name = models.CharField(max_length=64)

@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from target_app.bench.models import Item
-from target_app.views import SEED_ROWS
+from target_app.bench.models import SEED_ROWS, Item
 
 
 class Command(BaseCommand):

@@ -1,0 +1,138 @@
+"""What the harness, the app under test and the locustfile share: nothing more.
+
+Standard library only: target_app and locustfiles import this module (and errorclass, which
+classifies with the names below) and nothing else of connbench. The harness hands each side its
+whole configuration as one JSON environment variable, so a setting is named once, here, and the
+app has no defaults of its own: a missing or malformed configuration is an error, not a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+APP_ENV = "CONNBENCH_APP"  # AppConfig as JSON, for target_app/settings.py
+LOAD_ENV = "CONNBENCH_LOAD"  # LoadConfig as JSON, for locustfiles/app.py
+DYNO_ENV = "CONNBENCH_DYNO"  # which simulated dyno a gunicorn master is (gunicorn_hooks)
+APPNAME_PREFIX = "cb"  # application_name = "cb:d<dyno>:w<worker>": every connection attributed
+
+# The response header that carries a failed request's error class from the app to the client.
+ERROR_HEADER = "X-Connbench-Error"
+
+# Every class a failed request can get; "" is a request that succeeded.
+OK = ""
+TOO_MANY_CLIENTS = "too_many_clients"
+DJANGO_POOL_TIMEOUT = "django_pool_timeout"
+DBCP_POOL_TIMEOUT = "dbcp_pool_timeout"
+PGBOUNCER_WAIT_TIMEOUT = "pgbouncer_wait_timeout"
+PGBOUNCER_MAX_CLIENT_CONN = "pgbouncer_max_client_conn"
+CONNECTION_LOST = "connection_lost"
+DB_UNAVAILABLE = "db_unavailable"
+GUNICORN_WORKER_TIMEOUT = "gunicorn_worker_timeout"
+CONNECTION_REFUSED = "connection_refused"
+CLIENT_TIMEOUT = "client_timeout"
+HTTP_5XX = "http_5xx"
+CLIENT_ERROR = "client_error"
+ERROR_CLASSES = (
+    TOO_MANY_CLIENTS, DJANGO_POOL_TIMEOUT, DBCP_POOL_TIMEOUT, PGBOUNCER_WAIT_TIMEOUT, PGBOUNCER_MAX_CLIENT_CONN,
+    CONNECTION_LOST, DB_UNAVAILABLE, GUNICORN_WORKER_TIMEOUT, CONNECTION_REFUSED, CLIENT_TIMEOUT, HTTP_5XX,
+    CLIENT_ERROR,
+)  # fmt: skip
+
+# requests.csv: one row per request, written by the locustfile's request hook.
+REQUESTS_COLUMNS = ("t_start", "endpoint", "latency_ms", "status", "error_class", "dyno")
+
+
+class ContractError(RuntimeError):
+    """A side was started without (or with a malformed) configuration from the harness."""
+
+
+def _from_env(name: str, cls):
+    raw = os.environ.get(name)
+    if not raw:
+        raise ContractError(f"{name} is not set: this process is meant to be started by connbench")
+    try:
+        return cls.from_dict(json.loads(raw))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ContractError(f"{name} is malformed ({type(e).__name__}: {e})") from None
+
+
+@dataclass(frozen=True)
+class Database:
+    host: str
+    port: int
+    name: str
+    user: str
+    password: str
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The Django connection settings of one cell, as the harness decided them."""
+
+    db: Database
+    conn_max_age: int | None  # None: unlimited persistent connections
+    health_checks: bool
+    pooling: str  # one of connbench.spec.POOLINGS
+    pool: dict[str, Any] = field(default_factory=dict)  # Django's native pool: min_size, max_size, timeout
+    dbcp: dict[str, Any] = field(default_factory=dict)  # django-db-connection-pool's POOL_OPTIONS
+    # Django's SECRET_KEY: random per configuration (nothing here signs anything anyone keeps)
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    connect_timeout: int = 10
+
+    def to_env(self) -> dict[str, str]:
+        return {APP_ENV: json.dumps(asdict(self))}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AppConfig:
+        return cls(**{**d, "db": Database(**d["db"])})
+
+    @classmethod
+    def from_env(cls) -> AppConfig:
+        return _from_env(APP_ENV, cls)
+
+    def django_database(self) -> dict[str, Any]:
+        """settings.DATABASES["default"] for this configuration."""
+        db: dict[str, Any] = {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": self.db.host, "PORT": str(self.db.port), "NAME": self.db.name,
+            "USER": self.db.user, "PASSWORD": self.db.password,
+            "CONN_MAX_AGE": self.conn_max_age,
+            "CONN_HEALTH_CHECKS": self.health_checks,
+            "OPTIONS": {"connect_timeout": self.connect_timeout},
+        }
+        if self.pooling == "django-pool":
+            db["OPTIONS"]["pool"] = dict(self.pool)
+        elif self.pooling == "dj-db-conn-pool":
+            db["ENGINE"] = "dj_db_conn_pool.backends.postgresql"
+            db["POOL_OPTIONS"] = dict(self.dbcp)
+        elif self.pooling == "pgbouncer-transaction":
+            # Transaction pooling hands each transaction any server connection: named cursors
+            # (server-side) would not survive, so Django's documented setting turns them off.
+            db["DISABLE_SERVER_SIDE_CURSORS"] = True
+        return db
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """What the locustfile needs: where the dynos are, what to request, how fast, where to log."""
+
+    targets: list[str]  # base URLs, one per dyno; users are spread round-robin
+    mix: dict[str, float]  # weights for health, read, write, slow; and slow_ms
+    rate: float | None  # requests/s per user (constant throughput); None = as fast as possible
+    request_log_dir: str | None  # the raw per-request log (None: not logged)
+    started_file: str | None  # written with the unix time the test started
+
+    def to_env(self) -> dict[str, str]:
+        return {LOAD_ENV: json.dumps(asdict(self))}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoadConfig:
+        return cls(**d)
+
+    @classmethod
+    def from_env(cls) -> LoadConfig:
+        return _from_env(LOAD_ENV, cls)

@@ -1,0 +1,74 @@
+"""Reading a run written by an older schema: one step per version, applied in memory.
+
+Like asv's update_to_2: each step takes one file of a run as the old schema wrote it and returns it as
+the next schema reads it. A reader never rewrites a run's raw files: the user's data stays as recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from connbench.results.schema import (
+    CELL_JSON,
+    MANIFEST_JSON,
+    PROBE_JSON,
+    PROCESSES_CSV,
+    SCHEMA_VERSION,
+    SchemaVersionError,
+)
+
+
+def _number(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _cpu_percent_to_seconds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Schema 1's cpu_percent, the rate over the interval that ended at t (NaN at a pid's first sample),
+    integrated back per (component, dyno, pid), in time order, into cumulative cpu_seconds from 0."""
+    timed = sorted((t, i) for i, row in enumerate(rows) if not math.isnan(t := _number(row.get("t"))))
+    last: dict[tuple, tuple[float, float]] = {}  # series -> (t, cpu_seconds) at its previous sample
+    out: dict[int, dict[str, Any]] = {}
+    for t, i in timed:  # a row without a time (a torn line) has no place in a series: dropped
+        row = rows[i]
+        key = (row.get("component"), row.get("dyno"), row.get("pid"))
+        t_prev, seconds = last.get(key, (t, 0.0))
+        pct = _number(row.get("cpu_percent"))
+        seconds += pct / 100.0 * (t - t_prev) if math.isfinite(pct) else 0.0
+        last[key] = (t, seconds)
+        out[i] = {("cpu_seconds" if k == "cpu_percent" else k): (seconds if k == "cpu_percent" else v)
+                  for k, v in row.items()}
+    return [out[i] for i in sorted(out)]
+
+
+def update_to_2(name: str, data: Any) -> Any:
+    """One file of a schema-1 run as schema 2 reads it, in memory (a reader never rewrites raw files).
+
+    name is the file's name; data its JSON document, or for a CSV its rows as dicts.
+    """
+    if name == PROCESSES_CSV:
+        return _cpu_percent_to_seconds(data)
+    if name in (MANIFEST_JSON, CELL_JSON, PROBE_JSON):
+        doc = {**data, "schema_version": 2}
+        if name == MANIFEST_JSON:
+            doc.setdefault("kind", "matrix")  # schema 1 wrote kind for probe runs only
+        return doc
+    return data
+
+
+UPDATES = {1: update_to_2}  # version N -> N + 1
+
+
+def upgrade(name: str, data: Any, version: int) -> Any:
+    """A file written with schema `version` as this version reads it."""
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(f"{name} was written with results schema {version}; this connbench reads "
+                                 f"schema {SCHEMA_VERSION} and older: use a newer connbench")
+    for v in range(version, SCHEMA_VERSION):
+        data = UPDATES[v](name, data)
+    return data
+
+

@@ -1,0 +1,139 @@
+"""The results schema: its version and history, every path of a run directory, every column.
+
+Every timestamp is unix seconds (float) so every file joins on time. Standard library only, so the
+sampler's hot path and the writers pay nothing for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+# What a run directory holds and how each file is shaped. Bump it when a reader of the old files would
+# misread them, and add the step that reads the old version to UPDATES (like asv's update_to_2).
+# 1: first version.
+# 2: processes.csv `cpu_percent` (a rate the sampler computed) replaced by `cpu_seconds` (cumulative
+#    CPU seconds of the component's process tree, or of one gunicorn worker): rates are analysis's;
+#    manifest.json `kind` ("matrix" | "probe") always written; manifest.json, cell.json, probe.json and
+#    the sampler's configuration written and read through the models in docs.py.
+SCHEMA_VERSION = 2
+
+# requests.csv's columns are connbench.contract.REQUESTS_COLUMNS: the locustfile writes it, and it
+# imports nothing of connbench but the contract.
+
+# One row per sample per group. source: postgres | pgbouncer.
+# postgres rows: dyno/worker from application_name, state from pg_stat_activity.state.
+# pgbouncer rows: dyno/worker empty, state is a SHOW POOLS column (cl_active, sv_idle, ...).
+CONNECTIONS_COLUMNS = ("t", "source", "dyno", "worker", "state", "count")
+
+# One row per sample. article_count is the Heroku article's exact query, run as the app's
+# role; client_backends is our attributed total (the sampler's own connection excluded).
+DB_COLUMNS = (
+    "t", "numbackends", "sessions", "sessions_killed", "sessions_fatal", "max_connections",
+    "reserved_connections", "article_count", "client_backends",
+)  # fmt: skip
+
+# One row per sample of PgBouncer's SHOW POOLS for the app's pool, plus SHOW STATS totals.
+PGBOUNCER_COLUMNS = (
+    "t", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_login", "maxwait_s",
+    "total_xact_count", "total_wait_time_us",
+)  # fmt: skip
+
+# One row per sample per process root, raw counters only. cpu_seconds: cumulative user + system CPU.
+# component: postgres (postmaster + all backends, reaped ones included), pgbouncer, gunicorn-master
+# (the dyno's whole tree: master + workers), gunicorn-worker (one worker's own CPU, a row per worker),
+# locust (all its processes), sampler. dyno is set for gunicorn rows.
+PROCESSES_COLUMNS = ("t", "component", "dyno", "pid", "cpu_seconds", "rss_bytes")
+COMPONENTS = ("postgres", "pgbouncer", "gunicorn-master", "gunicorn-worker", "locust", "sampler")
+
+# Phase changes and injected faults.
+EVENTS_COLUMNS = ("t", "kind", "detail")
+
+PHASES = ("start_services", "verify", "warmup", "measure", "cooldown", "stop")
+# "damaged" is analysis's verdict on a cell whose files cannot be read (never written by the harness).
+CELL_STATUSES = ("pending", "running", "completed", "failed", "skipped", "interrupted", "damaged")
+CellStatus = Literal["pending", "running", "completed", "failed", "skipped", "interrupted"]
+RunStatus = Literal["running", "completed", "completed_with_failures", "interrupted", "crashed"]
+
+# File names: used through RunPaths / CellPaths, named here once.
+MANIFEST_JSON, CELL_JSON, PROBE_JSON, PROCS_JSON, PIDS_JSON = (
+    "manifest.json", "cell.json", "probe.json", "procs.json", "pids.json")
+REQUESTS_CSV, CONNECTIONS_CSV, DB_CSV, PGBOUNCER_CSV, PROCESSES_CSV, EVENTS_CSV = (
+    "requests.csv", "connections.csv", "db.csv", "pgbouncer.csv", "processes.csv", "events.csv")
+SUMMARY_CSV, SUMMARY_GROUPS_CSV, EXPECTATIONS_JSON, REPORT_HTML = (
+    "summary.csv", "summary_groups.csv", "expectations.json", "index.html")
+LOCUST_DIR = "locust"
+
+
+class RunPaths:
+    """The layout of reports/<run-id>/."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.manifest = self.root / MANIFEST_JSON
+        self.cells = self.root / "cells"
+        self.summary = self.root / SUMMARY_CSV
+        self.summary_groups = self.root / SUMMARY_GROUPS_CSV  # one row per repeat group
+        self.expectations = self.root / EXPECTATIONS_JSON  # the scenario's [[expect]], evaluated
+        self.charts = self.root / "charts"
+        self.report = self.root / REPORT_HTML
+        self.probe = self.root / PROBE_JSON  # `connbench probe` only
+        self.pids = self.root / PIDS_JSON  # process groups the harness owns, for cleanup after a SIGKILL
+
+    @property
+    def probe_app(self) -> CellPaths:
+        """Raw samples of the app a probe started: cell-shaped, but no cell."""
+        return CellPaths(self.root / "probe-app")
+
+    def cell(self, cell_id: str) -> CellPaths:
+        return CellPaths(self.cells / cell_id)
+
+
+class CellPaths:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.json = self.root / CELL_JSON
+        self.requests = self.root / REQUESTS_CSV
+        self.connections = self.root / CONNECTIONS_CSV
+        self.db = self.root / DB_CSV
+        self.pgbouncer = self.root / PGBOUNCER_CSV
+        self.processes = self.root / PROCESSES_CSV
+        self.events = self.root / EVENTS_CSV
+        self.procs = self.root / PROCS_JSON  # the process roots the sampler measures (it rereads on change)
+        self.locust = self.root / LOCUST_DIR  # Locust's own files:
+        self.locust_raw = self.locust / "raw"  # per-process request logs, merged into requests.csv
+        self.locust_started = self.locust / "started"  # the unix time the test started
+        self.locust_stats = self.locust / "stats"  # --csv / --json-file prefix
+        self.locust_report = self.locust / "report.html"
+        self.locust_log = self.locust / "locust.log"
+        self.logs = self.root / "logs"
+        self.sampler_log = self.logs / "sampler.log"
+
+    def file(self, name: str) -> Path:
+        """A CSV of the cell by its file name (REQUESTS_CSV, ...)."""
+        return self.root / name
+
+
+
+class ResultsError(ValueError):
+    """A results file that is not what the schema says; the message names the file and the field."""
+
+
+class SchemaVersionError(ResultsError):
+    """Written by a newer connbench than this one."""
+
+
+# summary.csv (analysis/summarize.py): one row per cell. The fixed columns below, with every knob
+# of cell.json params inserted after "dropped_lines" (mix flattened to mix_<key>), and one
+# err_<error_class> count per error class seen in the run appended at the end.
+# Metrics are empty for a cell whose status is not "completed". cpu_* are percent of one core.
+SUMMARY_COLUMNS = (
+    "cell_id", "group", "repeat", "status", "error", "skip_reason", "damage", "dropped_lines",
+    "measure_s", "requests", "failures", "failure_rate", "rps",
+    "lat_p50", "lat_p90", "lat_p95", "lat_p99", "lat_p999", "lat_max", "lat_mean",
+    "conn_peak", "conn_plateau", "conn_mean", "conn_held", "predicted_connections", "conn_gap",
+    "max_connections_observed", "article_count_peak", "churn_per_s",
+    "pgb_clients_peak", "pgb_servers_peak", "pgb_waiting_peak", "pgb_maxwait_s",
+    "cpu_postgres", "cpu_pgbouncer", "cpu_gunicorn_master", "cpu_gunicorn_worker", "cpu_locust",
+    "cpu_sampler", "cpu_total", "locust_procs", "locust_cpu_per_proc", "generator_saturated",
+)  # fmt: skip

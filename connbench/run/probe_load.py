@@ -1,0 +1,195 @@
+"""`connbench probe`: the Heroku article's "hit it until the count stops rising", automated.
+
+After each step of load the probe runs the article's exact query (connbench.sampler.ARTICLE_QUERY)
+plus an attributed breakdown, and stops once the count has not risen for K steps. Two ways to
+hit: `sequential` (one request at a time, like reloading a page: what the article literally
+says) and `ramp` (concurrency raised step by step). They can disagree, and the probe says why.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import threading
+import time
+from urllib.parse import urlsplit
+
+from connbench import plateau
+from connbench.results import ProbeStep
+from connbench.sampler.probes import DbProbe, parse_appname
+from connbench.spec import ProbeSettings
+
+
+class ProbeError(Exception):
+    """The probe cannot run as asked; the message says what to change."""
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Hitter:
+    """Sends requests over loopback with plain keep-alive HTTP clients (one per virtual user)."""
+
+    def __init__(self, targets: list[str], path: str):
+        self.targets = [urlsplit(t) for t in targets]
+        self.path = path
+
+    def _conn(self, i: int) -> http.client.HTTPConnection:
+        u = self.targets[i % len(self.targets)]
+        return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=30)
+
+    def _one(self, conn: http.client.HTTPConnection) -> bool:
+        try:
+            conn.request("GET", self.path)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status == 200
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return False
+
+    def sequential(self, n: int, offset: int) -> tuple[int, int]:
+        """n requests one after the other, round-robin over dynos (a fresh connection each,
+        like a browser reload that does not reuse the socket)."""
+        errors = 0
+        for i in range(n):
+            conn = self._conn(offset + i)
+            errors += not self._one(conn)
+            conn.close()
+        return n, errors
+
+    def concurrent(self, clients: int, seconds: float) -> tuple[int, int]:
+        done, errors, lock = [0], [0], threading.Lock()
+        deadline = time.monotonic() + seconds
+
+        def user(i: int) -> None:
+            conn, n, e = self._conn(i), 0, 0
+            while time.monotonic() < deadline:
+                e += not self._one(conn)
+                n += 1
+            conn.close()
+            with lock:
+                done[0] += n
+                errors[0] += e
+
+        threads = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(seconds + 35)
+        return done[0], errors[0]
+
+
+class Counter:
+    """The article's query after each step, plus a background peak while the step runs."""
+
+    def __init__(self, db: DbProbe):
+        self.db = db
+        self.lock = threading.Lock()
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> tuple[int, dict[str, int], dict[str, int]]:
+        with self.lock:
+            groups, article, _ = self.db.sample()
+        by_dyno: dict[str, int] = {}
+        by_worker: dict[str, int] = {}
+        for appname, _state, count in groups:
+            dyno, worker = parse_appname(appname)
+            if dyno:
+                by_dyno[dyno] = by_dyno.get(dyno, 0) + count
+                by_worker[f"d{dyno}:w{worker}"] = by_worker.get(f"d{dyno}:w{worker}", 0) + count
+        return article, by_dyno, by_worker
+
+    def watch(self) -> None:
+        self._peak, self._stop = 0, threading.Event()
+
+        def loop():
+            while not self._stop.wait(0.05):
+                try:
+                    self._peak = max(self._peak, self.sample()[0])
+                except Exception:  # noqa: BLE001 - a missed peak sample is not fatal
+                    pass
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def peak(self) -> int:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(2)
+        return self._peak
+
+
+def run_mode(mode: str, s: ProbeSettings, hitter: Hitter, counter: Counter, progress=None) -> dict:
+    steps: list[ProbeStep] = []
+    total = 0
+    t_end = time.monotonic() + s.max_seconds
+    baseline = counter.sample()[0]
+    for i in range(s.max_steps):
+        counter.watch()
+        if mode == "sequential":
+            load = s.step_requests
+            n, errors = hitter.sequential(load, total)
+        else:
+            load = s.ramp_start + i * s.ramp_increment
+            n, errors = hitter.concurrent(load, s.step_seconds)
+        peak = counter.peak()
+        time.sleep(s.settle_seconds)
+        total += n
+        count, by_dyno, by_worker = counter.sample()
+        steps.append(ProbeStep(step=i, load=load, requests=n, requests_total=total, errors=errors, count=count,
+                               peak_during=max(peak, count), by_dyno=by_dyno, by_worker=by_worker))
+        if progress:
+            progress(mode, steps[-1])
+        if plateau.should_stop([st.count for st in steps], s.stable_steps) or time.monotonic() > t_end:
+            break
+    result = plateau.detect([st.count for st in steps], s.stable_steps)
+    at = steps[result.reached_at_step] if result.reached_at_step is not None else None
+    return {
+        "mode": mode,
+        "baseline_count": baseline,
+        "steps": [st.model_dump() for st in steps],
+        "plateau": result.as_dict(),
+        "requests_to_plateau": at.requests_total if at else 0,
+        "per_dyno_at_plateau": max(at.by_dyno.values(), default=0) if at else 0,
+        "peak_during_load": max((st.peak_during for st in steps), default=0),
+        "limited_by": "settled" if result.settled else ("time" if time.monotonic() > t_end else "steps"),
+    }
+
+
+def explain(results: dict[str, dict], predicted: int | None, worker_class: str, threads: int) -> list[str]:
+    notes = []
+    seq, ramp = results.get("sequential"), results.get("ramp")
+    if seq and ramp:
+        a, b = seq["plateau"]["plateau"], ramp["plateau"]["plateau"]
+        if a is not None and b is not None and a < b:
+            why = ("requests sent one at a time rarely overlap inside a worker, and a gthread worker's thread pool "
+                   "starts a new thread only when none is idle, and each thread opens its own connection "
+                   "lazily" if worker_class == "gthread" and threads > 1 else
+                   "one request at a time is served by whichever worker accepts it; some workers may never "
+                   "get one, and each worker opens its connection lazily")
+            notes.append(f"sequential hits plateaued at {a}, concurrent load at {b}: {why}. Counting after "
+                         "reloading a page can stop below what production load will hold.")
+        elif a == b:
+            notes.append(f"sequential and concurrent load agree: {a} connections.")
+    for r in results.values():
+        p = r["plateau"]
+        if p["still_rising"] or not p["settled"]:
+            notes.append(f"{r['mode']}: the count was still rising when the probe stopped ({r['limited_by']} "
+                         "limit): more load may open more connections; with gevent and persistent "
+                         "connections this is one connection per greenlet (a leak by design).")
+        if predicted is not None and p["plateau"] is not None:
+            verdict = "matches" if p["plateau"] == predicted else (
+                "below the prediction" if p["plateau"] < predicted else "ABOVE the prediction")
+            notes.append(f"{r['mode']}: plateau {p['plateau']} {verdict} (predicted {predicted}).")
+    return notes

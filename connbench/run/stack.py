@@ -1,0 +1,182 @@
+"""A cell's services together: PgBouncer (when the cell has one), the gunicorn dynos and the sampler,
+in front of the matrix's PostgreSQL. Started, stopped and restarted here only: the cell, the probe
+and fault injection all go through a Stack.
+
+It also translates a cell's Knobs into each service's own small configuration, so a service knows
+nothing of scenarios.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from subprocess import Popen
+
+import psycopg
+
+from connbench import results as R
+from connbench.contract import AppConfig, Database, LoadConfig
+from connbench.results import CellPaths, write_json_atomic
+from connbench.services import gunicorn
+from connbench.services.pgbouncer import PgBouncer, PgBouncerConfig
+from connbench.services.postgres import PostgresServer, project_root
+from connbench.services.procs import (
+    RunAs,
+    ServiceError,
+    Supervisor,
+    exited,
+    remove_service_dir,
+    service_dir,
+    wait_until,
+)
+from connbench.spec import PGBOUNCER_MODES, Knobs
+
+
+def app_config(k: Knobs, db: Database) -> AppConfig:
+    return AppConfig(
+        db=db, conn_max_age=None if k.conn_max_age == "none" else k.conn_max_age, health_checks=k.health_checks,
+        pooling=k.pooling,
+        pool={"min_size": k.pool_min_size, "max_size": k.pool_max_size, "timeout": k.pool_timeout},
+        dbcp={"POOL_SIZE": k.dbcp_pool_size, "MAX_OVERFLOW": k.dbcp_max_overflow, "RECYCLE": k.dbcp_recycle,
+              "PRE_PING": k.dbcp_pre_ping, "TIMEOUT": k.dbcp_timeout},
+    )
+
+
+def gunicorn_config(k: Knobs) -> gunicorn.GunicornConfig:
+    return gunicorn.GunicornConfig(dynos=k.dynos, workers=k.workers, threads=k.threads,
+                                   worker_class=k.worker_class, worker_connections=k.gevent_connections)
+
+
+def pgbouncer_config(k: Knobs) -> PgBouncerConfig:
+    return PgBouncerConfig(pool_mode=k.pooling.removeprefix("pgbouncer-"), pool_size=k.pgbouncer_pool_size,
+                           reserve_pool=k.pgbouncer_reserve_pool, max_client_conn=k.pgbouncer_max_client_conn,
+                           query_wait_timeout=k.pgbouncer_query_wait_timeout)
+
+
+def load_config(k: Knobs, targets: list[str], paths: CellPaths) -> LoadConfig:
+    return LoadConfig(targets=targets, mix=k.mix.model_dump(), rate=k.rate,
+                      request_log_dir=str(paths.locust_raw), started_file=str(paths.locust_started))
+
+
+class Stack:
+    def __init__(self, k: Knobs, server: PostgresServer, sup: Supervisor, user: RunAs | None, paths: CellPaths,
+                 sample_interval: float = 0.1):
+        self.k, self.server, self.sup, self.user, self.paths = k, server, sup, user, paths
+        self.sample_interval = sample_interval
+        self.root = project_root()
+        self.bouncer: PgBouncer | None = None
+        self.dynos: list[gunicorn.Dyno] = []
+        self.sampler: Popen | None = None
+        self._procs: dict[str, list] = {}
+
+    # -- what the sampler accounts CPU to ----------------------------------------------------
+    def track(self, component: str, entries: list[dict] | None) -> None:
+        """Point the sampler's CPU accounting at a component's processes (None: it is gone)."""
+        if entries is None:
+            self._procs.pop(component, None)
+        else:
+            self._procs[component] = entries
+        self._write_procs()
+
+    def _write_procs(self) -> None:
+        write_json_atomic(self.paths.procs, self._procs)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> dict:
+        """Start PgBouncer (if any), the dynos and the sampler; returns what the cell records of them."""
+        services = {"postgres": {**self.server.conn.public(), "version": self.server.version,
+                                 "max_connections": self.server.max_connections, "app_slots": self.server.app_slots}}
+        self._procs["postgres"] = [{"pid": self.server.pid, "tree": True}]
+        db = self.server.conn.app_database()
+        if self.k.pooling in PGBOUNCER_MODES:
+            where = service_dir(self.paths.root, "pgbouncer", self.user)
+            self.bouncer = PgBouncer(where, pgbouncer_config(self.k), self.server.conn, self.sup, self.user,
+                                     self.sup.private)
+            self.bouncer.start()
+            db = self.bouncer.app_database()
+            self._procs["pgbouncer"] = [{"pid": self.bouncer.proc.pid}]
+            services["pgbouncer"] = self.bouncer.public()
+        self.dynos = gunicorn.start_dynos(gunicorn_config(self.k), app_config(self.k, db), self.sup,
+                                          self.paths.logs, self.root)
+        self._procs["gunicorn-master"] = [{"pid": d.proc.pid, "dyno": d.index, "tree": True} for d in self.dynos]
+        services["dynos"] = [{"dyno": d.index, "port": d.port} for d in self.dynos]
+        self._write_procs()
+        self._start_sampler()
+        return services
+
+    def _start_sampler(self) -> None:
+        conn = self.server.conn
+        conf = R.SamplerConfig(
+            cell_dir=str(self.paths.root), pg=R.ConnInfo(**conn.super_kwargs()), app_role=conn.app_user,
+            interval=self.sample_interval, procs_file=str(self.paths.procs),
+            pgbouncer=R.ConnInfo(**self.bouncer.admin_conninfo()) if self.bouncer else None,
+            pgbouncer_database=conn.dbname)
+        # it holds passwords: outside the run directory
+        self._sampler_conf = self.sup.private.path / R.SamplerConfig.file_name(self.paths.root.name)
+        conf.dump(self._sampler_conf)
+        log = self.paths.sampler_log
+        self.sampler = self.sup.spawn("sampler", [sys.executable, "-m", "connbench.sampler", str(self._sampler_conf)],
+                                      log=log, cwd=self.root)
+
+        # The first rows must exist before load starts, or the plateau misses its baseline.
+        def first_rows() -> bool:
+            exited(self.sampler, f"the sampler (log: {log})")
+            return self.paths.db.exists() and self.paths.db.stat().st_size > 80
+
+        if not wait_until(first_rows, 10):
+            raise ServiceError(f"the sampler wrote nothing within 10 s (log: {log})")
+
+    def stop(self) -> None:
+        # The app, then its pooler; the sampler last so it sees them go.
+        for d in self.dynos:
+            self.sup.stop(d.proc, timeout=10)
+        self.dynos = []
+        if self.bouncer is not None:
+            self.bouncer.stop()
+            # keep its log and ini beside the cell's other logs
+            self.paths.logs.mkdir(parents=True, exist_ok=True)
+            for name in ("pgbouncer.log", "pgbouncer.ini"):
+                if (self.bouncer.base_dir / name).exists():
+                    shutil.copy(self.bouncer.base_dir / name, self.paths.logs / name)
+            remove_service_dir(self.paths.root, "pgbouncer")
+            self.bouncer = None
+        if self.sampler is not None:
+            self.sup.stop(self.sampler, timeout=5)
+            self.sampler = None
+            self._sampler_conf.unlink(missing_ok=True)
+
+    # -- what fault injection may do (each returns what happened, for events.csv) --------------
+    def terminate_backends(self) -> str:
+        conn = self.server.conn
+        with psycopg.connect(**conn.super_kwargs(), autocommit=True, application_name="connbench-fault") as c:
+            n = c.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE usename = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                [conn.app_user],
+            ).fetchone()[0]
+        return f"terminated {n} backends"
+
+    def restart_postgres(self) -> str:
+        t0 = time.monotonic()
+        self.server.restart()
+        self.track("postgres", [{"pid": self.server.pid, "tree": True}])
+        return f"postgres fast shutdown + start ({time.monotonic() - t0:.2f} s)"
+
+    def restart_pgbouncer(self) -> str:
+        if self.bouncer is None:
+            return "no PgBouncer in this cell"
+        t0 = time.monotonic()
+        self.bouncer.restart()
+        self.track("pgbouncer", [{"pid": self.bouncer.proc.pid}])
+        return f"pgbouncer stopped + started ({time.monotonic() - t0:.2f} s)"
+
+    def kill_worker(self, dyno: int) -> str:
+        d = self.dynos[min(dyno, len(self.dynos) - 1)]
+        pids = gunicorn.worker_pids(d)
+        if not pids:
+            return f"dyno {d.index}: no worker to kill"
+        os.kill(pids[0], signal.SIGKILL)
+        return f"dyno {d.index}: SIGKILL worker pid {pids[0]}"
