@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.load import CellData, RunData, load_run  # noqa: E402
-from analysis.summarize import connection_totals, summary_frame  # noqa: E402
+from analysis.summarize import connection_totals, is_dropped, offered_rps, summary_frame  # noqa: E402
 from connbench import results as R  # noqa: E402
 
 PHASE_COLORS = {"warmup": ("#f3d37a", "warm-up"), "measure": ("#9fd89f", "measure"),
@@ -116,25 +116,42 @@ def connections_chart(cell: CellData, out: Path) -> Chart | None:
                        "Server connections over time")
 
 
-def latency_chart(cell: CellData, out: Path) -> Chart | None:
+def latency_bins(cell: CellData) -> pd.DataFrame:
+    """Per 1 s of schedule time (t_intended, seconds since t0): response time p50/p95/p99 (latency_ms, from
+    when each request should have been sent) and, for an open-model cell, service time p50 (service_ms, from
+    when it was sent) as svc_p50. Dropped requests were never sent: not in any bin."""
     req = cell.csv(R.REQUESTS_CSV)
-    req = req[req["latency_ms"].notna()]
+    req = req[~is_dropped(req) & req["latency_ms"].notna()]
     t0 = cell.t0
     if not len(req) or t0 is None:
+        return pd.DataFrame()
+    bins = np.floor(req["t_intended"].to_numpy(float) - t0)
+    frame = pd.DataFrame({"bin": bins, "lat": req["latency_ms"].to_numpy(float),
+                          "svc": req["service_ms"].to_numpy(float)}).groupby("bin")
+    out = pd.DataFrame({f"p{q}": frame["lat"].quantile(q / 100) for q in (50, 95, 99)})
+    if not np.isnan(offered_rps(cell)):
+        out["svc_p50"] = frame["svc"].quantile(0.5)
+    return out
+
+
+def latency_chart(cell: CellData, out: Path) -> Chart | None:
+    """Response time percentiles over time; an open-model cell's service time p50 dashed (latency_bins)."""
+    bins, t0 = latency_bins(cell), cell.t0
+    if not len(bins) or t0 is None:
         return None
-    bins = np.floor(req["t_start"].to_numpy(float) - t0)
-    lat = req["latency_ms"].to_numpy(float)
-    frame = pd.DataFrame({"bin": bins, "lat": lat}).groupby("bin")["lat"]
     fig, ax = plt.subplots(figsize=(10, 4.2))
     _shade_phases(ax, cell, t0)
+    x = bins.index.to_numpy(float) + 0.5
     for q, color in ((50, "#1f77b4"), (95, "#ff7f0e"), (99, "#d62728")):
-        s = frame.quantile(q / 100)
-        ax.plot(s.index + 0.5, s.to_numpy(), marker="o", ms=3, color=color, label=f"p{q}")
-    if lat.max() / max(lat.min(), 1e-3) > 50:
+        ax.plot(x, bins[f"p{q}"].to_numpy(), marker="o", ms=3, color=color, label=f"response p{q}")
+    if "svc_p50" in bins:
+        ax.plot(x, bins["svc_p50"].to_numpy(), ls="--", color="#1f77b4", label="service time p50 (from sending)")
+    lo, hi = float(bins.min().min()), float(bins.max().max())
+    if hi / max(lo, 1e-3) > 50:
         ax.set_yscale("log")
     _faults(ax, cell, t0)
-    return _cell_chart(fig, ax, cell, out, "latency", "latency (ms)", "Latency percentiles over time", ncol=3,
-                       xlabel="time since cell start (s), 1 s bins")
+    return _cell_chart(fig, ax, cell, out, "latency", "response time (ms)", "Response time percentiles over time",
+                       ncol=3, xlabel="schedule time since cell start (s), 1 s bins")
 
 
 def pgbouncer_chart(cell: CellData, out: Path) -> Chart | None:

@@ -23,11 +23,11 @@ import pandas as pd
 
 from analysis import AnalysisError, SchemaMismatchError
 from connbench import results as R
-from connbench.contract import REQUESTS_COLUMNS
+from connbench.contract import DROPPED, REQUESTS_COLUMNS
 
 # Columns that must parse as numbers; a row whose `t` does not parse (a torn last line) is dropped.
 _NUMERIC = {
-    R.REQUESTS_CSV: ("t_start", "latency_ms", "status"),
+    R.REQUESTS_CSV: ("t_intended", "t_start", "latency_ms", "service_ms", "status"),
     R.CONNECTIONS_CSV: ("t", "count"),
     R.DB_CSV: R.DB_COLUMNS,
     R.PGBOUNCER_CSV: R.PGBOUNCER_COLUMNS,
@@ -77,28 +77,37 @@ class RequestsRead:
     dropped_note: str = ""
 
 
-# The request log writer (locustfiles/requestlog.py) always writes these as numbers (status 0 = no response).
-_REQUIRED = ("t_start", "latency_ms", "status")
+# The request log writer (locustfiles/requestlog.py) always writes these as numbers (status 0 = no response),
+# except latency_ms and service_ms of a request the open model dropped (never sent): blank.
+_REQUIRED = ("t_intended", "t_start", "latency_ms", "service_ms", "status")
+_BLANK_WHEN_DROPPED = ("latency_ms", "service_ms")
+# Schema 1 had no t_intended or service_ms (results.update_to_2 derives them): its header needs only these.
+_REQUIRED_V1 = ("t_start", "latency_ms", "status")
 
 
 def _numbers(df: pd.DataFrame) -> pd.Series:
     """Convert the required columns in place; True for rows where each is a finite number.
 
-    A blank status stays allowed (then the request counts as failed, as it always has).
+    A blank status stays allowed (then the request counts as failed, as it always has); blank latency_ms and
+    service_ms are allowed on a row whose error_class is "dropped", and on no other.
     """
     ok = pd.Series(True, index=df.index)
+    dropped = df["error_class"].str.strip() == DROPPED if "error_class" in df else pd.Series(False, index=df.index)
     for col in _REQUIRED:
         raw = df[col]
         df[col] = num = pd.to_numeric(raw, errors="coerce")
         good = np.isfinite(num)
-        if col == "status" and not good.all():
-            good |= num.isna() & (raw.str.strip() == "")
+        if not good.all() and (col == "status" or col in _BLANK_WHEN_DROPPED):
+            blank = num.isna() & (raw.str.strip() == "")
+            good |= blank if col == "status" else blank & dropped
         ok &= good
     return ok
 
 
-def read_requests(path: Path) -> RequestsRead:
-    """Parse requests.csv record by record so that a torn or malformed line is dropped and counted, never a request."""
+def read_requests(path: Path, version: int = R.SCHEMA_VERSION) -> RequestsRead:
+    """Parse requests.csv record by record so that a torn or malformed line is dropped and counted, never a request.
+
+    `version` is the schema the file was written with: schema 1's rows are read through results.upgrade()."""
     name, empty = path.name, empty_table(R.REQUESTS_CSV)
     if not path.exists():
         return RequestsRead(empty, f"{name} is missing")
@@ -120,15 +129,18 @@ def read_requests(path: Path) -> RequestsRead:
     if not lines:
         return RequestsRead(empty, f"{name} holds only blank lines")
     header = [h.strip() for h in rows[lines[0]]]
-    if not set(_REQUIRED) <= set(header) or len(set(header)) != len(header):
+    required, expected = (_REQUIRED, REQUESTS_COLUMNS) if version >= 2 else (_REQUIRED_V1, _REQUIRED_V1)
+    if not set(required) <= set(header) or len(set(header)) != len(header):
         return RequestsRead(empty, f"{name} is unparseable: its first line is not a requests.csv header "
-                                   f"(expected {','.join(REQUESTS_COLUMNS)}; found '{clip(','.join(header), 60)}')")
+                                   f"(expected {','.join(expected)}; found '{clip(','.join(header), 60)}')")
     lines = lines[1:]
     if not lines:
         return RequestsRead(empty, f"{name} has a header but no rows")
     width = len(header)
     good = [i for i in lines if len(rows[i]) == width]
     df = pd.DataFrame([rows[i] for i in good], columns=header, dtype=str)
+    if version < R.SCHEMA_VERSION and len(df):  # in memory: the file stays as it was recorded
+        df = pd.DataFrame(R.upgrade(name, df.to_dict("records"), version), dtype=str)
     ok = _numbers(df).to_numpy(bool) if len(df) else np.zeros(0, bool)
     kept = set(np.asarray(good, dtype=int)[ok].tolist())
     bad = [i + 1 for i in lines if i not in kept]  # 1-based line numbers (exact unless a field spans lines)
@@ -155,10 +167,10 @@ def read_csv(path: Path, version: int = R.SCHEMA_VERSION) -> pd.DataFrame:
     """A results CSV as a DataFrame with at least the schema's columns; empty when missing or unreadable.
 
     `version` is the schema the file was written with: an older one is read through results.upgrade().
-    (requests.csv, parsed line by line below, is the contract's and has not changed since schema 1.)
+    (requests.csv is parsed line by line, by read_requests.)
     """
     if path.name == R.REQUESTS_CSV:
-        return read_requests(path).df
+        return read_requests(path, version).df
     try:
         # Strings stay strings (dyno "0", error_class ""); numbers are coerced, torn rows dropped.
         df = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="skip")
@@ -216,7 +228,7 @@ class CellData:
         cache = self.__dict__.setdefault("_csv", {})
         if "_requests" not in cache:
             p = self.path(R.REQUESTS_CSV)
-            cache["_requests"] = read_requests(p) if p else RequestsRead(empty_table(R.REQUESTS_CSV))
+            cache["_requests"] = read_requests(p, self.version) if p else RequestsRead(empty_table(R.REQUESTS_CSV))
         return cache["_requests"]
 
     @property

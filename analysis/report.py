@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from analysis import expectations
 from analysis.charts import Chart, draw_charts
+from analysis.hockey_chart import draw_hockey
 from analysis.load import CellData, RunData, load_run
 from analysis.outputs import check_outputs, writing
 from analysis.probe_chart import draw_probe
@@ -26,15 +27,21 @@ from connbench import results as R
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The summary columns worth a glance; the full table is summary.csv.
+# Response time (from when a request should have been sent) beside service time (from when it was).
 TABLE_COLUMNS = (
     ("cell_id", "cell"), ("status", "status"), ("pooling", "pooling"), ("conn_max_age", "CONN_MAX_AGE"),
     ("health_checks", "health checks"), ("dynos", "dynos"), ("workers", "workers"), ("threads", "threads"),
-    ("users", "users"), ("requests", "requests"), ("rps", "req/s"), ("failure_rate", "failure rate"),
-    ("lat_p50", "p50 ms"), ("lat_p95", "p95 ms"), ("lat_p99", "p99 ms"), ("conn_peak", "conn peak"),
-    ("conn_plateau", "conn plateau"), ("predicted_connections", "predicted"), ("conn_held", "held after"),
-    ("churn_per_s", "new sessions/s"), ("pgb_clients_peak", "PgB clients"), ("pgb_servers_peak", "PgB servers"),
-    ("cpu_locust", "Locust CPU %"), ("generator_saturated", "generator saturated"),
+    ("users", "users"), ("requests", "requests"), ("offered_rps", "offered req/s"), ("rps", "req/s"),
+    ("achieved_rps", "answered req/s"), ("dropped", "dropped"), ("failure_rate", "failure rate"),
+    ("lat_p50", "resp p50 ms"), ("svc_p50", "svc p50 ms"), ("lat_p95", "resp p95 ms"), ("svc_p95", "svc p95 ms"),
+    ("lat_p99", "resp p99 ms"), ("svc_p99", "svc p99 ms"), ("lag_p99_ms", "schedule lag p99 ms"),
+    ("conn_peak", "conn peak"), ("conn_plateau", "conn plateau"), ("predicted_connections", "predicted"),
+    ("conn_held", "held after"), ("churn_per_s", "new sessions/s"), ("pgb_clients_peak", "PgB clients"),
+    ("pgb_servers_peak", "PgB servers"), ("cpu_locust", "Locust CPU %"), ("generator_saturated", "generator saturated"),
+    ("generator_lagged", "generator lagged"),
 )
+# Open-model columns, shown when some cell is open-model (in a closed loop they say nothing).
+OPEN_COLUMNS = ("offered_rps", "achieved_rps", "dropped", "lag_p99_ms", "generator_lagged")
 GROUP_COLUMNS = ("group", "completed", "rps_median", "rps_min", "rps_max", "lat_p95_median", "lat_p95_min",
                  "lat_p95_max", "conn_peak_median", "conn_peak_min", "conn_peak_max")
 
@@ -152,6 +159,15 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
             add("info", cid, f"cell not finished yet (status {status}): the run may still be going")
         elif status not in ("completed", "damaged"):
             add("error", cid, f"cell did not finish (status {status})")
+        if row.get("generator_lagged") is True:
+            add("warn", cid, f"the generator, not the app, limited this test: schedule lag p99 = "
+                f"{fmt(row.get('lag_p99_ms'))} ms (requests were sent later than the schedule said, so the offered "
+                "load was not delivered on time; response times include the wait)")
+        if not _missing(row.get("dropped")) and row["dropped"] > 0:
+            add("warn", cid, f"{fmt(row['dropped'])} scheduled requests dropped in the measure window: "
+                f"max_in_flight ({fmt(row.get('max_in_flight'))} per Locust process) requests were already out; "
+                "never sent, so not "
+                "counted as requests, failures or response times")
         if row.get("generator_saturated") is True:
             add("warn", cid, f"load generator saturated: Locust averaged {fmt(row.get('locust_cpu_per_proc'))} % "
                 f"of a core per process ({fmt(row.get('locust_procs'))} process(es)) during measure, so req/s may "
@@ -209,6 +225,11 @@ def _chart_ctx(chart: Chart, root: Path) -> dict[str, str]:
             "svg": _href(*chart.svg.relative_to(root).parts), "kind": chart.kind}
 
 
+def _summary_columns(summary: pd.DataFrame) -> tuple[tuple[str, str], ...]:
+    open_model = "offered_rps" in summary and summary["offered_rps"].notna().any()
+    return tuple((c, label) for c, label in TABLE_COLUMNS if open_model or c not in OPEN_COLUMNS)
+
+
 def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: list[Chart],
             results: list[dict[str, Any]]) -> dict[str, Any]:
     """What the template shows; `results` are the evaluated expectations (expectations.evaluate)."""
@@ -230,7 +251,7 @@ def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: l
         "expectations": _generic_table(results),
         "expectation_rows": results,
         "probe": _probe(run),
-        "table": _table(summary, TABLE_COLUMNS),
+        "table": _table(summary, _summary_columns(summary)),
         "groups": _table(repeated, [(c, c) for c in GROUP_COLUMNS]) if len(repeated) else None,
         "overview": [_chart_ctx(c, run.root) for c in charts if c.cell_id is None],
         "cells": cells,
@@ -256,7 +277,7 @@ def build_report(run_dir: Path | str) -> Path:
     with writing(run.root):
         groups = write_summaries(run, summary)
         charts = draw_charts(run, summary)  # it clears charts/ first
-        charts = draw_probe(run) + charts
+        charts = draw_hockey(run, summary) + draw_probe(run) + charts  # overview charts first, the hockey stick on top
         results = expectations.evaluate(run, summary)
         if results or run.paths.expectations.exists():
             expectations.write(run.root, results)

@@ -2,10 +2,28 @@
 
 Definitions (all times are unix seconds; "measure" is cell.json phases["measure"] = [m0, m1]):
 
-* Requests count when m0 <= t_start < m1 (warm-up and cool-down excluded). rps = requests / (m1 - m0),
-  failures included. A request failed when error_class is set, or its status is missing, 0 or >= 400
-  (then its class is "http_<status>" or "no_response"). Latency percentiles use every measured
-  request (failures included, as Locust does), numpy linear interpolation on the raw latency_ms.
+* A request belongs to the measure window when the schedule placed it there: m0 <= t_intended < m1
+  (warm-up and cool-down excluded). In a closed loop t_intended = t_start, so this is the send time; in the
+  open model a request scheduled in the window counts there even if the generator sent it late (its lateness
+  is the lag below), and one scheduled in the warm-up never does.
+* Dropped requests (error_class "dropped": the open model's schedule said to send, max_in_flight requests
+  were out, so it was never sent) are never requests, failures or latency samples: `dropped` counts those
+  in the window, apart.
+* requests: every other request in the window (sent). rps = requests / (m1 - m0), failures included (what
+  Locust calls req/s). achieved_rps = those that got an HTTP response (status > 0, error statuses included)
+  / (m1 - m0): what the app actually answered; offered_rps = the open model's arrival_rate (cell.json params;
+  empty for a closed loop): what the schedule asked for. offered - achieved is made of dropped requests, sent
+  ones that got no response (status 0: refused, timed out, unanswered) and the schedule's own randomness.
+* A request failed when error_class is set, or its status is missing, 0 or >= 400 (then its class is
+  "http_<status>" or "no_response"). Percentiles use every measured request (failures included, as Locust
+  does), numpy linear interpolation on the raw per-request values at full precision:
+  lat_* response time (latency_ms: from t_intended to the response, free of coordinated omission);
+  svc_* service time (service_ms: from t_start to the response). In a closed loop the two are equal.
+  An "unanswered" request (open model: still out when the drain after the schedule ended) is a failure whose
+  times are lower bounds (the wait so far): counted like any failure, never answered.
+* lag_p99_ms: p99 of (t_start - t_intended) * 1000 over the requests (dropped ones were never sent): how late
+  the generator sent what the schedule asked for; 0 in a closed loop. generator_lagged = lag_p99_ms > 10 ms:
+  then the generator, not the app, limited the test.
 * Server connections: connections.csv rows with source == "postgres", summed per sample time t.
   When every such t is also a db.csv sample time, db.csv is the sampling clock and a sample with
   no connection rows counts 0 (the sampler may write nothing when nobody is connected).
@@ -49,9 +67,12 @@ import pandas as pd
 from analysis.load import CellData, RunData, load_run
 from analysis.outputs import check_outputs, writing
 from connbench import results as R
+from connbench.contract import DROPPED
 
 PERCENTILES = {"lat_p50": 50, "lat_p90": 90, "lat_p95": 95, "lat_p99": 99, "lat_p999": 99.9}
+SERVICE_PERCENTILES = {"svc_p50": 50, "svc_p95": 95, "svc_p99": 99}
 SATURATION_PCT = 90.0
+LAG_LIMIT_MS = 10.0  # schedule lag p99 above this: the generator, not the app, limited the test
 GROUP_METRICS = ("rps", "lat_p95", "conn_peak")
 # Rows that break another component's figure down (see the module docstring): reported, never added.
 BREAKDOWN = {"gunicorn-worker": "gunicorn-master"}
@@ -83,12 +104,25 @@ def _window(df: pd.DataFrame, col: str, w: tuple[float, float]) -> pd.DataFrame:
     return df[(df[col] >= w[0]) & (df[col] < w[1])]
 
 
-def measured_requests(cell: CellData) -> pd.DataFrame:
-    """Requests inside the measure window, with a `failed` flag and a normalised `err` class."""
+def is_dropped(req: pd.DataFrame) -> pd.Series:
+    """Rows of requests the open model never sent (max_in_flight reached)."""
+    return req["error_class"].astype(str).str.strip() == DROPPED
+
+
+def window_rows(cell: CellData) -> pd.DataFrame:
+    """requests.csv rows the schedule placed in the measure window (m0 <= t_intended < m1), dropped ones included.
+
+    By t_intended, not t_start: a request scheduled in the window belongs to it even if sent late (the lag is
+    the generator's, and counting it elsewhere would hide it); in a closed loop t_intended = t_start."""
     m = cell.phase("measure")
     req = cell.csv(R.REQUESTS_CSV)
-    req = _window(req, "t_start", m).copy() if m else req.iloc[0:0].copy()
-    req = req[req["latency_ms"].notna()]
+    return _window(req, "t_intended", m) if m else req.iloc[0:0]
+
+
+def measured_requests(cell: CellData) -> pd.DataFrame:
+    """Requests sent inside the measure window (dropped ones left out), with a `failed` flag and an `err` class."""
+    req = window_rows(cell)
+    req = req[~is_dropped(req) & req["latency_ms"].notna()].copy()
     cls = req["error_class"].astype(str).str.strip()
     status = req["status"]
     bad_status = status.isna() | (status <= 0) | (status >= 400)
@@ -98,6 +132,16 @@ def measured_requests(cell: CellData) -> pd.DataFrame:
     return req
 
 
+def _percentile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q, method="linear")) if values.size else np.nan
+
+
+def offered_rps(cell: CellData) -> float:
+    """The open model's arrival_rate (requests/s offered in total); NaN for a closed loop."""
+    rate = cell.params.get("arrival_rate")
+    return float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) else np.nan
+
+
 def request_metrics(cell: CellData) -> dict[str, Any]:
     m = cell.phase("measure")
     req = measured_requests(cell)
@@ -105,12 +149,22 @@ def request_metrics(cell: CellData) -> dict[str, Any]:
     fails = req[req["failed"]]
     out["failures"] = len(fails)
     out["failure_rate"] = len(fails) / len(req) if len(req) else np.nan
-    out["rps"] = len(req) / out["measure_s"] if m and out["measure_s"] > 0 else np.nan
+    per_s = (lambda n: n / out["measure_s"]) if m and out["measure_s"] > 0 else (lambda n: np.nan)
+    out["rps"] = per_s(len(req))
+    out["offered_rps"] = offered_rps(cell)
+    out["achieved_rps"] = per_s(int((req["status"] > 0).sum()))
+    out["dropped"] = int(is_dropped(window_rows(cell)).sum())
+    lag = (req["t_start"].to_numpy(dtype=float) - req["t_intended"].to_numpy(dtype=float)) * 1000.0
+    out["lag_p99_ms"] = _percentile(lag, 99)
+    out["generator_lagged"] = bool(out["lag_p99_ms"] > LAG_LIMIT_MS) if lag.size else None
     lat = req["latency_ms"].to_numpy(dtype=float)
     for col, q in PERCENTILES.items():
-        out[col] = float(np.percentile(lat, q, method="linear")) if lat.size else np.nan
+        out[col] = _percentile(lat, q)
     out["lat_max"] = float(lat.max()) if lat.size else np.nan
     out["lat_mean"] = float(lat.mean()) if lat.size else np.nan
+    svc = req["service_ms"].to_numpy(dtype=float)
+    for col, q in SERVICE_PERCENTILES.items():
+        out[col] = _percentile(svc, q)
     for name, n in fails["err"].value_counts().items():
         out[f"err_{slug(name)}"] = int(n)
     return out
@@ -252,9 +306,10 @@ def summary_frame(run: RunData) -> pd.DataFrame:
     err_cols = [c for c in df.columns if c.startswith("err_")]
     done = df["status"] == "completed"
     df.loc[done, err_cols] = df.loc[done, err_cols].fillna(0)  # a class not seen in a cell is 0, not unknown
-    for col in (*err_cols, "requests", "failures", "dropped_lines"):
+    for col in (*err_cols, "requests", "failures", "dropped", "dropped_lines"):
         df[col] = df[col].astype("Int64")
-    df["generator_saturated"] = df["generator_saturated"].astype("boolean")
+    for col in ("generator_saturated", "generator_lagged"):
+        df[col] = df[col].astype("boolean")
     return df
 
 

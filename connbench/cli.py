@@ -157,7 +157,7 @@ def cmd_probe(args, console: Console) -> int:
         overrides["conn_max_age"] = int(cma)
     if "health_checks" in overrides:
         overrides["health_checks"] = overrides["health_checks"] == "on"
-    knobs = expand.knobs_from(scen.path, "command line", {**cell.knobs.model_dump(), **overrides})
+    knobs = expand.knobs_from(scen.path, "command line", {**cell.knobs.model_dump(exclude_unset=True), **overrides})
     reason = expand.prune_reason(knobs, scen.meta.model_copy(update={"allow_gevent_persistent": True}))
     if reason:
         raise ScenarioError(f"probe: {reason}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -36,14 +37,25 @@ CONNECTION_REFUSED = "connection_refused"
 CLIENT_TIMEOUT = "client_timeout"
 HTTP_5XX = "http_5xx"
 CLIENT_ERROR = "client_error"
+# Open model: the schedule said to send, but max_in_flight requests were already out. Never sent, so
+# never a failure of the app: counted apart (k6's dropped_iterations), never silently skipped.
+DROPPED = "dropped"
+# Open model: sent, but still unanswered when the drain after the schedule ended; its latency_ms and
+# service_ms are lower bounds (the time waited so far). A failure: the queue it stood in is the finding.
+UNANSWERED = "unanswered"
 ERROR_CLASSES = (
     TOO_MANY_CLIENTS, DJANGO_POOL_TIMEOUT, DBCP_POOL_TIMEOUT, PGBOUNCER_WAIT_TIMEOUT, PGBOUNCER_MAX_CLIENT_CONN,
     CONNECTION_LOST, DB_UNAVAILABLE, GUNICORN_WORKER_TIMEOUT, CONNECTION_REFUSED, CLIENT_TIMEOUT, HTTP_5XX,
-    CLIENT_ERROR,
+    CLIENT_ERROR, DROPPED, UNANSWERED,
 )  # fmt: skip
 
-# requests.csv: one row per request, written by the locustfile's request hook.
-REQUESTS_COLUMNS = ("t_start", "endpoint", "latency_ms", "status", "error_class", "dyno")
+# requests.csv: one row per request, written by the locustfile's request hook. Unix seconds and
+# milliseconds at full precision. t_intended: when the schedule said to send (open model; = t_start in a
+# closed loop); t_start: when it was sent; latency_ms: response time, from t_intended to the response
+# (free of coordinated omission); service_ms: from t_start to the response. A dropped request has
+# t_start = t_intended, blank latency_ms and service_ms, status 0 and error_class "dropped".
+REQUESTS_COLUMNS = ("t_intended", "t_start", "endpoint", "latency_ms", "service_ms", "status", "error_class",
+                    "dyno")
 
 
 class ContractError(RuntimeError):
@@ -120,11 +132,19 @@ class AppConfig:
 class LoadConfig:
     """What the locustfile needs: where the dynos are, what to request, how fast, where to log."""
 
-    targets: list[str]  # base URLs, one per dyno; users are spread round-robin
+    targets: list[str]  # base URLs, one per dyno; users (closed) or requests (open) spread round-robin
     mix: dict[str, float]  # weights for health, read, write, slow; and slow_ms
-    rate: float | None  # requests/s per user (constant throughput); None = as fast as possible
+    rate: float | None  # closed model: requests/s per user (constant throughput); None = as fast as possible
     request_log_dir: str | None  # the raw per-request log (None: not logged)
     started_file: str | None  # written with the unix time the test started
+    # open model (arrival_rate set): the schedule, split over `processes` Locust processes
+    arrival_rate: float | None = None  # requests/s offered in total
+    arrival: str = "poisson"  # poisson | uniform
+    max_in_flight: int = 1000  # per process: beyond it a scheduled request is dropped (and logged)
+    schedule_s: float = 0.0  # how long the schedule runs (warm-up + measure)
+    seed: int = 0
+    processes: int = 1
+    drain_s: float = 10.0  # after the schedule: how long requests in flight may still be answered
 
     def to_env(self) -> dict[str, str]:
         return {LOAD_ENV: json.dumps(asdict(self))}
@@ -136,3 +156,22 @@ class LoadConfig:
     @classmethod
     def from_env(cls) -> LoadConfig:
         return _from_env(LOAD_ENV, cls)
+
+
+def arrival_times(rate: float, seconds: float, arrival: str, seed: int, share: int = 0, shares: int = 1) -> list[float]:
+    """Offsets (s from the schedule's start) at which requests are to be sent.
+
+    The whole schedule is drawn once from the seed, and process `share` of `shares` takes every
+    shares-th arrival: the total offered rate holds however the load is split, and a run repeats.
+    Poisson: exponential gaps (independent arrivals, as from many users); uniform: 1/rate apart.
+    """
+    rng = random.Random(seed)
+    out, t, i = [], 0.0, 0
+    while True:
+        # uniform: i / rate, not a running sum, so a window of D seconds holds exactly D x rate arrivals
+        t = t + rng.expovariate(rate) if arrival == "poisson" else i / rate
+        if t >= seconds:
+            return out
+        if i % shares == share:
+            out.append(t)
+        i += 1

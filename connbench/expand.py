@@ -45,7 +45,8 @@ OVERHEAD_PER_CELL_S = 3.0  # start/verify/stop, measured ~1.2-1.5 s here; rounde
 
 # Short names keep cell ids readable: "pool-direct_cma-none_w2".
 SHORT = {"pooling": "pool", "conn_max_age": "cma", "health_checks": "hc", "workers": "w", "threads": "t",
-         "dynos": "d", "worker_class": "k", "max_connections": "maxc", "users": "u"}
+         "dynos": "d", "worker_class": "k", "max_connections": "maxc", "users": "u", "arrival_rate": "ar",
+         "arrival": "arr", "max_in_flight": "mif"}
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,10 @@ class Knobs(BaseModel):
     users: int = Field(8, ge=1, le=2000)
     spawn_rate: float = Field(8, gt=0, le=10_000)
     rate: float | None = Field(None, gt=0, le=100_000, description="requests/s per user (constant throughput)")
+    # open model: requests sent on a schedule, latency from when each should have been sent
+    arrival_rate: float | None = Field(None, gt=0, le=100_000, description="requests/s offered in total (open model)")
+    arrival: Literal["poisson", "uniform"] = Field("poisson", description="open model: inter-arrival gaps")
+    max_in_flight: int = Field(1000, ge=1, le=100_000, description="open model: cap on requests out at once")
     duration: float = Field(10, gt=0, le=3600)
     warmup: float = Field(2, ge=0, le=600)
     cooldown: float = Field(3, ge=0, le=600)
@@ -110,6 +114,18 @@ class Knobs(BaseModel):
         if isinstance(v, bool) or (isinstance(v, int) and not 0 <= v <= 10**7):
             raise ValueError('conn_max_age must be seconds (integer 0..10000000) or "none"')
         return v
+
+    @model_validator(mode="after")
+    def _one_load_model(self) -> Knobs:
+        both = sorted({"users", "rate"} & self.model_fields_set)
+        if self.arrival_rate is not None and both:
+            raise ValueError(f"arrival_rate makes the cell open-model: {' and '.join(both)} do not apply; "
+                             "give either arrival_rate or users (and rate)")
+        return self
+
+    @property
+    def open_model(self) -> bool:
+        return self.arrival_rate is not None
 
     @property
     def persistent(self) -> bool:

@@ -6,16 +6,20 @@ dynos' URLs (users spread round-robin), the endpoint mix, the rate per user, the
 
 import itertools
 import os
+import random
 import sys
 import time
 
+import gevent
+import gevent.pool
 from locust import constant, constant_throughput, events, task
 from locust.contrib.fasthttp import FastHttpUser
+from locust.exception import StopUser
 
 sys.path.insert(0, os.path.dirname(__file__))
 import requestlog  # noqa: E402
 
-from connbench.contract import LoadConfig  # noqa: E402
+from connbench.contract import LoadConfig, arrival_times  # noqa: E402
 
 LOAD = LoadConfig.from_env()
 requestlog.install(LOAD)
@@ -32,7 +36,14 @@ def _mark_start(environment, **_kw):
             fh.write(repr(time.time()))
 
 
+# endpoint -> (path, name in the stats)
+ENDPOINTS = {"health": ("/health", "/health"), "read": ("/db/read", "/db/read"), "write": ("/db/write", "/db/write"),
+             "slow": (f"/db/slow?ms={int(MIX.get('slow_ms', 50))}", "/db/slow")}
+
+
 class AppUser(FastHttpUser):
+    """Closed model: each user sends its next request when the last one answered (or at `rate`)."""
+
     host = TARGETS[0]
     wait_time = constant_throughput(LOAD.rate) if LOAD.rate else constant(0)
     # Connection errors are what we measure: never retry them away.
@@ -45,21 +56,73 @@ class AppUser(FastHttpUser):
         self.base = TARGETS[self.dyno]
         self.ctx = {"dyno": self.dyno}
 
-    def _get(self, path, name):
+    def _get(self, endpoint):
+        path, name = ENDPOINTS[endpoint]
         self.client.get(self.base + path, name=name, context=self.ctx)
 
     @task(int(MIX.get("health", 0) * 100))
     def health(self):
-        self._get("/health", "/health")
+        self._get("health")
 
     @task(int(MIX.get("read", 0) * 100))
     def read(self):
-        self._get("/db/read", "/db/read")
+        self._get("read")
 
     @task(int(MIX.get("write", 0) * 100))
     def write(self):
-        self._get("/db/write", "/db/write")
+        self._get("write")
 
     @task(int(MIX.get("slow", 0) * 100))
     def slow(self):
-        self._get(f"/db/slow?ms={int(MIX.get('slow_ms', 50))}", "/db/slow")
+        self._get("slow")
+
+
+class OpenUser(FastHttpUser):
+    """Open model: one per Locust process sends its share of a schedule drawn from the seed, each request
+    in its own greenlet through the user's connection pool (so Locust's own stats see every request).
+    Latency counts from when the schedule said to send; a request that finds max_in_flight requests
+    out is dropped and logged, never silently skipped."""
+
+    host = TARGETS[0]
+    wait_time = constant(0)
+    concurrency = LOAD.max_in_flight  # the connection pool: one connection per request in flight
+    max_retries = 0
+    network_timeout = 60.0
+    connection_timeout = 10.0
+
+    @task
+    def dispatch(self):
+        share = max(0, getattr(self.environment.runner, "worker_index", 0))
+        offsets = arrival_times(LOAD.arrival_rate, LOAD.schedule_s, LOAD.arrival, LOAD.seed, share, LOAD.processes)
+        rng = random.Random(LOAD.seed * 1_000_003 + share)
+        names = [e for e in ENDPOINTS if MIX.get(e, 0) > 0]
+        picks = rng.choices(names, weights=[MIX[e] for e in names], k=len(offsets))
+        out = gevent.pool.Pool(LOAD.max_in_flight)
+        waiting: dict[int, dict] = {}  # requests in flight: their context
+        origin = time.time()
+        for i, (offset, endpoint) in enumerate(zip(offsets, picks, strict=True)):
+            intended = origin + offset
+            delay = intended - time.time()
+            if delay > 0:
+                gevent.sleep(delay)
+            dyno = (share + i * LOAD.processes) % len(TARGETS)
+            if out.full():
+                requestlog.dropped(intended, ENDPOINTS[endpoint][1], dyno)
+                continue
+            out.spawn(self._send, endpoint, {"dyno": dyno, "t_intended": intended}, waiting)
+        # The schedule is over (so is Locust's run time): requests still queued are the finding, so wait
+        # for them (--stop-timeout lets this task finish); what is still out then is logged, not lost.
+        if not out.join(timeout=LOAD.drain_s):
+            for ctx in list(waiting.values()):
+                ctx["abandoned"] = True
+                requestlog.unanswered(ctx)
+        raise StopUser()
+
+    def _send(self, endpoint, ctx, waiting):
+        path, ctx["name"] = ENDPOINTS[endpoint]
+        waiting[id(ctx)] = ctx
+        ctx["t_sent"] = time.time()
+        try:
+            self.client.get(TARGETS[ctx["dyno"]] + path, name=ctx["name"], context=ctx)
+        finally:
+            waiting.pop(id(ctx), None)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 
 from locust import events
 
-from connbench.contract import ERROR_HEADER, REQUESTS_COLUMNS, LoadConfig
+from connbench.contract import DROPPED, ERROR_HEADER, REQUESTS_COLUMNS, UNANSWERED, LoadConfig
 from connbench.errorclass import classify_response
 
 _FLUSH_EVERY = 2000
@@ -41,10 +42,26 @@ class RequestLog:
                 except Exception:  # noqa: BLE001 - a response without headers: transport failure
                     header = body = None
             error_class = classify_response(status, header, str(exception), body=body)
-        dyno = (context or {}).get("dyno", "")
-        self._rows.append((repr(start_time), name, repr(response_time), status, error_class, dyno))
+        context = context or {}
+        if context.get("abandoned"):
+            return  # already logged as unanswered when the drain ended
+        # open model: latency counts from when the schedule said to send (no coordinated omission)
+        intended = context.get("t_intended", start_time)
+        latency = (start_time - intended) * 1000.0 + response_time
+        self._rows.append((repr(intended), repr(start_time), name, repr(latency), repr(response_time), status,
+                           error_class, context.get("dyno", "")))
         if len(self._rows) >= _FLUSH_EVERY:
             self.flush()
+
+    def dropped(self, intended: float, name: str, dyno: int) -> None:
+        """A scheduled request not sent (max_in_flight reached): a row of its own, never silently skipped."""
+        self._rows.append((repr(intended), repr(intended), name, "", "", 0, DROPPED, dyno))
+
+    def unanswered(self, ctx: dict) -> None:
+        """Sent but not answered by the end of the drain: the times waited so far are lower bounds."""
+        now, intended, sent = time.time(), ctx["t_intended"], ctx.get("t_sent", ctx["t_intended"])
+        self._rows.append((repr(intended), repr(sent), ctx.get("name", ""), repr((now - intended) * 1000.0),
+                           repr((now - sent) * 1000.0), 0, UNANSWERED, ctx.get("dyno", "")))
 
     def flush(self) -> None:
         if self._rows:
@@ -59,6 +76,16 @@ class RequestLog:
 
 
 _log: RequestLog | None = None
+
+
+def dropped(intended: float, name: str, dyno: int) -> None:
+    if _log is not None:
+        _log.dropped(intended, name, dyno)
+
+
+def unanswered(ctx: dict) -> None:
+    if _log is not None:
+        _log.unanswered(ctx)
 
 
 def install(load: LoadConfig) -> None:

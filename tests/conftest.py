@@ -53,6 +53,15 @@ def write_scenario(path: Path, text: str) -> Path:
     return path
 
 
+def cell_data(run_dir: Path, cell_id: str):
+    """A cell's documents and raw files as analysis reads them (analysis.load): one reader, not one per test."""
+    from analysis.load import load_run
+
+    cell = next((c for c in load_run(run_dir).cells if c.cell_id == cell_id), None)
+    assert cell is not None, f"no cell {cell_id} in {run_dir}"
+    return cell
+
+
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import re
+
 import pytest
 
 from connbench.services.pgbouncer import pgbouncer_binary
-from tests.conftest import ROOT, assert_no_leftovers, read_json, run_cli
+from tests.conftest import ROOT, assert_no_leftovers, cell_data, read_json, run_cli
 
 pytestmark = pytest.mark.e2e
 
 
 def cell_frames(run_dir, cell_id):
-    d = run_dir / "cells" / cell_id
-    doc = read_json(d / "cell.json")
-    reqs = pd.read_csv(d / "requests.csv", dtype={"error_class": str}).fillna({"error_class": ""})
-    events = pd.read_csv(d / "events.csv", dtype={"kind": str, "detail": str}).fillna({"detail": ""})
-    conns = pd.read_csv(d / "connections.csv", dtype={"dyno": str, "worker": str})
-    return doc, reqs, events, conns
+    cell = cell_data(run_dir, cell_id)
+    return cell, cell.csv("requests.csv"), cell.csv("events.csv"), cell.csv("connections.csv")
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +29,10 @@ def fault_time(events, action):
     rows = events[events.kind == f"fault:{action}"]
     assert len(rows) == 1, events
     return float(rows.t.iloc[0]), rows.detail.iloc[0]
+
+
+def ends(reqs):
+    return reqs.t_start + reqs.latency_ms / 1000.0
 
 
 def test_terminated_backends_fail_without_health_checks_and_not_with(faults_run):
@@ -50,22 +51,46 @@ def test_terminated_backends_fail_without_health_checks_and_not_with(faults_run)
     assert (reqs.error_class == "").all() and len(reqs) > 20
 
 
+# Recovery is judged from when the fault's action ended (a restart's own duration is in its
+# detail, "... (0.12 s)"), plus this much for each worker's next request to reconnect.
+RECOVERY_GRACE_S = 1.0
+
+
+def fault_done(t, detail):
+    took = re.search(r"\(([0-9.]+) s\)", detail)
+    return t + (float(took.group(1)) if took else 0.0)
+
+
 def test_restarts_and_a_killed_worker_recover(faults_run):
     run_dir, _ = faults_run
     for cell_id, action in (("restart-postgres-hc-on", "restart_postgres"), ("kill-worker", "kill_worker")) + (
             (("restart-pgbouncer", "restart_pgbouncer"),) if pgbouncer_binary() else ()):
         doc, reqs, events, conns = cell_frames(run_dir, cell_id)
-        assert doc["status"] == "completed", (cell_id, doc["error"])
+        assert doc.status == "completed", (cell_id, doc.error)
         t, detail = fault_time(events, action)
         assert "failed" not in detail, detail
-        after = reqs[reqs.t_start > t + 2]
+        m0, m1 = doc.phase("measure")
+        recovered = max(t + 2, fault_done(t, detail) + RECOVERY_GRACE_S)
+        assert recovered <= m1 - 1, (cell_id, detail)  # recovery is observed for at least a second
+        # the fault is the only cause of errors: each failed request was in flight at or after it
+        # started, and started before the recovery deadline
+        failed = reqs[reqs.error_class != ""]
+        assert (ends(failed) >= t).all() and (failed.t_start < recovered).all(), \
+            (cell_id, (failed.t_start - t).round(3).tolist(), failed.error_class.tolist())
+        after = reqs[reqs.t_start >= recovered]
         assert len(after) > 50 and (after.error_class == "").all(), (cell_id, after.error_class.value_counts())
-    # gunicorn replaced the killed worker: a new worker id shows up in pg_stat_activity
+    # gunicorn replaced the killed worker: the killed worker's connection is gone and a new worker
+    # id holds one, by the end of the load (the deadline), and from then on (persistent connections)
     doc, reqs, events, conns = cell_frames(run_dir, "kill-worker")
     t, _ = fault_time(events, "kill_worker")
-    workers_before = set(conns[(conns.t < t) & (conns["count"] > 0)].worker.dropna())
-    workers_after = set(conns[(conns.t > t + 2) & (conns["count"] > 0)].worker.dropna())
-    assert len(workers_after) == 2 and workers_after - workers_before
+    m1, (_, c1) = doc.phase("measure")[1], doc.phase("cooldown")
+    pg = conns[conns.source == "postgres"]
+    holders = {ts: frozenset(g.worker[(g["count"] > 0) & g.worker.notna()]) for ts, g in pg.groupby("t")}
+    before = holders[max(ts for ts in holders if ts < t)]
+    final = holders[max(ts for ts in holders if ts < m1)]
+    assert len(before) == 2 and len(final) == 2 and len(final & before) == 1, (before, final)
+    changed = max((ts for ts in holders if t < ts <= c1 and holders[ts] != final), default=t)
+    assert changed < m1 and all(holders[ts] == final for ts in holders if changed < ts <= c1)
 
 
 def test_exhausted_server_and_expectations_gate_the_exit_code(faults_run):

@@ -183,7 +183,18 @@ def test_a_schema_1_run_summarizes_as_it_did_under_schema_1(tmp_path):
     new = pd.read_csv(tmp_path / "run_v1" / R.SUMMARY_CSV).set_index("cell_id")
     old = pd.read_csv(FIXTURES.parent / "run_v1_summary.csv").set_index("cell_id")  # schema 1's analysis
     cpu = [c for c in old.columns if c.startswith("cpu_") or c == "locust_cpu_per_proc"]
-    pd.testing.assert_frame_equal(new.drop(columns=cpu), old.drop(columns=cpu))
+    # the columns schema 1's analysis wrote, with the same figures; the open model's columns come on top
+    added = [c for c in new.columns if c not in old.columns]
+    assert added == ["offered_rps", "achieved_rps", "dropped", "lag_p99_ms", "svc_p50", "svc_p95", "svc_p99",
+                     "generator_lagged"]
+    pd.testing.assert_frame_equal(new.drop(columns=[*cpu, *added]), old.drop(columns=cpu))
+    done = new[new["status"] == "completed"]
+    assert done["offered_rps"].isna().all() and (done["dropped"] == 0).all()  # a closed loop offers no rate
+    assert (done["lag_p99_ms"] == 0).all() and not done["generator_lagged"].any()  # t_intended = t_start
+    for q in ("p50", "p95", "p99"):  # service_ms = latency_ms
+        assert done[f"svc_{q}"].tolist() == done[f"lat_{q}"].tolist()
+    # answered: every measured request but the one client timeout (status 0) of CELL
+    assert done["achieved_rps"].tolist() == [9.9, 20.0, 5.0] and done["rps"].tolist() == [10.0, 20.0, 5.0]
     changed = {(cid, col) for cid in old.index for col in cpu
                if not (math.isclose(new.at[cid, col], old.at[cid, col], rel_tol=1e-12)
                        or (pd.isna(new.at[cid, col]) and pd.isna(old.at[cid, col])))}

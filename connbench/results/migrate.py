@@ -14,6 +14,7 @@ from connbench.results.schema import (
     MANIFEST_JSON,
     PROBE_JSON,
     PROCESSES_CSV,
+    REQUESTS_CSV,
     SCHEMA_VERSION,
     SchemaVersionError,
 )
@@ -44,6 +45,18 @@ def _cpu_percent_to_seconds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [out[i] for i in sorted(out)]
 
 
+def _requests_from_t_start(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Schema 1's requests.csv rows (t_start, endpoint, latency_ms, status, error_class, dyno) in schema 2's
+    shape: a closed loop sends when it means to, so t_intended = t_start, and the latency it measured from
+    t_start is the service time too (service_ms = latency_ms). Values are copied as written (text stays text)."""
+    out = []
+    for row in rows:
+        new = {"t_intended": row.get("t_start"), "t_start": row.get("t_start"), "endpoint": row.get("endpoint"),
+               "latency_ms": row.get("latency_ms"), "service_ms": row.get("latency_ms")}
+        out.append({**new, **{k: v for k, v in row.items() if k not in new}})
+    return out
+
+
 def update_to_2(name: str, data: Any) -> Any:
     """One file of a schema-1 run as schema 2 reads it, in memory (a reader never rewrites raw files).
 
@@ -51,6 +64,8 @@ def update_to_2(name: str, data: Any) -> Any:
     """
     if name == PROCESSES_CSV:
         return _cpu_percent_to_seconds(data)
+    if name == REQUESTS_CSV:
+        return _requests_from_t_start(data)
     if name in (MANIFEST_JSON, CELL_JSON, PROBE_JSON):
         doc = {**data, "schema_version": 2}
         if name == MANIFEST_JSON:

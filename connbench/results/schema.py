@@ -15,7 +15,12 @@ from typing import Literal
 # 2: processes.csv `cpu_percent` (a rate the sampler computed) replaced by `cpu_seconds` (cumulative
 #    CPU seconds of the component's process tree, or of one gunicorn worker): rates are analysis's;
 #    manifest.json `kind` ("matrix" | "probe") always written; manifest.json, cell.json, probe.json and
-#    the sampler's configuration written and read through the models in docs.py.
+#    the sampler's configuration written and read through the models in docs.py. requests.csv (the
+#    contract's REQUESTS_COLUMNS) gained t_intended (when the open model's schedule said to send; = t_start
+#    in a closed loop) and service_ms (t_start to the response); latency_ms is now the response time
+#    measured from t_intended (free of coordinated omission); a request the open model dropped
+#    (max_in_flight reached) is a row with error_class "dropped" and blank latency_ms and service_ms.
+#    Schema 1's rows are read as t_intended = t_start, service_ms = latency_ms (update_to_2).
 SCHEMA_VERSION = 2
 
 # requests.csv's columns are connbench.contract.REQUESTS_COLUMNS: the locustfile writes it, and it
@@ -127,13 +132,22 @@ class SchemaVersionError(ResultsError):
 # of cell.json params inserted after "dropped_lines" (mix flattened to mix_<key>), and one
 # err_<error_class> count per error class seen in the run appended at the end.
 # Metrics are empty for a cell whose status is not "completed". cpu_* are percent of one core.
+# Load: offered_rps is what the open model's schedule offered (params arrival_rate; empty for a closed
+# loop); rps is every request sent in the measure window per second (failures included, as Locust counts);
+# achieved_rps those of them that got an HTTP response (any status); dropped the requests the schedule
+# placed in the window that were never sent (max_in_flight reached): never a request, failure or latency
+# sample. lag_p99_ms: p99 of (t_start - t_intended) over sent requests (0 in a closed loop);
+# generator_lagged: lag_p99_ms > 10 ms, the generator (not the app) limited the test.
+# lat_*: response time (requests.csv latency_ms, from t_intended); svc_*: service time (service_ms, from
+# t_start). analysis/summarize.py's docstring holds the exact definitions.
 SUMMARY_COLUMNS = (
     "cell_id", "group", "repeat", "status", "error", "skip_reason", "damage", "dropped_lines",
-    "measure_s", "requests", "failures", "failure_rate", "rps",
-    "lat_p50", "lat_p90", "lat_p95", "lat_p99", "lat_p999", "lat_max", "lat_mean",
+    "measure_s", "requests", "failures", "failure_rate", "rps", "offered_rps", "achieved_rps", "dropped",
+    "lag_p99_ms", "lat_p50", "lat_p90", "lat_p95", "lat_p99", "lat_p999", "lat_max", "lat_mean",
+    "svc_p50", "svc_p95", "svc_p99",
     "conn_peak", "conn_plateau", "conn_mean", "conn_held", "predicted_connections", "conn_gap",
     "max_connections_observed", "article_count_peak", "churn_per_s",
     "pgb_clients_peak", "pgb_servers_peak", "pgb_waiting_peak", "pgb_maxwait_s",
     "cpu_postgres", "cpu_pgbouncer", "cpu_gunicorn_master", "cpu_gunicorn_worker", "cpu_locust",
-    "cpu_sampler", "cpu_total", "locust_procs", "locust_cpu_per_proc", "generator_saturated",
+    "cpu_sampler", "cpu_total", "locust_procs", "locust_cpu_per_proc", "generator_saturated", "generator_lagged",
 )  # fmt: skip

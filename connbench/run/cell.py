@@ -16,7 +16,7 @@ from connbench.expand import Cell
 from connbench.predict import predict
 from connbench.results import CellPaths, append_event
 from connbench.run.faults import FaultInjector
-from connbench.run.stack import Stack, load_config
+from connbench.run.stack import Stack, load_config, locust_config
 from connbench.services import gunicorn, locust
 from connbench.services.postgres import PostgresServer
 from connbench.services.procs import RunAs, ServiceError, Supervisor
@@ -28,7 +28,7 @@ PhaseCallback = Callable[[str, float], None]
 class CellRunner:
     def __init__(self, cell: Cell, paths: CellPaths, server: PostgresServer, sup: Supervisor,
                  user: RunAs | None, on_phase: PhaseCallback | None = None, sample_interval: float = 0.1,
-                 locust_processes: int = 1, faults: list[Fault] | None = None):
+                 locust_processes: int = 1, faults: list[Fault] | None = None, seed: int = 0):
         self.cell = cell
         self.k = cell.knobs
         self.paths = paths
@@ -36,6 +36,7 @@ class CellRunner:
         self.on_phase = on_phase or (lambda name, seconds: None)
         self.locust_processes = locust_processes
         self.faults = faults or []
+        self.seed = seed  # the open model's schedule: scenario.seed + repeat, so repeats differ but rerun alike
         self.stack = Stack(self.k, server, sup, user, paths, sample_interval)
         self.doc = _doc(cell, "running", predict(self.k, app_slots=server.app_slots))
         self._locust: Popen | None = None
@@ -104,9 +105,8 @@ class CellRunner:
     def _load(self) -> float:
         k = self.k
         t_begin = self._begin("warmup", k.warmup)
-        load = load_config(k, [d.url for d in self.stack.dynos], self.paths)
-        cfg = locust.LocustConfig(users=k.users, spawn_rate=k.spawn_rate,
-                                  run_time_s=max(1, round(k.warmup + k.duration)), processes=self.locust_processes)
+        load = load_config(k, [d.url for d in self.stack.dynos], self.paths, self.locust_processes, self.seed)
+        cfg = locust_config(k, self.locust_processes)
         self._locust = locust.start(cfg, load, self.sup, self.paths, self.stack.root)
         self.stack.track("locust", [{"pid": self._locust.pid, "tree": True}])
         self.doc.services.locust = {"processes": self.locust_processes}

@@ -201,7 +201,8 @@ class MatrixRunner:
                             runner = CellRunner(cell, paths, server, self.sup, self.user, on_phase=ticker.phase,
                                                 sample_interval=self.sample_interval,
                                                 locust_processes=self.locust_processes,
-                                                faults=self.scenario.faults_for(cell))
+                                                faults=self.scenario.faults_for(cell),
+                                                seed=self.scenario.meta.seed + cell.repeat)
                             doc = runner.run()
                     self._record(doc)
                     failed += doc.status == "failed"

@@ -21,6 +21,7 @@ from connbench import results as R
 from connbench.contract import AppConfig, Database, LoadConfig
 from connbench.results import CellPaths, write_json_atomic
 from connbench.services import gunicorn
+from connbench.services.locust import LocustConfig
 from connbench.services.pgbouncer import PgBouncer, PgBouncerConfig
 from connbench.services.postgres import PostgresServer, project_root
 from connbench.services.procs import (
@@ -56,9 +57,19 @@ def pgbouncer_config(k: Knobs) -> PgBouncerConfig:
                            query_wait_timeout=k.pgbouncer_query_wait_timeout)
 
 
-def load_config(k: Knobs, targets: list[str], paths: CellPaths) -> LoadConfig:
+def load_config(k: Knobs, targets: list[str], paths: CellPaths, processes: int = 1, seed: int = 0) -> LoadConfig:
     return LoadConfig(targets=targets, mix=k.mix.model_dump(), rate=k.rate,
-                      request_log_dir=str(paths.locust_raw), started_file=str(paths.locust_started))
+                      request_log_dir=str(paths.locust_raw), started_file=str(paths.locust_started),
+                      arrival_rate=k.arrival_rate, arrival=k.arrival, max_in_flight=k.max_in_flight,
+                      schedule_s=k.warmup + k.duration, seed=seed, processes=processes)
+
+
+def locust_config(k: Knobs, processes: int) -> LocustConfig:
+    run_time = max(1, round(k.warmup + k.duration))
+    if k.open_model:  # one dispatcher per process; the schedule, not users, sets the load
+        return LocustConfig(users=processes, spawn_rate=processes, run_time_s=run_time, processes=processes,
+                            user_class="OpenUser", stop_timeout_s=LoadConfig.drain_s + 5)
+    return LocustConfig(users=k.users, spawn_rate=k.spawn_rate, run_time_s=run_time, processes=processes)
 
 
 class Stack:

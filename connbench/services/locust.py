@@ -23,6 +23,8 @@ class LocustConfig:
     spawn_rate: float
     run_time_s: int  # warm-up + measure, as one Locust run
     processes: int = 1
+    user_class: str = "AppUser"  # AppUser: closed model; OpenUser: one dispatcher per process
+    stop_timeout_s: float = 5  # how long users may finish what they are doing when the run time ends
 
 
 def start(cfg: LocustConfig, load: LoadConfig, sup: Supervisor, paths: CellPaths, root: Path) -> Popen:
@@ -34,13 +36,14 @@ def start(cfg: LocustConfig, load: LoadConfig, sup: Supervisor, paths: CellPaths
         sys.executable, "-m", "locust", "-f", str(root / LOCUSTFILE),
         "--headless", "--only-summary",
         "--users", str(cfg.users), "--spawn-rate", str(cfg.spawn_rate),
-        "--run-time", f"{cfg.run_time_s}s", "--stop-timeout", "5",
+        "--run-time", f"{cfg.run_time_s}s", "--stop-timeout", f"{cfg.stop_timeout_s:g}",
         "--host", load.targets[0],
         "--csv", str(paths.locust_stats),
         "--html", str(paths.locust_report),
         "--json-file", str(paths.locust_stats),
         "--exit-code-on-error", "0",
         "--loglevel", "WARNING",
+        cfg.user_class,
     ]  # fmt: skip
     if cfg.processes > 1:
         cmd += ["--processes", str(cfg.processes)]
