@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from connbench.results import Predicted
 from connbench.spec import PGBOUNCER_MODES, Knobs
 
 # The harness's own sessions, accounted so the app's role gets exactly max_connections - 2:
@@ -21,7 +22,7 @@ def app_slots(max_connections: int, reserved: int = SUPERUSER_RESERVED,
     return max_connections - reserved - harness_sessions
 
 
-def predict(k: Knobs, app_slots: int | None = None) -> dict[str, Any]:
+def predict(k: Knobs, app_slots: int | None = None) -> Predicted:
     """Connections the parameters predict, with the reasoning stated.
 
     connections: what the server should hold at plateau under sustained load;
@@ -69,4 +70,4 @@ def predict(k: Knobs, app_slots: int | None = None) -> dict[str, Any]:
         out["at_rest"] = out["connections"]
     if app_slots is not None and out["connections_max"] is not None:
         out["exceeds_app_slots"] = out["connections_max"] > app_slots
-    return out
+    return Predicted(**out)

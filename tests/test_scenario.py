@@ -100,16 +100,16 @@ def test_repeats_share_a_group_and_ids_are_stable():
 
 def test_predictions_follow_the_articles():
     k = Knobs(dynos=2, workers=2, threads=2, worker_class="gthread", conn_max_age="none")
-    assert predict(k)["connections"] == 8
+    assert predict(k).connections == 8
     cma0 = predict(Knobs(workers=3, conn_max_age=0))
-    assert cma0["at_rest"] == 0 and cma0["connections"] is None and cma0["connections_max"] == 3
+    assert cma0.at_rest == 0 and cma0.connections is None and cma0.connections_max == 3
     p = predict(Knobs(workers=3, pooling="pgbouncer-transaction", pgbouncer_pool_size=2,
                             pgbouncer_reserve_pool=1, conn_max_age=600))
-    assert p["pgbouncer_server_max"] == 3 and p["pgbouncer_clients"] == 3
+    assert p.pgbouncer_server_max == 3 and p.pgbouncer_clients == 3
     p = predict(Knobs(workers=2, threads=4, worker_class="gthread", pooling="django-pool",
                             pool_min_size=1, pool_max_size=3))
-    assert p["connections"] == 6 and p["connections_max"] == 6
-    assert predict(Knobs(dynos=7, workers=3, conn_max_age=600), app_slots=20)["exceeds_app_slots"]
+    assert p.connections == 6 and p.connections_max == 6
+    assert predict(Knobs(dynos=7, workers=3, conn_max_age=600), app_slots=20).exceeds_app_slots
 
 
 def test_bad_toml_and_missing_file(tmp_path):

@@ -99,6 +99,7 @@ class Predicted(_Part):
     pgbouncer_server_max: int | None = None
     pgbouncer_clients: int | None = None
     basis: str = ""
+    exceeds_app_slots: bool | None = None  # connections_max > the slots the app's role has (None: unknown)
 
 
 class Services(_Part):

@@ -136,9 +136,9 @@ class CellRunner:
             self._locust = None
 
 
-def _doc(cell: Cell, status: str, predicted: dict, **outcome) -> R.CellDoc:
+def _doc(cell: Cell, status: str, predicted: R.Predicted, **outcome) -> R.CellDoc:
     return R.CellDoc(cell_id=cell.cell_id, group=cell.group, repeat=cell.repeat, params=cell.params(),
-                     axes=cell.axes, predicted=R.Predicted(**predicted), status=status, **outcome)
+                     axes=cell.axes, predicted=predicted, status=status, **outcome)
 
 
 def _not_run(cell: Cell, paths: CellPaths, status: str, error: str | None, reason: str | None) -> R.CellDoc:
