@@ -26,20 +26,10 @@ from connbench.results import CellPaths  # noqa: E402
 from connbench.services import gunicorn, locust  # noqa: E402
 from connbench.services.procs import Supervisor  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_overhead import tree_cpu  # noqa: E402 - the same process-tree CPU reading
+
 RATES = (100, 200, 400, 600, 800, 1000, 1200, 1600)
-
-
-def tree_cpu(pid: int) -> float:
-    p = psutil.Process(pid)
-    t = p.cpu_times()
-    total = t.user + t.system + t.children_user + t.children_system
-    for c in p.children(recursive=True):
-        try:
-            ct = c.cpu_times()
-            total += ct.user + ct.system
-        except psutil.Error:
-            pass
-    return total
 
 
 def one_rate(rate: float, seconds: float, dynos, sup: Supervisor, out: Path) -> dict:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 
@@ -60,6 +61,15 @@ def cell_data(run_dir: Path, cell_id: str):
     cell = next((c for c in load_run(run_dir).cells if c.cell_id == cell_id), None)
     assert cell is not None, f"no cell {cell_id} in {run_dir}"
     return cell
+
+
+def held_from(series: pd.Series, value) -> float | None:
+    """The first sample time from which `series` (indexed by sample time) equals `value` to its end."""
+    series = series.sort_index()
+    if len(series) == 0 or series.iloc[-1] != value:
+        return None
+    off = series.index[(series != value).to_numpy()]
+    return float(series.index[0] if len(off) == 0 else series.index[series.index > off[-1]][0])
 
 
 def read_json(path: Path) -> dict:

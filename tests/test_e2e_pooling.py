@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from connbench.services.pgbouncer import pgbouncer_binary
-from tests.conftest import cell_data, run_cli, write_scenario
+from tests.conftest import cell_data, held_from, run_cli, write_scenario
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(pgbouncer_binary() is None, reason="pgbouncer not installed (make installs it)")]
@@ -100,15 +100,6 @@ mix = { slow = 1, slow_ms = 600 }
 
 # A state that grows and then holds must hold for at least this long before measuring ends.
 HOLD_S = 2.0
-
-
-def held_from(series: pd.Series, value) -> float | None:
-    """The first sample time from which `series` (indexed by sample time) equals `value` to its end."""
-    series = series.sort_index()
-    if len(series) == 0 or series.iloc[-1] != value:
-        return None
-    off = series.index[(series != value).to_numpy()]
-    return float(series.index[0] if len(off) == 0 else series.index[series.index > off[-1]][0])
 
 
 class Cell:

@@ -15,12 +15,11 @@ which share requests certainly: a busy sync worker does not accept.)
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
 from analysis.summarize import cpu_rates
 from connbench.contract import REQUESTS_COLUMNS
-from tests.conftest import cell_data, run_cli, write_scenario
+from tests.conftest import cell_data, held_from, run_cli, write_scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -55,15 +54,6 @@ mix = { read = 1 }
 
 # The plateau must be reached this long before measuring ends, and then hold.
 HOLD_S = 3.0
-
-
-def held_from(series: pd.Series, value) -> float | None:
-    """The first sample time from which `series` (indexed by sample time) equals `value` to its end."""
-    series = series.sort_index()
-    if len(series) == 0 or series.iloc[-1] != value:
-        return None
-    off = series.index[(series != value).to_numpy()]
-    return float(series.index[0] if len(off) == 0 else series.index[series.index > off[-1]][0])
 
 
 def load_cell(run_dir, cell_id):

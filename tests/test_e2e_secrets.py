@@ -32,6 +32,9 @@ pooling = ["direct", "pgbouncer-transaction"]
 """
 
 
+auth_entries: dict[str, str] = {}
+
+
 def harvest(private_root, found: set[str]) -> None:
     """Passwords as the harness keeps them while it runs: postgres-*.json and PgBouncer's auth_file."""
     for d in private_root.glob("connbench-private-*"):
@@ -46,7 +49,9 @@ def harvest(private_root, found: set[str]) -> None:
                 except ValueError:
                     continue
             elif f.name.endswith("userlist.txt"):
-                found.update(line.split('"')[3] for line in text.splitlines() if line.count('"') == 4)
+                entries = dict(line.split('"')[1::2] for line in text.splitlines() if line.count('"') == 4)
+                found.update(entries.values())
+                auth_entries.update(entries)
 
 
 def test_finished_run_directory_holds_no_password(tmp_path):
@@ -67,8 +72,10 @@ def test_finished_run_directory_holds_no_password(tmp_path):
         time.sleep(0.05)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    # postgres: app + superuser; PgBouncer: its admin user (the app's is PostgreSQL's)
-    assert len(found) >= 3, found
+    # postgres: app + superuser; PgBouncer: its admin user and the app role's SCRAM secret
+    assert len(found) >= 4, found
+    # PgBouncer's auth_file holds the app role's secret as PostgreSQL stores it, never its password
+    assert auth_entries["app"].startswith("SCRAM-SHA-256$4096:"), "plain password in PgBouncer's auth_file"
     assert not list(private_root.iterdir()), "the private directory outlived the run"
     leaks = []
     for root, _dirs, files in os.walk(run_dir):

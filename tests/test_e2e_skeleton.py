@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import subprocess
 import time
@@ -44,15 +45,23 @@ def test_smoke_cell_end_to_end(run_dir):
 
 def test_ctrl_c_mid_cell_stops_everything(tmp_path, run_dir):
     scen = write_scenario(tmp_path / "long.toml", scenario_text(duration=60, warmup=0))
+    # PYTHONFAULTHANDLER: should the harness hang, SIGABRT makes it print where every thread is
     proc = subprocess.Popen([*CLI, "run", str(scen), "--run-dir", str(run_dir), "--no-report"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     events = run_dir / "cells" / "default" / "events.csv"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "phase_begin:measure" not in (events.read_text() if events.exists() else ""):
         time.sleep(0.2)
     time.sleep(1.0)
+    began = "phase_begin:measure" in (events.read_text() if events.exists() else "")
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"no clean stop within 60 s of SIGINT (measure had begun: {began}); where it hung:\n{err[-8000:]}")
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert_no_leftovers(run_dir)

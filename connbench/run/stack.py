@@ -105,7 +105,7 @@ class Stack:
         if self.k.pooling in PGBOUNCER_MODES:
             where = service_dir(self.paths.root, "pgbouncer", self.user)
             self.bouncer = PgBouncer(where, pgbouncer_config(self.k), self.server.conn, self.sup, self.user,
-                                     self.sup.private)
+                                     self.sup.private, self.server.role_secret(self.server.conn.app_user))
             self.bouncer.start()
             db = self.bouncer.app_database()
             self._procs["pgbouncer"] = [{"pid": self.bouncer.proc.pid}]

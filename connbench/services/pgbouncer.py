@@ -51,8 +51,9 @@ class PgBouncerConfig:
 
 class PgBouncer:
     def __init__(self, base_dir: Path, cfg: PgBouncerConfig, pg: PgConn, sup: Supervisor, user: RunAs | None,
-                 private: PrivateDir):
+                 private: PrivateDir, app_secret: str):
         self.base_dir = Path(base_dir)
+        self.app_secret = app_secret  # the app role's SCRAM secret from pg_authid, as production stores it
         self.private = private
         self.userlist = private.path / f"pgbouncer-{self.base_dir.parent.name}-userlist.txt"
         self.cfg = cfg
@@ -101,10 +102,12 @@ stats_period = 1
             raise ServiceError(MISSING)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        # PgBouncer uses these passwords both to check clients (scram) and to log in to PostgreSQL
-        # as the app's role: 0600, owned by the user PgBouncer runs as, outside the run directory.
+        # The app role's SCRAM secret as PostgreSQL stores it, never its plain password: with a plain one
+        # PgBouncer 1.18 runs PBKDF2 for every client login on its single thread (an artefact no
+        # production setup has); with the secret it checks the client's proof and logs in to PostgreSQL
+        # with the keys that proof carries. 0600, owned by PgBouncer's user, outside the run directory.
         self.private.write(self.userlist.name,
-                           f'"{self.pg.app_user}" "{self.pg.app_password}"\n"{ADMIN_USER}" "{self.admin_password}"\n')
+                           f'"{self.pg.app_user}" "{self.app_secret}"\n"{ADMIN_USER}" "{self.admin_password}"\n')
         ini = self.base_dir / "pgbouncer.ini"
         ini.write_text(self.ini())
         chown_tree(self.base_dir, self.user)

@@ -136,6 +136,14 @@ class PostgresServer:
         self._spawn(self.conn.port, 30)
         self._wait_ready(30)
 
+    def role_secret(self, role: str) -> str:
+        """The role's password as PostgreSQL stores it (its SCRAM secret), for PgBouncer's auth_file."""
+        with psycopg.connect(**self.conn.super_kwargs(), autocommit=True) as c:
+            row = c.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [role]).fetchone()
+        if not row or not row[0]:
+            raise ServiceError(f"role {role!r} has no stored password")
+        return row[0]
+
     def keep_credentials(self) -> Path:
         """For --keep-data: the kept cluster is of no use without its passwords (0600, beside it)."""
         c = self.conn
