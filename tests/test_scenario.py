@@ -23,7 +23,7 @@ def err(raw, path="my.toml") -> str:
     return str(ei.value)
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "heroku", "pooling", "probe", "faults"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "scenarios").glob("*.toml")))
 def test_shipped_scenarios_validate(name):
     scen = sc.load(ROOT / "scenarios" / f"{name}.toml")
     assert scen.cells
