@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from connbench.contract import REQUESTS_COLUMNS
 from tests.conftest import CLI, ROOT, assert_no_leftovers, read_json, run_cli, write_scenario
 
 pytestmark = pytest.mark.e2e
@@ -41,6 +42,10 @@ def test_kill_after_first_cell_then_resume(tmp_path, run_dir):
     first = read_json(run_dir / "cells" / "cma-0" / "cell.json")
     assert first["status"] == "completed"
     first_requests = (run_dir / "cells" / "cma-0" / "requests.csv").read_bytes()
+    # what an interrupted attempt of the second cell may have left: its per-process request log
+    stale = run_dir / "cells" / "cma-60" / "locust" / "raw"
+    stale.mkdir(parents=True, exist_ok=True)
+    (stale / "requests-999999.csv").write_text(",".join(REQUESTS_COLUMNS) + "\n" + "1.0,1.0,/db/read,5,5,200,,0\n" * 5)
 
     res = run_cli("run", str(scen), "--resume", str(run_dir), "--no-report")
     assert res.returncode == 0, res.stderr
@@ -51,6 +56,8 @@ def test_kill_after_first_cell_then_resume(tmp_path, run_dir):
     # the completed cell was not rerun
     assert (run_dir / "cells" / "cma-0" / "requests.csv").read_bytes() == first_requests
     assert read_json(run_dir / "cells" / "cma-60" / "cell.json")["status"] == "completed"
+    rerun = (run_dir / "cells" / "cma-60" / "requests.csv").read_text()
+    assert "\n1.0,1.0," not in rerun  # the rerun's log is its own, never merged with an earlier attempt's
     assert manifest["overhead"]["per_cell_mean_s"] is not None
     assert_no_leftovers(run_dir)
 

@@ -48,6 +48,7 @@ class CellRunner:
         return t
 
     def _phase(self, name: str, t0: float, t1: float) -> None:
+        t1 = max(t0, t1)  # a load that died before its warm-up ended has an empty measure window, not a negative one
         self.doc.phases[name] = [t0, t1]
         self._event(f"phase_end:{name}", "", t1)
 
@@ -64,6 +65,8 @@ class CellRunner:
         for stale in (self.paths.requests, self.paths.connections, self.paths.db, self.paths.pgbouncer,
                       self.paths.processes, self.paths.events):
             stale.unlink(missing_ok=True)  # a rerun of a failed cell starts clean
+        for raw in self.paths.locust_raw.glob("requests-*.csv"):
+            raw.unlink()  # an earlier attempt's per-process logs would be merged with this one's
         t_cell = time.time()
         self._save()
         measured = 0.0
