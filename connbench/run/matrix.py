@@ -215,9 +215,10 @@ class MatrixRunner:
             status = "crashed"
             raise
         finally:
+            # processes first: nothing below (a console on a closed pipe, a full disk) may leave them running
+            self.sup.stop_all()
             ticker.stop()
             progress.update(phase, visible=False)
-            self.sup.stop_all()
             self.paths.pids.unlink(missing_ok=True)
             if self.keep_data and self.server is not None and self.server.conn is not None:
                 where = self.server.keep_credentials()

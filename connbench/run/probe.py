@@ -108,8 +108,8 @@ class ProbeRunner:
             max_conn, reserved = db.limits
             db.close()
         finally:
+            self.sup.stop_all()  # first: nothing below may leave a process running
             self._stop_app()
-            self.sup.stop_all()
             self.paths.pids.unlink(missing_ok=True)
             remove_service_dir(self.paths.root, "pg")
             self.sup.private.remove()
