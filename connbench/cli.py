@@ -307,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         if AnalysisError and isinstance(e, AnalysisError):
             _err(console, str(e))
             return EXIT_USAGE
+        from connbench.results import ResultsError
+        from connbench.services.procs import ServiceError
+
+        if isinstance(e, (ServiceError, ResultsError)):  # a component failed (the probe has no cells to fail)
+            _err(console, str(e))
+            return EXIT_FAILED
         raise
 
 

@@ -269,6 +269,8 @@ def cell_id_for(axes: dict[str, Any]) -> str:
 def prune_reason(k: Knobs, meta: ScenarioMeta) -> str | None:
     if k.pooling == "django-pool" and k.conn_max_age != 0:
         return "Django's pool requires CONN_MAX_AGE=0 (Django raises ImproperlyConfigured otherwise)"
+    if k.pooling == "django-pool" and k.pool_min_size > k.pool_max_size:
+        return f"pool_min_size {k.pool_min_size} > pool_max_size {k.pool_max_size} (psycopg_pool refuses it)"
     if k.worker_class == "gevent" and k.persistent and not meta.allow_gevent_persistent:
         return ("gevent with persistent connections holds one connection per greenlet that ever served a "
                 "request (they pile up); set scenario.allow_gevent_persistent = true to show it")

@@ -41,6 +41,10 @@ ENDPOINTS = {"health": ("/health", "/health"), "read": ("/db/read", "/db/read"),
              "slow": (f"/db/slow?ms={int(MIX.get('slow_ms', 50))}", "/db/slow")}
 
 
+NAMES = [e for e in ENDPOINTS if MIX.get(e, 0) > 0]
+WEIGHTS = [MIX[e] for e in NAMES]
+
+
 class AppUser(FastHttpUser):
     """Closed model: each user sends its next request when the last one answered (or at `rate`)."""
 
@@ -52,29 +56,17 @@ class AppUser(FastHttpUser):
     connection_timeout = 10.0
 
     def on_start(self):
-        self.dyno = next(_next_user) % len(TARGETS)
+        # users go round-robin over dynos across every Locust process (process i takes users i, i+n, ...)
+        share = max(0, getattr(self.environment.runner, "worker_index", 0))
+        self.dyno = (share + next(_next_user) * LOAD.processes) % len(TARGETS)
         self.base = TARGETS[self.dyno]
         self.ctx = {"dyno": self.dyno}
 
-    def _get(self, endpoint):
-        path, name = ENDPOINTS[endpoint]
+    @task
+    def request(self):
+        # one task choosing by the mix's weights as they are (Locust's @task weights are integers)
+        path, name = ENDPOINTS[random.choices(NAMES, weights=WEIGHTS)[0]]
         self.client.get(self.base + path, name=name, context=self.ctx)
-
-    @task(int(MIX.get("health", 0) * 100))
-    def health(self):
-        self._get("health")
-
-    @task(int(MIX.get("read", 0) * 100))
-    def read(self):
-        self._get("read")
-
-    @task(int(MIX.get("write", 0) * 100))
-    def write(self):
-        self._get("write")
-
-    @task(int(MIX.get("slow", 0) * 100))
-    def slow(self):
-        self._get("slow")
 
 
 class OpenUser(FastHttpUser):
@@ -95,8 +87,7 @@ class OpenUser(FastHttpUser):
         share = max(0, getattr(self.environment.runner, "worker_index", 0))
         offsets = arrival_times(LOAD.arrival_rate, LOAD.schedule_s, LOAD.arrival, LOAD.seed, share, LOAD.processes)
         rng = random.Random(LOAD.seed * 1_000_003 + share)
-        names = [e for e in ENDPOINTS if MIX.get(e, 0) > 0]
-        picks = rng.choices(names, weights=[MIX[e] for e in names], k=len(offsets))
+        picks = rng.choices(NAMES, weights=WEIGHTS, k=len(offsets))
         out = gevent.pool.Pool(LOAD.max_in_flight)
         waiting: dict[int, dict] = {}  # requests in flight: their context
         origin = time.time()
@@ -109,12 +100,12 @@ class OpenUser(FastHttpUser):
             if out.full():
                 requestlog.dropped(intended, ENDPOINTS[endpoint][1], dyno)
                 continue
-            out.spawn(self._send, endpoint, {"dyno": dyno, "t_intended": intended}, waiting)
+            out.spawn(self._send, endpoint, {"dyno": dyno, "t_intended": intended, "state": {}}, waiting)
         # The schedule is over (so is Locust's run time): requests still queued are the finding, so wait
         # for them (--stop-timeout lets this task finish); what is still out then is logged, not lost.
         if not out.join(timeout=LOAD.drain_s):
             for ctx in list(waiting.values()):
-                ctx["abandoned"] = True
+                ctx["state"]["abandoned"] = True  # an inner dict: Locust copies the context, not this
                 requestlog.unanswered(ctx)
         raise StopUser()
 

@@ -43,7 +43,7 @@ class RequestLog:
                     header = body = None
             error_class = classify_response(status, header, str(exception), body=body)
         context = context or {}
-        if context.get("abandoned"):
+        if context.get("state", {}).get("abandoned"):
             return  # already logged as unanswered when the drain ended
         # open model: latency counts from when the schedule said to send (no coordinated omission)
         intended = context.get("t_intended", start_time)

@@ -153,3 +153,17 @@ def test_validate_and_list_take_max_cells(tmp_path, capsys):
     with pytest.raises(SystemExit) as ei:
         cli_main(["list", str(path), "--max-cells", "0"])
     assert ei.value.code == 2
+
+
+def test_django_pool_with_min_above_max_is_pruned_with_its_reason():
+    scen = expand.from_dict(with_({"defaults": {"pooling": "django-pool"}, "matrix": {"pool_min_size": [1, 8]}}))
+    assert [c.knobs.pool_min_size for c in scen.cells] == [1]
+    assert "pool_min_size 8 > pool_max_size 4" in scen.pruned[0].reason
+
+
+@pytest.mark.parametrize("target, url", [("http://[::1", "postgresql://app@127.0.0.1/db"),
+                                         ("http://127.0.0.1:1", "host=127.0.0.1 password=hunter2 nonsense")])
+def test_probe_with_a_malformed_target_or_url_is_one_clean_line(target, url, capsys):
+    assert cli_main(["probe", "--target", target, "--database-url", url, "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "not a valid URL or conninfo string" in err and "hunter2" not in err and "Traceback" not in err

@@ -118,6 +118,12 @@ def test_cleanup_signals_only_this_runs_groups(tmp_path):
         ours.kill() if ours.poll() is None else None
 
 
-def test_passwords_in_urls_never_reach_the_manifest():
-    argv = ["connbench", "probe", "--database-url", "postgresql://app:s3cr%40t@127.0.0.1:5432/db"]
-    assert redact_argv(argv)[-1] == "postgresql://app:***@127.0.0.1:5432/db"
+@pytest.mark.parametrize("given, shown", [
+    ("postgresql://app:s3cr%40t@127.0.0.1:5432/db", "postgresql://app:***@127.0.0.1:5432/db"),
+    ("host=127.0.0.1 user=app password=hunter2 dbname=x", "host=127.0.0.1 user=app password=*** dbname=x"),
+    ("host=h password='a b c' user=app", "host=h password=*** user=app"),
+    ("postgresql://app@127.0.0.1/db?password=hunter2&sslmode=disable",
+     "postgresql://app@127.0.0.1/db?password=***&sslmode=disable"),
+])
+def test_passwords_on_the_command_line_never_reach_the_manifest(given, shown):
+    assert redact_argv(["connbench", "probe", "--database-url", given])[-1] == shown

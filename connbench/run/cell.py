@@ -127,6 +127,7 @@ class CellRunner:
                 injector.stop()
         t_end = time.time()
         self._phase("measure", t0 + k.warmup, min(t_end, t0 + k.warmup + k.duration))
+        self.sup.stop(self._locust, timeout=0)  # exited: forget it now, while its pid is surely still its own
         self._locust = None
         self.stack.track("locust", None)
         if rc != 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -140,17 +141,23 @@ class MatrixRunner:
     # -- servers ------------------------------------------------------------------------
     def _server_for(self, cell: Cell) -> PostgresServer:
         key = cell.knobs.server_key()
-        if self.server is not None and key == self.server_key:
+        alive = self.server is not None and self.server.proc is not None and self.server.proc.poll() is None
+        if alive and key == self.server_key:
             return self.server
-        if self.server is not None:
+        if self.server is not None:  # another setting, or it died (a crash, a failed restart fault)
             self.server.stop()
+            self.server, self.server_key = None, None
         name = "maxc-" + "-".join(str(x) for x in key)
         pg_root = service_dir(self.paths.root, "pg", self.user)
-        self.server = PostgresServer(pg_root / name, cell.knobs.max_connections, self.sup, self.user,
-                                     self.sup.private)
+        shutil.rmtree(pg_root / name, ignore_errors=True)  # a fresh cluster: its credentials were per start
+        server = PostgresServer(pg_root / name, cell.knobs.max_connections, self.sup, self.user, self.sup.private)
         self.console.print(f"  starting PostgreSQL (max_connections={cell.knobs.max_connections})")
-        self.server.start()
-        self.server_key = key
+        try:
+            server.start()
+        except BaseException:
+            server.stop()  # half-started: stop it now, not at the end of the run
+            raise
+        self.server, self.server_key = server, key
         self.manifest.servers[name] = R.ServerInfo(
             version=self.server.version, max_connections=self.server.max_connections,
             app_slots=self.server.app_slots,
@@ -195,7 +202,6 @@ class MatrixRunner:
                         try:
                             server = self._server_for(cell)
                         except Exception as e:  # noqa: BLE001 - this cell fails; the next may still run
-                            self.server, self.server_key = None, None
                             doc = failed_to_start(cell, paths, f"PostgreSQL: {type(e).__name__}: {e}")
                         else:
                             runner = CellRunner(cell, paths, server, self.sup, self.user, on_phase=ticker.phase,
@@ -240,8 +246,13 @@ def _cell_line(n: int, total: int, doc: R.CellDoc) -> Text:
 
 
 def redact_argv(argv: list[str]) -> list[str]:
-    """A password given in a URL on the command line never reaches the manifest."""
-    return [re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", a) for a in argv]
+    """A password on the command line never reaches the manifest: in a URL's userinfo, in a conninfo
+    string's password=..., or in a URL's ?password=... parameter."""
+    def one(a: str) -> str:
+        a = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", a)
+        a = re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", r"\1***", a, flags=re.IGNORECASE)
+        return a
+    return [one(a) for a in argv]
 
 
 class _PhaseTicker(threading.Thread):

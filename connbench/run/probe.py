@@ -34,12 +34,22 @@ def _redacted(dsn: str) -> dict:
     return d
 
 
+def _public_url(url: str) -> str:
+    """A target URL without its userinfo (a password may be in it)."""
+    u = urlsplit(url)
+    return u._replace(netloc=u.hostname + (f":{u.port}" if u.port else "")).geturl() if u.hostname else url
+
+
 def _check_remote(target: str | None, database_url: str | None, allow_remote: bool) -> None:
     hosts = []
-    if target:
-        hosts.append(("--target", urlsplit(target).hostname))
-    if database_url:
-        hosts.append(("--database-url", conninfo_to_dict(database_url).get("host") or "localhost"))
+    try:
+        if target:
+            hosts.append(("--target", urlsplit(target).hostname))
+        if database_url:
+            hosts.append(("--database-url", conninfo_to_dict(database_url).get("host") or "localhost"))
+    except (ValueError, psycopg.Error):  # no detail: a parser's message may quote the string, password and all
+        raise probe.ProbeError("--target / --database-url: not a valid URL or conninfo string "
+                               "(e.g. http://127.0.0.1:8000 and postgresql://user@127.0.0.1:5432/db)") from None
     for flag, host in hosts:
         if not probe.is_loopback(host) and not allow_remote:
             raise probe.ProbeError(f"{flag} points at {host!r}, which is not a loopback address; "
@@ -131,7 +141,7 @@ class ProbeRunner:
             "query": ARTICLE_QUERY,
             "params": self.k.model_dump(),
             "settings": self.s.model_dump(),
-            "target": self.target or "started by connbench",
+            "target": _public_url(self.target) if self.target else "started by connbench",
             "database": _redacted(self.database_url) if self.database_url else (
                 self.server.conn.public() if self.server and self.server.conn else None),
             "server": {"max_connections": max_conn, "reserved_slots": reserved, "probe_sessions": 1,

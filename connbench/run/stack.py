@@ -8,6 +8,7 @@ nothing of scenarios.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -65,7 +66,7 @@ def load_config(k: Knobs, targets: list[str], paths: CellPaths, processes: int =
 
 
 def locust_config(k: Knobs, processes: int) -> LocustConfig:
-    run_time = max(1, round(k.warmup + k.duration))
+    run_time = max(1, math.ceil(k.warmup + k.duration))  # never shorter than the windows it covers
     if k.open_model:  # one dispatcher per process; the schedule, not users, sets the load
         return LocustConfig(users=processes, spawn_rate=processes, run_time_s=run_time, processes=processes,
                             user_class="OpenUser", stop_timeout_s=LoadConfig.drain_s + 5)
@@ -133,9 +134,9 @@ class Stack:
                                       log=log, cwd=self.root)
 
         # The first rows must exist before load starts, or the plateau misses its baseline.
-        def first_rows() -> bool:
+        def first_rows() -> bool:  # a sample, not just the header: the baseline before any load
             exited(self.sampler, f"the sampler (log: {log})")
-            return self.paths.db.exists() and self.paths.db.stat().st_size > 80
+            return self.paths.db.exists() and self.paths.db.read_bytes().count(b"\n") >= 2
 
         if not wait_until(first_rows, 10):
             raise ServiceError(f"the sampler wrote nothing within 10 s (log: {log})")

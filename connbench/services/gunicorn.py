@@ -60,8 +60,13 @@ def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: P
         env.pop("PGAPPNAME", None)
         proc = sup.spawn(f"gunicorn-d{d}", cmd, log=log, env=env, cwd=root)
         dynos.append(Dyno(d, port, proc, log))
-    for dyno in dynos:
-        wait_port(dyno.port, timeout, dyno.proc, f"gunicorn dyno {dyno.index} (log: {dyno.log})")
+    try:
+        for dyno in dynos:
+            wait_port(dyno.port, timeout, dyno.proc, f"gunicorn dyno {dyno.index} (log: {dyno.log})")
+    except BaseException:
+        for dyno in dynos:  # the caller never gets them: stop them here, not at the end of the run
+            sup.stop(dyno.proc, timeout=5)
+        raise
     return dynos
 
 

@@ -252,13 +252,17 @@ class Supervisor:
     def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         """Signal the process group, wait, then SIGKILL whatever is left of the group."""
         pgid = proc.pid
+        reaped = proc.returncode is not None  # reaped earlier: its pid may be someone else's by now
         if proc.poll() is None:
             _killpg(pgid, sig)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
-        _killpg(pgid, signal.SIGKILL)  # children that outlived their leader
+        # Children that outlived their leader keep its group id, and the kernel keeps that id allocated
+        # while the group has members; a live process with the leader's pid after a reap is not ours.
+        if not reaped or (not psutil.pid_exists(pgid) and _group_members(pgid)):
+            _killpg(pgid, signal.SIGKILL)
         _wait_group_gone(pgid, 5.0)
         try:
             proc.wait(timeout=5)
