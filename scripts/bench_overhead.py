@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from connbench.contract import LoadConfig  # noqa: E402
+from connbench.results import CellPaths  # noqa: E402
 from connbench.run.stack import app_config, gunicorn_config  # noqa: E402
 from connbench.services import gunicorn, locust  # noqa: E402
 from connbench.services.postgres import PostgresServer  # noqa: E402
@@ -75,15 +76,15 @@ def sampler_cost(server: PostgresServer, sup: Supervisor, tmp: Path, seconds: fl
 
 def locust_rate(k: Knobs, dynos, sup: Supervisor, out: Path, log: bool) -> float:
     """Requests/s Locust achieved, from its own stats (independent of our log)."""
-    started = out / "started"
+    paths = CellPaths(out)
     load = LoadConfig(targets=[d.url for d in dynos], mix=k.mix.model_dump(), rate=k.rate,
-                      request_log_dir=str(out / "raw") if log else None, started_file=str(started))
+                      request_log_dir=str(paths.locust_raw) if log else None, started_file=str(paths.locust_started))
     cfg = locust.LocustConfig(users=k.users, spawn_rate=k.spawn_rate, run_time_s=max(1, round(k.duration)))
-    proc = locust.start(cfg, load, sup, out, ROOT)
-    locust.wait_started(proc, started)
+    proc = locust.start(cfg, load, sup, paths, ROOT)
+    locust.wait_started(proc, paths)
     proc.wait(timeout=k.duration + 60)
     sup.stop(proc)
-    stats = [s for s in json.loads((out / "stats.json").read_text()) if s["num_requests"]]
+    stats = [s for s in json.loads(paths.locust_stats.with_suffix(".json").read_text()) if s["num_requests"]]
     total = sum(s["num_requests"] for s in stats)
     span = max(s["last_request_timestamp"] for s in stats) - min(s["start_time"] for s in stats)
     return total / span
