@@ -121,7 +121,9 @@ class CellRunner:
         if injector:
             injector.start()
         try:
-            rc = self._locust.wait(timeout=k.warmup + k.duration + 60)
+            rc = self.sup.wait(self._locust, timeout=k.warmup + k.duration + 60)
+            if rc is None:
+                raise ServiceError(f"locust did not finish within its run time + 60 s (log: {self.paths.locust_log})")
         finally:
             if injector:
                 injector.stop()

@@ -249,25 +249,40 @@ class Supervisor:
             self._record()
         return proc
 
+    def wait(self, proc: subprocess.Popen, timeout: float) -> int | None:
+        """The exit code once `proc` exits, or None at the deadline.
+
+        Reaps with os.waitpid itself, never through Popen.wait: a Ctrl-C that lands inside Popen.wait
+        can leave Popen's internal lock held, and every later wait on that process then times out
+        (the first CI rehearsal of the Ctrl-C test ran past 60 s that way).
+        """
+        deadline = time.monotonic() + timeout
+        while proc.returncode is None:
+            try:
+                pid, status = os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already (by Popen itself)
+                break
+            if pid == proc.pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
+        return proc.returncode
+
     def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         """Signal the process group, wait, then SIGKILL whatever is left of the group."""
         pgid = proc.pid
         reaped = proc.returncode is not None  # reaped earlier: its pid may be someone else's by now
-        if proc.poll() is None:
+        if self.wait(proc, 0) is None:
             _killpg(pgid, sig)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
+            self.wait(proc, timeout)
         # Children that outlived their leader keep its group id, and the kernel keeps that id allocated
         # while the group has members; a live process with the leader's pid after a reap is not ours.
         if not reaped or (not psutil.pid_exists(pgid) and _group_members(pgid)):
             _killpg(pgid, signal.SIGKILL)
+        self.wait(proc, 5)  # reap the leader first: an unreaped one would count as a member below
         _wait_group_gone(pgid, 5.0)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
         with self._lock:
             entry = self._procs.pop(proc.pid, None)
             if entry:
