@@ -43,6 +43,9 @@ def test_smoke_cell_end_to_end(run_dir):
     assert not (run_dir / "pg").exists() and not list(run_dir.rglob("*secret*"))
 
 
+STOP_BOUND_S = 150
+
+
 def test_ctrl_c_mid_cell_stops_everything(tmp_path, run_dir):
     scen = write_scenario(tmp_path / "long.toml", scenario_text(duration=60, warmup=0))
     # PYTHONFAULTHANDLER: should the harness hang, SIGABRT makes it print where every thread is
@@ -55,13 +58,19 @@ def test_ctrl_c_mid_cell_stops_everything(tmp_path, run_dir):
         time.sleep(0.2)
     time.sleep(1.0)
     began = "phase_begin:measure" in (events.read_text() if events.exists() else "")
+    t_sigint = time.monotonic()
     proc.send_signal(signal.SIGINT)
+    # The bound is the harness's own: each component gets a graceful stop, then SIGKILL, each with a
+    # timeout (Locust 15 s, a dyno 20 s, the sampler 15 s, PostgreSQL 30 s at most). In the full CI
+    # sequence a stop has run past 60 s; the claim is that it ends, cleanly, within that sum.
     try:
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=STOP_BOUND_S)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGABRT)
         out, err = proc.communicate(timeout=30)
-        pytest.fail(f"no clean stop within 60 s of SIGINT (measure had begun: {began}); where it hung:\n{err[-8000:]}")
+        pytest.fail(f"no clean stop within {STOP_BOUND_S} s of SIGINT (measure had begun: {began}); "
+                    f"where it hung:\n{err[-8000:]}")
+    print(f"stopped {time.monotonic() - t_sigint:.1f} s after SIGINT")
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert_no_leftovers(run_dir)
