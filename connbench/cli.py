@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     console = _console()
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)  # same clean stop as Ctrl-C
+    # A shell starts background jobs with SIGINT ignored, and Python then leaves it ignored: Ctrl-C (or
+    # a test's SIGINT) would be lost and the run go on to its end. Ctrl-C always stops a run cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return args.func(args, console)
     except ScenarioError as e:

@@ -43,7 +43,7 @@ def test_smoke_cell_end_to_end(run_dir):
     assert not (run_dir / "pg").exists() and not list(run_dir.rglob("*secret*"))
 
 
-STOP_BOUND_S = 150
+STOP_BOUND_S = 60
 
 
 def test_ctrl_c_mid_cell_stops_everything(tmp_path, run_dir):
@@ -51,7 +51,8 @@ def test_ctrl_c_mid_cell_stops_everything(tmp_path, run_dir):
     # PYTHONFAULTHANDLER: should the harness hang, SIGABRT makes it print where every thread is
     proc = subprocess.Popen([*CLI, "run", str(scen), "--run-dir", str(run_dir), "--no-report"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     events = run_dir / "cells" / "default" / "events.csv"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "phase_begin:measure" not in (events.read_text() if events.exists() else ""):
@@ -60,9 +61,8 @@ def test_ctrl_c_mid_cell_stops_everything(tmp_path, run_dir):
     began = "phase_begin:measure" in (events.read_text() if events.exists() else "")
     t_sigint = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    # The bound is the harness's own: each component gets a graceful stop, then SIGKILL, each with a
-    # timeout (Locust 15 s, a dyno 20 s, the sampler 15 s, PostgreSQL 30 s at most). In the full CI
-    # sequence a stop has run past 60 s; the claim is that it ends, cleanly, within that sum.
+    # Sent from a process that ignores SIGINT (a shell's background job, as CI may be): the harness
+    # must still take it (its first CI rehearsals ran the 60 s cell to its end instead).
     try:
         out, err = proc.communicate(timeout=STOP_BOUND_S)
     except subprocess.TimeoutExpired:
