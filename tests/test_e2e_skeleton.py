@@ -12,6 +12,7 @@ import pytest
 
 from connbench import expand as sc
 from connbench.run.matrix import MatrixRunner
+from connbench.services.procs import cleanup_recorded
 from tests.conftest import CLI, ROOT, assert_no_leftovers, read_json, run_cli, scenario_text, write_scenario
 
 pytestmark = pytest.mark.e2e
@@ -68,6 +69,7 @@ def test_ctrl_c_mid_cell_stops_everything(tmp_path, run_dir):
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGABRT)
         out, err = proc.communicate(timeout=30)
+        cleanup_recorded(run_dir / "pids.json")  # the aborted harness could not stop its children
         pytest.fail(f"no clean stop within {STOP_BOUND_S} s of SIGINT (measure had begun: {began}); "
                     f"where it hung:\n{err[-8000:]}")
     print(f"stopped {time.monotonic() - t_sigint:.1f} s after SIGINT")
