@@ -1,11 +1,12 @@
-"""Compare two runs group by group: did req/s, p95 latency or peak connections change?
+"""Compare two runs group by group: did req/s, latency, churn or peak connections change?
 
-Cells match on their group (cell id without the repeat suffix). Each side's value is the median over
-its completed repeats. A change smaller than `threshold` (relative) is shown as "~" (no change).
-With >= 3 completed repeats on both sides, a two-sided Mann-Whitney U test gives a p-value and "*"
-marks p < 0.05. A damaged cell (see analysis/load.py) is listed with its reason and left out of the
-medians, so lost files never read as "-100 %". Note: with 3 vs 3 repeats the smallest possible two-sided p is 0.10, so a
-significant result needs at least 4 repeats on one side (4 vs 4 reaches 0.029).
+Cells match on their group (cell id without the repeat suffix). Each side's value is the median over its
+completed repeats, with its interval (analysis/stats.py: min-max below 5 repeats, a bootstrap CI of the
+median from 5, a bootstrap over 1-second blocks for a single repeat). A change smaller than `threshold`
+(relative) is shown as "~" (no change). The test is the report's: two-sided Mann-Whitney U on the per-repeat
+figures when both sides have >= 4 repeats (3 vs 3 cannot reach p < 0.05), else on the per-second samples of
+every repeat pooled; `test` names which; "*" marks p < 0.05. A damaged cell (see analysis/load.py) is listed
+with its reason and left out of the medians, so lost files never read as "-100 %".
 """
 
 from __future__ import annotations
@@ -13,29 +14,24 @@ from __future__ import annotations
 import csv
 import io
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
 
-from analysis import AnalysisError
+from analysis import AnalysisError, stats
+from analysis.groups import Settings
 from analysis.load import RunData, load_run
 from analysis.summarize import summary_frame
 
 # metric column, label, +1 when higher is better, -1 when lower is better, 0 when neither
-METRICS = (("rps", "req/s", 1), ("lat_p95", "p95 ms", -1), ("conn_peak", "peak connections", 0))
-MIN_REPEATS = 3
-ALPHA = 0.05
+METRICS = (("rps", "req/s", 1), ("lat_p50", "p50 ms", -1), ("lat_p95", "p95 ms", -1), ("lat_p99", "p99 ms", -1),
+           ("churn_per_s", "new conn/s", -1), ("conn_peak", "peak connections", 0))
+ALPHA = stats.ALPHA
 FORMATS = {"text": "text", "txt": "text", "markdown": "markdown", "md": "markdown", "csv": "csv"}
-COLUMNS = ("group", "metric", "a", "b", "n_a", "n_b", "ratio", "change", "verdict", "p_value", "significant", "note")
-
-
-def _values(summary: pd.DataFrame, group: str, metric: str) -> np.ndarray:
-    g = summary[(summary["group"] == group) & (summary["status"] == "completed")]
-    return pd.to_numeric(g[metric], errors="coerce").dropna().to_numpy(float)
+COLUMNS = ("group", "metric", "a", "a_lo", "a_hi", "b", "b_lo", "b_hi", "n_a", "n_b", "ratio", "change", "verdict",
+           "p_value", "test", "significant", "note")
 
 
 def _ratio(a: float, b: float) -> float:
@@ -46,21 +42,17 @@ def _ratio(a: float, b: float) -> float:
     return b / a
 
 
-def _p_value(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < MIN_REPEATS or len(b) < MIN_REPEATS:
-        return math.nan
-    if np.unique(np.concatenate([a, b])).size == 1:
-        return 1.0  # identical constants: no evidence of a difference (the test itself is undefined)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(mannwhitneyu(b, a, alternative="two-sided").pvalue)
+def _interval(side: Settings, group: str, metric: str) -> stats.Interval:
+    vals, secs = side.values(group, metric), side.seconds[group]
+    return stats.interval(vals, secs[0].block(metric) if len(secs) == 1 else None)
 
 
-def _row(group: str, metric: str, label: str, better: int, a: np.ndarray, b: np.ndarray,
+def _row(group: str, metric: str, label: str, better: int, sa: Settings, sb: Settings,
          threshold: float) -> dict[str, Any]:
-    ma = float(np.median(a)) if len(a) else math.nan
-    mb = float(np.median(b)) if len(b) else math.nan
-    ratio = _ratio(ma, mb)
+    ia, ib = _interval(sa, group, metric), _interval(sb, group, metric)
+    n_a = int(np.isfinite(sa.values(group, metric)).sum())
+    n_b = int(np.isfinite(sb.values(group, metric)).sum())
+    ratio = _ratio(ia.center, ib.center)
     if math.isnan(ratio):
         change, verdict = "", ""
     elif math.isinf(ratio) or abs(ratio - 1) >= threshold:
@@ -68,10 +60,12 @@ def _row(group: str, metric: str, label: str, better: int, a: np.ndarray, b: np.
         verdict = "" if not better else ("better" if (ratio > 1) == (better > 0) else "worse")
     else:
         change, verdict = "~", ""
-    p = _p_value(a, b)
-    note = "" if len(a) and len(b) else ("no completed cell in A" if not len(a) else "no completed cell in B")
-    return {"group": group, "metric": label, "a": ma, "b": mb, "n_a": len(a), "n_b": len(b), "ratio": ratio,
-            "change": change, "verdict": verdict, "p_value": p, "significant": bool(p < ALPHA), "note": note}
+    t = stats.differ(sa.values(group, metric), sb.values(group, metric), sa.samples(group, metric),
+                     sb.samples(group, metric))
+    note = "" if n_a and n_b else ("no completed cell in A" if not n_a else "no completed cell in B")
+    return {"group": group, "metric": label, "a": ia.center, "a_lo": ia.lo, "a_hi": ia.hi, "b": ib.center,
+            "b_lo": ib.lo, "b_hi": ib.hi, "n_a": n_a, "n_b": n_b, "ratio": ratio, "change": change,
+            "verdict": verdict, "p_value": t.p, "test": t.basis, "significant": t.significant, "note": note}
 
 
 def _damaged(run: RunData) -> dict[str, list[str]]:
@@ -89,6 +83,7 @@ def comparison_frame(run_a: Path | str, run_b: Path | str, threshold: float = 0.
         raise AnalysisError(f"threshold must be a fraction in [0, 1), e.g. 0.05 for 5%, not {threshold!r}")
     ra, rb = load_run(run_a), load_run(run_b)  # both as the current schema (older runs through the migration)
     sa, sb = summary_frame(ra), summary_frame(rb)
+    seta, setb = Settings(ra, sa), Settings(rb, sb)
     ga, gb = list(dict.fromkeys(sa["group"])), list(dict.fromkeys(sb["group"]))
     da, db = _damaged(ra), _damaged(rb)
     rows = []
@@ -99,15 +94,25 @@ def comparison_frame(run_a: Path | str, run_b: Path | str, threshold: float = 0.
             rows.append({"group": group, "note": "only in A" if group in ga else "only in B"})
             continue
         for metric, label, better in METRICS:
-            rows.append(_row(group, metric, label, better, _values(sa, group, metric), _values(sb, group, metric),
-                             threshold))
+            rows.append(_row(group, metric, label, better, seta, setb, threshold))
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df[["n_a", "n_b"]] = df[["n_a", "n_b"]].astype("Int64")  # counts stay integers next to "only in" rows
     # plain strings only: pandas deep-copies attrs on every operation
     n_a, n_b = sum(map(len, da.values())), sum(map(len, db.values()))
     df.attrs.update(run_a=f"{ra.run_id} ({ra.root})", run_b=f"{rb.run_id} ({rb.root})", threshold=threshold,
-                    damaged=f"{n_a} in A, {n_b} in B" if n_a or n_b else "")
+                    damaged=f"{n_a} in A, {n_b} in B" if n_a or n_b else "", servers=_servers_differ(ra, rb))
     return df
+
+
+def _servers(run: RunData) -> str:
+    """The PostgreSQL builds a run used: kind and version, e.g. "embedded 18.1; system 15.18"."""
+    found = sorted({f"{s.kind} {s.version}" for s in run.manifest.servers.values()})
+    return "; ".join(found) or "unknown"
+
+
+def _servers_differ(a: RunData, b: RunData) -> str:
+    sa, sb = _servers(a), _servers(b)
+    return "" if sa == sb else f"A ran on PostgreSQL {sa}, B on {sb}: the server differs, not only the setting."
 
 
 def _num(v: Any, digits: int = 4) -> str:
@@ -118,26 +123,38 @@ def _num(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _with_interval(v: Any, lo: Any, hi: Any) -> str:
+    if not _num(v):
+        return ""
+    return _num(v) + (f" [{_num(lo)}, {_num(hi)}]" if _num(lo) and _num(hi) else "")
+
+
 def _display(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    headers = ["group", "metric", "A", "B", "n A/B", "B/A", "change", "p", "note"]
+    headers = ["group", "metric", "A [interval]", "B [interval]", "n A/B", "B/A", "change", "p", "test", "note"]
     rows = []
     for r in df.to_dict("records"):
         if not isinstance(r.get("metric"), str):
-            rows.append([r["group"], "", "", "", "", "", "", "", r["note"]])
+            rows.append([r["group"], "", "", "", "", "", "", "", "", r["note"]])
             continue
         p = _num(r["p_value"], 2) + (" *" if r["significant"] else "")
         change = r["change"] + (f" ({r['verdict']})" if r["verdict"] else "")
-        rows.append([r["group"], r["metric"], _num(r["a"]), _num(r["b"]), f"{r['n_a']}/{r['n_b']}",
-                     _num(r["ratio"], 3), change, p, r["note"]])
+        rows.append([r["group"], r["metric"], _with_interval(r["a"], r["a_lo"], r["a_hi"]),
+                     _with_interval(r["b"], r["b_lo"], r["b_hi"]), f"{r['n_a']}/{r['n_b']}",
+                     _num(r["ratio"], 3), change, p, r["test"] or "", r["note"]])
     return headers, rows
 
 
 def _title(df: pd.DataFrame) -> list[str]:
     return [f"A: {df.attrs['run_a']}", f"B: {df.attrs['run_b']}",
-            f'B/A of medians over completed repeats; "~" = change below {df.attrs["threshold"]:.0%}; '
-            f"* = Mann-Whitney U p < {ALPHA} (needs >= {MIN_REPEATS} repeats on both sides).",
+            f'B/A of medians over completed repeats, intervals in brackets (min-max below '
+            f'{stats.MIN_REPEATS_BOOTSTRAP} repeats, bootstrap 95% CI of the median from '
+            f'{stats.MIN_REPEATS_BOOTSTRAP}, '
+            f'over 1-s blocks for one repeat); "~" = change below {df.attrs["threshold"]:.0%}; '
+            f"* = Mann-Whitney U p < {ALPHA}, on repeats when both sides have >= {stats.MIN_REPEATS_TEST}, else on "
+            "per-second samples (column test).",
             *([f"Damaged cells ({df.attrs['damaged']}) are listed with the reason and left out of every "
-               "figure."] if df.attrs.get("damaged") else [])]
+               "figure."] if df.attrs.get("damaged") else []),
+            *([df.attrs["servers"]] if df.attrs.get("servers") else [])]
 
 
 def _text(df: pd.DataFrame) -> str:

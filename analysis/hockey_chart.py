@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from analysis.charts import Chart, _save, plt
+from analysis.charts import MARKERS, Chart, _save, plt, pooling_color
 from analysis.load import RunData
 from connbench import results as R
 
@@ -29,7 +29,8 @@ def hockey_lines(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The hockey stick's lines: connection setting label -> p50, p99 (median over repeats), lagged and lost
     (any cell generator_lagged; any with dropped requests) per offered rate. Empty unless arrival_rate is a
     matrix axis (two or more offered rates among completed cells). A setting is every knob but arrival_rate,
-    labelled by the knobs that differ between settings."""
+    labelled by the knobs that differ between settings; its pooling mode, if a knob, in the frame's
+    attrs["pooling"] (for its colour)."""
     d = summary[(summary["status"] == "completed") & summary["offered_rps"].notna() & summary["lat_p50"].notna()]
     if d["offered_rps"].nunique() < 2:
         return {}
@@ -44,26 +45,36 @@ def hockey_lines(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
         label = ", ".join(f"{c}={_value(g[c].iloc[0])}" for c in varying) or "every cell"
         lines[label] = g.groupby("offered_rps").agg(p50=("lat_p50", "median"), p99=("lat_p99", "median"),
                                                     lagged=("lagged", "any"), lost=("lost", "any")).sort_index()
+        if "pooling" in knobs:
+            lines[label].attrs["pooling"] = str(g["pooling"].iloc[0])
     return lines
 
 
+def _styles(lines: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    """(colour, marker) per line: its pooling mode's colour as in every chart (else one per line), and a
+    marker per line among those sharing a colour, so they stay apart; line style says p99 or p50."""
+    colors = [pooling_color(m.attrs["pooling"]) if "pooling" in m.attrs else f"C{i}"
+              for i, m in enumerate(lines.values())]
+    return [(c, MARKERS[colors[:i].count(c) % len(MARKERS)]) for i, c in enumerate(colors)]
+
+
 def draw_hockey(run: RunData, summary: pd.DataFrame) -> list[Chart]:
-    """Response time p50 and p99 against the offered rate, one colour per connection setting (hockey_lines);
+    """Response time p50 and p99 against the offered rate, one line per connection setting (hockey_lines);
     nothing unless arrival_rate is a matrix axis."""
     lines = hockey_lines(summary)
     if not lines:
         return []
     fig, ax = plt.subplots(figsize=(10, 5.2))
-    for i, (label, med) in enumerate(lines.items()):
+    for (label, med), (color, marker) in zip(lines.items(), _styles(lines), strict=True):
         x = med.index.to_numpy(float)
-        ax.plot(x, med["p99"], marker="o", color=f"C{i}", lw=2, label=label)
-        ax.plot(x, med["p50"], marker="s", ms=4, color=f"C{i}", ls="--", lw=1.2)
+        ax.plot(x, med["p99"], marker=marker, color=color, lw=2, label=label)
+        ax.plot(x, med["p50"], marker=marker, ms=4, color=color, ls="--", lw=1.2)
         late, lost = med[med["lagged"]], med[med["lost"]]  # marked where a cell (any repeat) was
         ax.scatter(late.index, late["p99"], s=160, facecolors="none", edgecolors="black", lw=1.5, zorder=4)
         ax.scatter(lost.index, lost["p99"], s=60, marker="x", color="black", lw=1.5, zorder=5)
     handles = ax.get_legend_handles_labels()[0] + [
-        Line2D([], [], color="grey", lw=2, marker="o", label="p99 (solid)"),
-        Line2D([], [], color="grey", ls="--", marker="s", ms=4, label="p50 (dashed)")]
+        Line2D([], [], color="grey", lw=2, label="p99 (solid)"),
+        Line2D([], [], color="grey", ls="--", lw=1.2, label="p50 (dashed)")]
     every = pd.concat(lines.values())
     if every["lagged"].any():
         handles.append(Line2D([], [], ls="", marker="o", ms=12, mfc="none", mec="black",

@@ -23,11 +23,11 @@ import pandas as pd
 
 from analysis import AnalysisError, SchemaMismatchError
 from connbench import results as R
-from connbench.contract import DROPPED, REQUESTS_COLUMNS
+from connbench.contract import DROPPED, REQUESTS_COLUMNS, TIMING_COLUMNS
 
 # Columns that must parse as numbers; a row whose `t` does not parse (a torn last line) is dropped.
 _NUMERIC = {
-    R.REQUESTS_CSV: ("t_intended", "t_start", "latency_ms", "service_ms", "status"),
+    R.REQUESTS_CSV: ("t_intended", "t_start", "latency_ms", "service_ms", "status", *TIMING_COLUMNS),
     R.CONNECTIONS_CSV: ("t", "count"),
     R.DB_CSV: R.DB_COLUMNS,
     R.PGBOUNCER_CSV: R.PGBOUNCER_COLUMNS,

@@ -18,11 +18,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from analysis import expectations
 from analysis.charts import Chart, draw_charts
+from analysis.findings import findings, labels
+from analysis.groups import Settings, groups_frame, with_intervals
 from analysis.hockey_chart import draw_hockey
 from analysis.load import CellData, RunData, load_run
 from analysis.outputs import check_outputs, writing
 from analysis.probe_chart import draw_probe
 from analysis.summarize import summary_frame, summary_paths, write_summaries
+from analysis.timing_chart import draw_timing
 from connbench import results as R
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -36,14 +39,18 @@ TABLE_COLUMNS = (
     ("lat_p50", "resp p50 ms"), ("svc_p50", "svc p50 ms"), ("lat_p95", "resp p95 ms"), ("svc_p95", "svc p95 ms"),
     ("lat_p99", "resp p99 ms"), ("svc_p99", "svc p99 ms"), ("lag_p99_ms", "schedule lag p99 ms"),
     ("conn_peak", "conn peak"), ("conn_plateau", "conn plateau"), ("predicted_connections", "predicted"),
-    ("conn_held", "held after"), ("churn_per_s", "new sessions/s"), ("pgb_clients_peak", "PgB clients"),
+    ("conn_held", "held after"), ("churn_per_s", "new sessions/s"), ("new_conn_per_s", "app new conns/s"),
+    ("connect_ms_mean", "connect ms mean"), ("connect_cost_ms", "calibrated connect ms"),
+    ("connect_s_per_s", "s connecting per s"), ("pool_ms_p95", "pool wait p95 ms"), ("db_ms_p50", "db p50 ms"),
+    ("outside_ms_p50", "outside app p50 ms"), ("pgb_clients_peak", "PgB clients"),
     ("pgb_servers_peak", "PgB servers"), ("cpu_locust", "Locust CPU %"), ("generator_saturated", "generator saturated"),
     ("generator_lagged", "generator lagged"),
 )
 # Open-model columns, shown when some cell is open-model (in a closed loop they say nothing).
 OPEN_COLUMNS = ("offered_rps", "achieved_rps", "dropped", "lag_p99_ms", "generator_lagged")
-GROUP_COLUMNS = ("group", "completed", "rps_median", "rps_min", "rps_max", "lat_p95_median", "lat_p95_min",
-                 "lat_p95_max", "conn_peak_median", "conn_peak_min", "conn_peak_max")
+GROUP_COLUMNS = ("group", "completed", "rank", "rps", "rps_lo", "rps_hi", "lat_p50", "lat_p50_lo", "lat_p50_hi",
+                 "lat_p95", "lat_p95_lo", "lat_p95_hi", "lat_p99", "lat_p99_lo", "lat_p99_hi", "churn_per_s",
+                 "churn_per_s_lo", "churn_per_s_hi", "conn_peak", "conn_peak_lo", "conn_peak_hi", "interval_method")
 
 
 def _missing(v: Any) -> bool:
@@ -172,6 +179,10 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
             add("warn", cid, f"load generator saturated: Locust averaged {fmt(row.get('locust_cpu_per_proc'))} % "
                 f"of a core per process ({fmt(row.get('locust_procs'))} process(es)) during measure, so req/s may "
                 "be the generator's limit, not the app's (run with more Locust processes)")
+        if row.get("machine_saturated") is True:
+            add("warn", cid, f"machine saturated: the harness's components used {fmt(row.get('machine_cpu_pct'))} % of "
+                f"the machine's {fmt(row.get('machine_cpus'))} cores during measure, so its req/s and response times "
+                "describe this machine, not the setting")
         tmc = sum(int(v) for k, v in row.items()
                   if k.startswith("err_") and "too_many_clients" in k and not _missing(v))
         if tmc:
@@ -231,7 +242,7 @@ def _summary_columns(summary: pd.DataFrame) -> tuple[tuple[str, str], ...]:
 
 
 def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: list[Chart],
-            results: list[dict[str, Any]]) -> dict[str, Any]:
+            results: list[dict[str, Any]], found: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the template shows; `results` are the evaluated expectations (expectations.evaluate)."""
     m = run.manifest
     rows = {r["cell_id"]: r for r in summary.to_dict("records")}
@@ -244,6 +255,7 @@ def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: l
     repeated = groups[groups["cells"] > 1] if len(groups) else groups
     return {
         "scenario": _scenario(m),
+        "findings": found,
         "environment": environment(run),
         "statuses": sorted(Counter(c.status for c in run.cells).items()),
         "warnings": warnings(run, summary),
@@ -273,14 +285,19 @@ def build_report(run_dir: Path | str) -> Path:
     run = load_run(run_dir)
     # every output's kind first: a wrong one must stop the rebuild before anything is replaced
     check_outputs([*summary_paths(run), run.paths.report, run.paths.expectations], [run.paths.charts])
-    summary = summary_frame(run)
+    cells = summary_frame(run)
+    settings = Settings(run, cells)
+    groups = groups_frame(run, cells, settings)
+    summary = with_intervals(cells, groups)
     with writing(run.root):
-        groups = write_summaries(run, summary)
-        charts = draw_charts(run, summary)  # it clears charts/ first
-        charts = draw_hockey(run, summary) + draw_probe(run) + charts  # overview charts first, the hockey stick on top
+        write_summaries(run, summary, groups)
+        charts = draw_charts(run, summary, groups)  # it clears charts/ first
+        timing = draw_timing(run, labels(groups, settings.axes)) if len(groups) else []
+        # overview charts first, the hockey stick on top
+        charts = draw_hockey(run, summary) + draw_probe(run) + charts[:1] + timing + charts[1:]
         results = expectations.evaluate(run, summary)
         if results or run.paths.expectations.exists():
             expectations.write(run.root, results)
-        html = render(context(run, summary, groups, charts, results))
+        html = render(context(run, summary, groups, charts, results, findings(groups, settings)))
         R.write_text_atomic(run.paths.report, html)
     return run.paths.report

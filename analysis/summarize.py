@@ -24,6 +24,16 @@ Definitions (all times are unix seconds; "measure" is cell.json phases["measure"
 * lag_p99_ms: p99 of (t_start - t_intended) * 1000 over the requests (dropped ones were never sent): how late
   the generator sent what the schedule asked for; 0 in a closed loop. generator_lagged = lag_p99_ms > 10 ms:
   then the generator, not the app, limited the test.
+* Server-Timing (the app's header, requests.csv connect_ms, pool_ms, db_ms, app_ms, new_conn; see
+  target_app/timing.py): over measured requests that carry it (a response from the app), <part>_ms_mean,
+  _p50 and _p95 for connect, pool, db, app and outside = service_ms - (connect + pool + db + app), the time
+  outside the app (network, gunicorn, the client). new_conn_share: the share that opened a physical connection;
+  new_conn_per_s: how many did per second of the window, the app's side of churn (through PgBouncer: new
+  app -> PgBouncer connections, beside churn_per_s, PgBouncer -> PostgreSQL).
+* connect_cost_ms: cell.json connect_cost's mean for the app's path (through PgBouncer when it is in the path,
+  else direct): opening a connection with the cell's auth and TLS plus SELECT 1, timed before the load.
+  connect_s_per_s = new_conn_per_s (else churn_per_s) x connect_cost_ms / 1000: seconds spent connecting per
+  second of the window (1.0 = one core's worth of connecting, on the client side alone).
 * Server connections: connections.csv rows with source == "postgres", summed per sample time t.
   When every such t is also a db.csv sample time, db.csv is the sampling clock and a sample with
   no connection rows counts 0 (the sampler may write nothing when nobody is connected).
@@ -49,6 +59,15 @@ Definitions (all times are unix seconds; "measure" is cell.json phases["measure"
   load-generating Locust processes (cell.json services.locust.processes, else the number of distinct
   locust pids sampled), the generator is the bottleneck when cpu_locust >= 90 % x n, i.e.
   locust_cpu_per_proc = cpu_locust / n >= 90.
+  Locust's own warning ("CPU usage above 90%", logged in locust/locust.log) during the measure window sets
+  locust_cpu_warning and generator_saturated too: its sampling sees bursts a window mean smooths away.
+* machine_saturated: the CPU of all the harness's components together (cpu_total) against the cores it may
+  use (manifest host.cpus_usable: affinity and cgroup quota; else host.cpus): machine_cpu_pct =
+  cpu_total / cpus >= 90 %. Load from outside the harness is not in cpu_total. Then every component competed for the
+  same cores, so throughput and response times describe this machine, not the setting.
+* Per setting (summary_groups.csv, and on every repeat's row of summary.csv): <figure>_lo/_hi, the interval
+  of rps, lat_p50/p95/p99, churn_per_s and conn_peak across the setting's completed repeats, with its
+  method and rank (analysis/groups.py, analysis/stats.py).
 * Damaged cells (see analysis/load.py): status "damaged", the reason in `damage`, no figures at all.
   dropped_lines (completed cells): requests.csv lines dropped, a torn last line or malformed rows; they are
   never counted as requests (a torn line is not a failed request).
@@ -58,22 +77,26 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from analysis.groups import groups_frame, with_intervals
 from analysis.load import CellData, RunData, load_run
 from analysis.outputs import check_outputs, writing
+from analysis.rows import connection_totals, is_dropped, measured_requests, offered_rps, window_rows
 from connbench import results as R
-from connbench.contract import DROPPED
 
 PERCENTILES = {"lat_p50": 50, "lat_p90": 90, "lat_p95": 95, "lat_p99": 99, "lat_p999": 99.9}
+# Server-Timing parts; "outside" = service time minus the rest: the network, gunicorn, the client's own work
+TIMING_PARTS = ("connect", "pool", "db", "app", "outside")
 SERVICE_PERCENTILES = {"svc_p50": 50, "svc_p95": 95, "svc_p99": 99}
 SATURATION_PCT = 90.0
+LOCUST_CPU_WARNING = "CPU usage above"  # Locust's own warning, logged when its process passes 90 %
 LAG_LIMIT_MS = 10.0  # schedule lag p99 above this: the generator, not the app, limited the test
-GROUP_METRICS = ("rps", "lat_p95", "conn_peak")
 # Rows that break another component's figure down (see the module docstring): reported, never added.
 BREAKDOWN = {"gunicorn-worker": "gunicorn-master"}
 SUMMARY_COLUMNS = R.SUMMARY_COLUMNS
@@ -100,46 +123,8 @@ def flatten_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _window(df: pd.DataFrame, col: str, w: tuple[float, float]) -> pd.DataFrame:
-    return df[(df[col] >= w[0]) & (df[col] < w[1])]
-
-
-def is_dropped(req: pd.DataFrame) -> pd.Series:
-    """Rows of requests the open model never sent (max_in_flight reached)."""
-    return req["error_class"].astype(str).str.strip() == DROPPED
-
-
-def window_rows(cell: CellData) -> pd.DataFrame:
-    """requests.csv rows the schedule placed in the measure window (m0 <= t_intended < m1), dropped ones included.
-
-    By t_intended, not t_start: a request scheduled in the window belongs to it even if sent late (the lag is
-    the generator's, and counting it elsewhere would hide it); in a closed loop t_intended = t_start."""
-    m = cell.phase("measure")
-    req = cell.csv(R.REQUESTS_CSV)
-    return _window(req, "t_intended", m) if m else req.iloc[0:0]
-
-
-def measured_requests(cell: CellData) -> pd.DataFrame:
-    """Requests sent inside the measure window (dropped ones left out), with a `failed` flag and an `err` class."""
-    req = window_rows(cell)
-    req = req[~is_dropped(req) & req["latency_ms"].notna()].copy()
-    cls = req["error_class"].astype(str).str.strip()
-    status = req["status"]
-    bad_status = status.isna() | (status <= 0) | (status >= 400)
-    fallback = np.where(status.fillna(0) > 0, "http_" + status.fillna(0).astype(int).astype(str), "no_response")
-    req["failed"] = (cls != "") | bad_status
-    req["err"] = np.where(cls != "", cls, np.where(bad_status, fallback, ""))
-    return req
-
-
 def _percentile(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q, method="linear")) if values.size else np.nan
-
-
-def offered_rps(cell: CellData) -> float:
-    """The open model's arrival_rate (requests/s offered in total); NaN for a closed loop."""
-    rate = cell.params.get("arrival_rate")
-    return float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) else np.nan
 
 
 def request_metrics(cell: CellData) -> dict[str, Any]:
@@ -170,17 +155,36 @@ def request_metrics(cell: CellData) -> dict[str, Any]:
     return out
 
 
-def connection_totals(cell: CellData) -> pd.Series:
-    """Server connections per sample time (postgres rows summed), on db.csv's clock when it matches."""
-    if not cell.has(R.CONNECTIONS_CSV):
-        return pd.Series(dtype=float)
-    c = cell.csv(R.CONNECTIONS_CSV)
-    c = c[(c["source"] == "postgres") & c["count"].notna()]
-    tot = c.groupby("t")["count"].sum().astype(float)
-    clock = set(cell.csv(R.DB_CSV)["t"].dropna())
-    if clock and set(tot.index) <= clock:
-        tot = tot.reindex(sorted(clock), fill_value=0.0)
-    return tot.sort_index()
+def timing_metrics(cell: CellData) -> dict[str, Any]:
+    """The app's Server-Timing over measured requests that carried it: mean, p50, p95 of each part, and the
+    requests that opened a physical connection (share, and per second: client-side churn)."""
+    req = measured_requests(cell)
+    req = req[req["new_conn"].notna()] if "new_conn" in req else req.iloc[0:0]
+    if not len(req):
+        return {}
+    parts = {p: req[f"{p}_ms"].to_numpy(float) for p in TIMING_PARTS[:-1]}
+    parts["outside"] = req["service_ms"].to_numpy(float) - sum(parts.values())
+    out: dict[str, Any] = {}
+    for part, v in parts.items():
+        out[f"{part}_ms_mean"] = float(np.mean(v))
+        out[f"{part}_ms_p50"] = _percentile(v, 50)
+        out[f"{part}_ms_p95"] = _percentile(v, 95)
+    new = req["new_conn"].to_numpy(float)
+    m = cell.phase("measure")
+    out["new_conn_share"] = float(new.mean())
+    out["new_conn_per_s"] = float(new.sum()) / (m[1] - m[0]) if m and m[1] > m[0] else np.nan
+    return out
+
+
+def cost_metrics(cell: CellData, churn: float) -> dict[str, Any]:
+    """The calibrated cost of a new connection on the app's path (cell.json connect_cost), and the time the
+    cell spent connecting each second: new connections per second x that cost."""
+    costs = cell.doc.connect_cost if cell.doc else {}
+    cost = costs.get("pgbouncer") or costs.get("direct")
+    if cost is None:
+        return {}
+    return {"connect_cost_ms": cost.mean_ms,
+            "connect_s_per_s": churn * cost.mean_ms / 1000.0 if not np.isnan(churn) else np.nan}
 
 
 def connection_metrics(cell: CellData) -> dict[str, Any]:
@@ -264,8 +268,32 @@ def cpu_metrics(cell: CellData) -> dict[str, Any]:
         n = cell.locust_processes or max(1, procs.loc[procs["component"] == "locust", "pid"].nunique())
         out["locust_procs"] = n
         out["locust_cpu_per_proc"] = out["cpu_locust"] / n
-        out["generator_saturated"] = bool(out["locust_cpu_per_proc"] >= SATURATION_PCT)
+        out["locust_cpu_warning"] = locust_cpu_warning(cell)
+        out["generator_saturated"] = bool(out["locust_cpu_per_proc"] >= SATURATION_PCT or out["locust_cpu_warning"])
     return out
+
+
+def locust_cpu_warning(cell: CellData) -> bool:
+    """Did Locust itself warn, during the measure window, that its CPU was above its threshold? Its log lines
+    start "[YYYY-mm-dd HH:MM:SS,mmm]" in local time (locust/log.py); a warning in the warm-up does not count."""
+    log, m = (R.CellPaths(cell.root).locust_log if cell.root else None), cell.phase("measure")
+    if log is None or m is None:
+        return False
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if LOCUST_CPU_WARNING in line and (t := _log_time(line)) is not None and m[0] - 1 <= t <= m[1] + 1:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def _log_time(line: str) -> float | None:
+    try:
+        return datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return None
 
 
 def cell_row(cell: CellData) -> dict[str, Any]:
@@ -282,8 +310,12 @@ def cell_row(cell: CellData) -> dict[str, Any]:
     }
     row.update(flatten_params(cell.params))
     if cell.completed:  # partial files of a failed or damaged cell would give misleading numbers
-        for part in (request_metrics, connection_metrics, db_metrics, pgbouncer_metrics, cpu_metrics):
+        for part in (request_metrics, timing_metrics, connection_metrics, db_metrics, pgbouncer_metrics,
+                     cpu_metrics):
             row.update(part(cell))
+        # the app's connections opened per second: Server-Timing's count, else the server's sessions
+        churn = row.get("new_conn_per_s", np.nan)
+        row.update(cost_metrics(cell, row.get("churn_per_s", np.nan) if np.isnan(churn) else churn))
     return row
 
 
@@ -301,6 +333,7 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def summary_frame(run: RunData) -> pd.DataFrame:
+    """summary.csv's rows, one per cell, without the per-setting columns (groups.with_intervals adds them)."""
     rows = [cell_row(c) for c in run.cells]
     df = pd.DataFrame(rows, columns=_columns(rows))
     err_cols = [c for c in df.columns if c.startswith("err_")]
@@ -308,26 +341,14 @@ def summary_frame(run: RunData) -> pd.DataFrame:
     df.loc[done, err_cols] = df.loc[done, err_cols].fillna(0)  # a class not seen in a cell is 0, not unknown
     for col in (*err_cols, "requests", "failures", "dropped", "dropped_lines"):
         df[col] = df[col].astype("Int64")
-    for col in ("generator_saturated", "generator_lagged"):
+    cpus = run.manifest.host.get("cpus_usable", run.manifest.host.get("cpus"))  # affinity and cgroup quota
+    if isinstance(cpus, int) and not isinstance(cpus, bool) and cpus > 0:
+        df["machine_cpus"] = cpus
+        df["machine_cpu_pct"] = pd.to_numeric(df["cpu_total"], errors="coerce") / cpus
+        df["machine_saturated"] = (df["machine_cpu_pct"] >= SATURATION_PCT).where(df["machine_cpu_pct"].notna())
+    for col in ("generator_saturated", "generator_lagged", "locust_cpu_warning", "machine_saturated"):
         df[col] = df[col].astype("boolean")
     return df
-
-
-def summarize_groups(summary: pd.DataFrame) -> pd.DataFrame:
-    """Repeats of one group: median, min and max of rps, lat_p95 and conn_peak over completed repeats."""
-    rows = []
-    param_cols = [c for c in summary.columns if c not in SUMMARY_COLUMNS and not c.startswith("err_")]
-    for group, g in summary.groupby("group", sort=False):
-        done = g[g["status"] == "completed"]
-        row: dict[str, Any] = {"group": group, "cells": len(g), "completed": len(done)}
-        row.update({c: g[c].iloc[0] for c in param_cols})
-        for metric in GROUP_METRICS:
-            vals = pd.to_numeric(done[metric], errors="coerce").dropna()
-            row[f"{metric}_median"] = vals.median() if len(vals) else np.nan
-            row[f"{metric}_min"] = vals.min() if len(vals) else np.nan
-            row[f"{metric}_max"] = vals.max() if len(vals) else np.nan
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def _write(df: pd.DataFrame, path: Path) -> None:
@@ -338,20 +359,25 @@ def summary_paths(run: RunData) -> tuple[Path, Path]:
     return run.paths.summary, run.paths.summary_groups
 
 
-def write_summaries(run: RunData, df: pd.DataFrame) -> pd.DataFrame:
-    """Write summary.csv and summary_groups.csv atomically; returns the groups table."""
-    groups = summarize_groups(df)
+def summaries(run: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary.csv's frame with each setting's intervals and rank, summary_groups.csv's frame)."""
+    cells = summary_frame(run)
+    groups = groups_frame(run, cells)
+    return with_intervals(cells, groups), groups
+
+
+def write_summaries(run: RunData, df: pd.DataFrame, groups: pd.DataFrame) -> None:
+    """Write summary.csv and summary_groups.csv atomically."""
     check_outputs(summary_paths(run))
     with writing(run.root):
         _write(df, run.paths.summary)
         _write(groups, run.paths.summary_groups)
-    return groups
 
 
 def summarize(run_dir: Path | str, write: bool = True) -> pd.DataFrame:
     """Summarise every cell of a run; write summary.csv and summary_groups.csv unless write=False."""
     run = load_run(run_dir)
-    df = summary_frame(run)
+    df, groups = summaries(run)
     if write:
-        write_summaries(run, df)
+        write_summaries(run, df, groups)
     return df

@@ -54,8 +54,36 @@ ERROR_CLASSES = (
 # closed loop); t_start: when it was sent; latency_ms: response time, from t_intended to the response
 # (free of coordinated omission); service_ms: from t_start to the response. A dropped request has
 # t_start = t_intended, blank latency_ms and service_ms, status 0 and error_class "dropped".
+# connect_ms, pool_ms, db_ms, app_ms, new_conn: the app's Server-Timing header (SERVER_TIMING), blank when the
+# response carried none (no response, a dropped request, a server that is not the test app).
 REQUESTS_COLUMNS = ("t_intended", "t_start", "endpoint", "latency_ms", "service_ms", "status", "error_class",
-                    "dyno")
+                    "dyno", "connect_ms", "pool_ms", "db_ms", "app_ms", "new_conn")
+TIMING_COLUMNS = REQUESTS_COLUMNS[-5:]
+
+# The W3C Server-Timing header: `connect;dur=1.2, pool;dur=0, db;dur=0.4, app;dur=0.3, conn;desc=new`.
+# connect: ms opening a physical connection in this request; pool: ms waiting for a pooled one; db: ms
+# executing queries; app: the rest of the request inside the app; conn: "new" if it opened one, else "reused".
+SERVER_TIMING = "Server-Timing"
+_TIMING_METRICS = ("connect", "pool", "db", "app")
+
+
+def server_timing_header(connect: float, pool: float, db: float, app: float, new_conn: bool) -> str:
+    durs = ", ".join(f"{name};dur={ms:.3f}" for name, ms in zip(_TIMING_METRICS, (connect, pool, db, app), strict=True))
+    return f'{durs}, conn;desc={"new" if new_conn else "reused"}'
+
+
+def parse_server_timing(header: str | None) -> tuple[str, str, str, str, str]:
+    """(connect_ms, pool_ms, db_ms, app_ms, new_conn) as requests.csv cells; blanks for what is absent."""
+    found: dict[str, str] = {}
+    for entry in (header or "").split(","):
+        name, _, params = entry.strip().partition(";")
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur" and name in _TIMING_METRICS:
+                found[name] = value.strip()
+            elif key == "desc" and name == "conn":
+                found["conn"] = {"new": "1", "reused": "0"}.get(value.strip().strip('"'), "")
+    return (*(found.get(m, "") for m in _TIMING_METRICS), found.get("conn", ""))  # type: ignore[return-value]
 
 
 class ContractError(RuntimeError):
@@ -79,6 +107,7 @@ class Database:
     name: str
     user: str
     password: str
+    sslmode: str = "disable"  # libpq's: "require" when the cell runs with tls = true
 
 
 @dataclass(frozen=True)
@@ -114,7 +143,7 @@ class AppConfig:
             "USER": self.db.user, "PASSWORD": self.db.password,
             "CONN_MAX_AGE": self.conn_max_age,
             "CONN_HEALTH_CHECKS": self.health_checks,
-            "OPTIONS": {"connect_timeout": self.connect_timeout},
+            "OPTIONS": {"connect_timeout": self.connect_timeout, "sslmode": self.db.sslmode},
         }
         if self.pooling == "django-pool":
             db["OPTIONS"]["pool"] = dict(self.pool)

@@ -274,6 +274,9 @@ def prune_reason(k: Knobs, meta: ScenarioMeta) -> str | None:
     if k.worker_class == "gevent" and k.persistent and not meta.allow_gevent_persistent:
         return ("gevent with persistent connections holds one connection per greenlet that ever served a "
                 "request (they pile up); set scenario.allow_gevent_persistent = true to show it")
+    if k.tls and k.server == "embedded":
+        return ('tls = true needs a PostgreSQL built with OpenSSL; the embedded wheel\'s is not: use '
+                'server = "system" (Debian\'s postgresql package, installed by make)')
     if k.worker_class != "gthread" and k.threads != 1:
         return f"threads={k.threads} only applies to worker_class='gthread'"
     return None

@@ -17,6 +17,8 @@ from connbench.contract import ERROR_CLASSES
 
 Pooling = Literal["direct", "django-pool", "pgbouncer-session", "pgbouncer-transaction", "dj-db-conn-pool"]
 WorkerClass = Literal["sync", "gthread", "gevent"]
+Server = Literal["embedded", "system"]
+Auth = Literal["scram-sha-256", "md5", "trust"]
 FaultAction = Literal["terminate_backends", "restart_postgres", "restart_pgbouncer", "kill_worker"]
 POOLINGS: tuple[str, ...] = Pooling.__args__  # type: ignore[attr-defined]
 WORKER_CLASSES: tuple[str, ...] = WorkerClass.__args__  # type: ignore[attr-defined]
@@ -90,8 +92,12 @@ class Knobs(BaseModel):
     dbcp_recycle: int = Field(3600, ge=-1, le=10**7)
     dbcp_pre_ping: bool = False
     dbcp_timeout: float = Field(5.0, gt=0, le=600)
-    # database server
+    # database server, and how connections to it are set up (as in production: SCRAM, TLS)
     max_connections: int = Field(100, ge=5, le=10_000)
+    server: Server = Field("embedded", description="embedded: the wheel's PostgreSQL; system: Debian's (TLS)")
+    auth: Auth = Field("scram-sha-256", description="pg_hba method and how passwords are stored")
+    tls: bool = Field(False, description="PostgreSQL ssl=on, sslmode=require (PgBouncer: both sides)")
+    calibrate_n: int = Field(50, ge=0, le=10_000, description="connections opened to time one (0: none)")
     # load
     users: int = Field(8, ge=1, le=2000)
     spawn_rate: float = Field(8, gt=0, le=10_000)
@@ -142,7 +148,7 @@ class Knobs(BaseModel):
 
     def server_key(self) -> tuple:
         """Cells with equal server keys share one PostgreSQL server."""
-        return (self.max_connections,)
+        return (self.max_connections, self.server, self.auth, self.tls)
 
 
 KNOB_NAMES: tuple[str, ...] = tuple(Knobs.model_fields)

@@ -13,10 +13,20 @@ import time
 
 from locust import events
 
-from connbench.contract import DROPPED, ERROR_HEADER, REQUESTS_COLUMNS, UNANSWERED, LoadConfig
+from connbench.contract import (
+    DROPPED,
+    ERROR_HEADER,
+    REQUESTS_COLUMNS,
+    SERVER_TIMING,
+    TIMING_COLUMNS,
+    UNANSWERED,
+    LoadConfig,
+    parse_server_timing,
+)
 from connbench.errorclass import classify_response
 
 _FLUSH_EVERY = 2000
+_NO_TIMING = ("",) * len(TIMING_COLUMNS)
 
 
 class RequestLog:
@@ -31,6 +41,12 @@ class RequestLog:
     def on_request(self, request_type, name, response_time, response_length, response=None,
                    context=None, exception=None, start_time=None, url=None, **_kw):
         status = getattr(response, "status_code", 0) or 0
+        timing = _NO_TIMING
+        if status:
+            try:
+                timing = parse_server_timing(response.headers.get(SERVER_TIMING))
+            except Exception:  # noqa: BLE001 - a response without headers: no timing, never a lost row
+                timing = _NO_TIMING
         error_class = ""
         if exception is not None:
             header = body = None
@@ -49,19 +65,19 @@ class RequestLog:
         intended = context.get("t_intended", start_time)
         latency = (start_time - intended) * 1000.0 + response_time
         self._rows.append((repr(intended), repr(start_time), name, repr(latency), repr(response_time), status,
-                           error_class, context.get("dyno", "")))
+                           error_class, context.get("dyno", ""), *timing))
         if len(self._rows) >= _FLUSH_EVERY:
             self.flush()
 
     def dropped(self, intended: float, name: str, dyno: int) -> None:
         """A scheduled request not sent (max_in_flight reached): a row of its own, never silently skipped."""
-        self._rows.append((repr(intended), repr(intended), name, "", "", 0, DROPPED, dyno))
+        self._rows.append((repr(intended), repr(intended), name, "", "", 0, DROPPED, dyno, *_NO_TIMING))
 
     def unanswered(self, ctx: dict) -> None:
         """Sent but not answered by the end of the drain: the times waited so far are lower bounds."""
         now, intended, sent = time.time(), ctx["t_intended"], ctx.get("t_sent", ctx["t_intended"])
         self._rows.append((repr(intended), repr(sent), ctx.get("name", ""), repr((now - intended) * 1000.0),
-                           repr((now - sent) * 1000.0), 0, UNANSWERED, ctx.get("dyno", "")))
+                           repr((now - sent) * 1000.0), 0, UNANSWERED, ctx.get("dyno", ""), *_NO_TIMING))
 
     def flush(self) -> None:
         if self._rows:

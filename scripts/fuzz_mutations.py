@@ -44,8 +44,10 @@ def m_rename(rng, raw):  # a typo; never another valid name
         i = rng.randrange(len(k))
         new = rng.choice([k[:i] + rng.choice("aesxz_") + k[i:], k[:i] + k[i + 1:], k.upper(), k + "s",
                           k[:i] + k[i + 1:i + 2] + k[i] + k[i + 2:], k[:i] + "\n" + k[i:]])  # \n: still one line?
-        if new and new not in ALL_KEYS:
+        if new and new != k and new not in ALL_KEYS:
             break
+    else:  # 30 unlucky draws (a swap of two equal letters gives the name back): a typo that cannot be valid
+        new = k + "_typo"
     d = parent(raw, path)
     d[new] = d.pop(k)
     return f"rename {fp(path)} -> {new!r}", "unknown key", slot_of(path)

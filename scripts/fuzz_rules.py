@@ -119,7 +119,10 @@ KNOBS = {
     "dbcp_pool_size": Num(int, 1, 1000), "dbcp_max_overflow": Num(int, 0, 1000), "dbcp_recycle": Num(int, -1),
     "dbcp_pre_ping": BOOL, "dbcp_timeout": Num(float, 0, 600, True), "max_connections": Num(int, 5, 10_000),
     "users": Num(int, 1, 2000), "spawn_rate": Num(float, 0, None, True), "rate": Num(float, 0, None, True),
-    "duration": Num(float, 0, 3600, True), "warmup": Num(float, 0, 600), "cooldown": Num(float, 0, 600), "mix": mix}
+    "duration": Num(float, 0, 3600, True), "warmup": Num(float, 0, 600), "cooldown": Num(float, 0, 600), "mix": mix,
+    "arrival_rate": Num(float, 0, 100_000, True), "arrival": enum("poisson", "uniform"),
+    "max_in_flight": Num(int, 1, 100_000), "server": enum("embedded", "system"),
+    "auth": enum("scram-sha-256", "md5", "trust"), "tls": BOOL, "calibrate_n": Num(int, 0, 10_000)}
 
 
 def selector(knob):  # matrix.exclude / expect.where / faults.where: a value, or a list of values, of the knob

@@ -18,7 +18,8 @@ ROOT_URLCONF = "target_app.urls"
 WSGI_APPLICATION = "target_app.wsgi.application"
 USE_TZ = True
 INSTALLED_APPS = ["django.contrib.contenttypes", "target_app.bench"]
-MIDDLEWARE = ["target_app.middleware.ErrorClassMiddleware"]
+# Server-Timing outermost: an error class's 503 says where its time went too.
+MIDDLEWARE = ["target_app.timing.ServerTimingMiddleware", "target_app.middleware.ErrorClassMiddleware"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGGING = {
     "version": 1,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from analysis import AnalysisError, SchemaMismatchError
-from analysis.compare import _p_value, compare, comparison_frame
+from analysis.compare import compare, comparison_frame
 from connbench import results as R
 from tests.analysis_support import FIXTURES, copy_run
 
@@ -29,7 +29,8 @@ def test_ratios_changes_and_significance_with_four_repeats():
     assert rps["ratio"] == pytest.approx(21.5 / 11.5)
     assert (rps["change"], rps["verdict"]) == ("+87.0%", "better")
     assert rps["p_value"] == pytest.approx(2 / 70)  # exact test, complete separation, 4 vs 4
-    assert rps["significant"]
+    assert rps["significant"] and rps["test"] == "repeats"
+    assert (rps["a_lo"], rps["a_hi"], rps["b_lo"], rps["b_hi"]) == (10, 13, 20, 23)  # min-max below 5 repeats
     p95 = r[(D0, "p95 ms")]  # 20 -> 20.5: +2.5 % is under the 5 % threshold
     assert p95["ratio"] == pytest.approx(1.025) and p95["change"] == "~" and p95["verdict"] == ""
     peak = r[(D0, "peak connections")]
@@ -45,14 +46,17 @@ def test_ratios_changes_and_significance_with_four_repeats():
     assert [v["note"] for v in only] == ["only in B"]
 
 
-def test_single_repeat_gives_ratios_without_p_values():
+def test_single_repeat_is_tested_on_per_second_samples_and_says_so():
     r = rows("run_a", "run_b")
-    rps = r[(D0, "req/s")]  # run_a: 10 req/s once; run_b median 21.5
+    rps = r[(D0, "req/s")]  # run_a: 10 req/s once (10 every second); run_b median 21.5 of [20, 21, 22, 23]
     assert (rps["ratio"], rps["n_a"], rps["n_b"]) == (2.15, 1, 4)
-    assert np.isnan(rps["p_value"]) and not rps["significant"]
+    assert (rps["a_lo"], rps["a_hi"], rps["b_lo"], rps["b_hi"]) == (10, 10, 20, 23)  # 1-s blocks; min-max
+    assert rps["test"] == "per-second samples" and rps["significant"]
     assert r[(D0, "p95 ms")]["ratio"] == pytest.approx(20.5 / 95.05)
     assert r[(D0, "peak connections")]["ratio"] == pytest.approx(2 / 3)
     assert r[(D0, "peak connections")]["change"] == "-33.3%"
+    # a peak is an exact count: no interval from one repeat's seconds
+    assert np.isnan(r[(D0, "peak connections")]["a_lo"])
 
 
 def test_threshold_changes_what_counts_as_no_change():
@@ -62,20 +66,14 @@ def test_threshold_changes_what_counts_as_no_change():
         compare(FIXTURES / "run_c", FIXTURES / "run_b", threshold=5)
 
 
-def test_three_repeats_each_can_never_reach_p_below_0_05():
-    # 3 vs 3 fully separated: the exact two-sided p is 2/20 = 0.1, so "*" needs more repeats
-    assert _p_value(np.array([1.0, 2, 3]), np.array([4.0, 5, 6])) == pytest.approx(0.1)
-    assert np.isnan(_p_value(np.array([1.0, 2]), np.array([4.0, 5, 6])))
-
-
 def test_text_markdown_and_csv_output():
     text = compare(FIXTURES / "run_c", FIXTURES / "run_b")
     line = next(x for x in text.splitlines() if x.startswith(D0) and "req/s" in x)
     assert "+87.0% (better)" in line and "0.029 *" in line
     assert any("only in B" in x for x in text.splitlines())
     md = compare(FIXTURES / "run_c", FIXTURES / "run_b", fmt="md")
-    assert "| group | metric | A | B |" in md
-    assert f"| {D0} | p95 ms | 20 | 20.5 | 4/4 | 1.02 | ~ | 0.013 * |  |" in md
+    assert "| group | metric | A [interval] | B [interval] |" in md
+    assert f"| {D0} | p95 ms | 20 [20, 20] | 20.5 [20.5, 20.5] | 4/4 | 1.02 | ~ | 0.029 * | repeats |  |" in md
     assert compare(FIXTURES / "run_c", FIXTURES / "run_b", fmt="markdown") == md
     out = list(csv.DictReader(io.StringIO(compare(FIXTURES / "run_c", FIXTURES / "run_b", fmt="csv"))))
     first = out[0]
@@ -98,7 +96,7 @@ def test_refuses_a_run_written_by_a_newer_schema(tmp_path):
 
 
 def test_an_older_run_compares_through_the_migration():
-    r = rows("run_v1", "run_a")  # schema 1 against schema 2: both read as schema 2
+    r = rows("run_v1", "run_a")  # schema 1 against schema 3: both read as schema 3
     assert r[(D0, "req/s")]["ratio"] == 1.0 and r[(D0, "p95 ms")]["ratio"] == 1.0
 
 
@@ -106,3 +104,13 @@ def test_compare_reads_without_writing(tmp_path):
     a, b = copy_run("run_c", tmp_path), copy_run("run_b", tmp_path)
     compare(a, b)
     assert not (a / R.SUMMARY_CSV).exists() and not (b / R.SUMMARY_CSV).exists()
+
+
+def test_a_comparison_across_postgresql_builds_says_so(tmp_path):
+    a, b = copy_run("run_c", tmp_path / "a"), copy_run("run_b", tmp_path / "b")
+    assert "the server differs" not in compare(a, b)
+    man = json.loads((b / R.MANIFEST_JSON).read_text())
+    for server in man["servers"].values():
+        server.update(kind="system", version="15.18")
+    (b / R.MANIFEST_JSON).write_text(json.dumps(man))
+    assert "B on system 15.18: the server differs, not only the setting." in compare(a, b)

@@ -53,7 +53,8 @@ def test_writes_summary_charts_and_index(built):
     run, index = built
     assert index == run / "index.html" and index.is_file()
     assert (run / R.SUMMARY_CSV).is_file() and (run / R.SUMMARY_GROUPS_CSV).is_file()
-    assert len(list((run / "charts").glob("*.png"))) == len(list((run / "charts").glob("*.svg"))) == 10
+    # 10, and the Server-Timing breakdown
+    assert len(list((run / "charts").glob("*.png"))) == len(list((run / "charts").glob("*.svg"))) == 11
 
 
 def test_every_link_is_relative_and_exists(built):
@@ -105,13 +106,13 @@ def test_unusable_probe_json_is_said_not_drawn(tmp_path):
     del doc["results"]["ramp"]["steps"]
     (run / R.PROBE_JSON).write_text(json.dumps(doc))
     html = build_report(run).read_text()
-    assert "probe.json does not match schema 2: results.ramp.steps: Field required" in html
+    assert "probe.json does not match schema 3: results.ramp.steps: Field required" in html
     assert not (run / "charts" / "probe.png").exists()
 
 
 def test_hooks_absent_when_their_inputs_are(tmp_path, monkeypatch):
     run = copy_run("run_c", tmp_path)
-    monkeypatch.setattr("analysis.report.draw_charts", lambda run, summary: [])  # charts are not the point here
+    monkeypatch.setattr("analysis.report.draw_charts", lambda *a, **k: [])  # charts are not the point here
     html = build_report(run).read_text()
     assert 'id="probe"' not in html and 'id="expectations"' not in html
     assert 'id="groups"' in html  # repeats: the groups table is shown

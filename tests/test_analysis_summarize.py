@@ -150,11 +150,18 @@ def test_groups_median_and_spread(tmp_path):
     g = pd.read_csv(run_b / R.SUMMARY_GROUPS_CSV).set_index("group")
     d0 = g.loc["pool-direct_cma-0"]
     assert (d0["cells"], d0["completed"]) == (4, 4)
-    assert (d0["rps_median"], d0["rps_min"], d0["rps_max"]) == (21.5, 20, 23)
-    assert (d0["lat_p95_median"], d0["conn_peak_median"]) == (20.5, 2)
+    # 4 repeats: the interval is the min-max, named
+    assert (d0["rps"], d0["rps_lo"], d0["rps_hi"]) == (21.5, 20, 23)
+    assert (d0["lat_p95"], d0["conn_peak"]) == (20.5, 2)
+    assert d0["interval_method"] == "min-max over 4 repeats"
     d6 = g.loc["pool-direct_cma-600"]
-    assert (d6["rps_median"], d6["rps_min"], d6["rps_max"], d6["conn_peak_max"]) == (20.5, 19, 21, 3)
+    assert (d6["rps"], d6["rps_lo"], d6["rps_hi"], d6["conn_peak_hi"]) == (20.5, 19, 21, 3)
     assert g.loc["pool-django-pool_cma-0", "cells"] == 4
+    # summary.csv: every repeat's row carries its setting's interval and rank
+    s = pd.read_csv(run_b / R.SUMMARY_CSV)
+    rows = s[s["group"] == "pool-direct_cma-0"]
+    assert list(rows["rps_lo"]) == [20] * 4 and list(rows["rps_hi"]) == [23] * 4
+    assert rows["rank"].nunique() == 1
 
 
 def test_clock_fallback_when_db_samples_do_not_line_up(run_a):
@@ -208,7 +215,7 @@ def test_bad_run_directories_raise_actionable_errors(tmp_path):
     with pytest.raises(AnalysisError, match="not valid JSON"):
         load_run(tmp_path / "run_a")
     (tmp_path / "run_a" / R.MANIFEST_JSON).write_text(json.dumps({"schema_version": R.SCHEMA_VERSION, "cells": {}}))
-    with pytest.raises(AnalysisError, match=r"does not match schema 2: run_id: Field required; started: .*"
+    with pytest.raises(AnalysisError, match=r"does not match schema 3: run_id: Field required; started: .*"
                                             r"cells: Input should be a valid list"):
         load_run(tmp_path / "run_a")
     assert issubclass(AnalysisError, ValueError)
@@ -234,3 +241,35 @@ def test_cpu_rate_never_negative_when_a_counter_dips():
             (3, "locust", "", 7, 10.7)]
     assert cpu_rates(frame(rows), (0.0, 3.0)) == {"locust": approx(100 * 1.0 / 3)}  # 0.5 + 0 + 0.5 s
     assert cpu_rates(frame(rows), (5.0, 9.0)) == {}  # no sample in the window: no figure, not 0
+
+
+def test_server_timing_parts_and_client_side_churn(run_a):
+    df = summarize(run_a, write=False).set_index("cell_id")
+    d0 = df.loc[DIRECT0]  # 99 answered requests (the client timeout got no header): latencies 1..100 but 46
+    mean = (5050 - 46) / 99
+    assert d0["connect_ms_mean"] == approx(mean / 2) and d0["db_ms_mean"] == approx(mean / 4)
+    assert d0["app_ms_mean"] == approx(mean / 8) and d0["outside_ms_mean"] == approx(mean / 8)
+    assert d0["pool_ms_mean"] == 0 and d0["new_conn_share"] == 1
+    assert d0["new_conn_per_s"] == approx(99 / 10)  # the app's side of churn, beside churn_per_s (20)
+    persistent = df.loc[PERSIST]
+    assert persistent["connect_ms_p95"] == 0 and persistent["new_conn_share"] == 0
+    assert persistent["new_conn_per_s"] == 0
+    pgb = df.loc["pool-pgbouncer-transaction_cma-0"]  # latencies 1..50: connect /4, pool /8
+    assert pgb["pool_ms_p50"] == approx(25.5 / 8) and pgb["connect_ms_p95"] == approx(np.percentile(
+        np.arange(1, 51), 95) / 4)
+
+
+def test_requests_without_server_timing_give_no_timing_figures(tmp_path):
+    r = summarize(copy_run("run_b", tmp_path), write=False)
+    assert r["connect_ms_mean"].isna().all() and r["new_conn_per_s"].isna().all()  # not measured, never 0
+
+
+def test_calibrated_connect_cost_times_connections_opened(run_a):
+    df = summarize(run_a, write=False).set_index("cell_id")
+    assert df.loc[DIRECT0, "connect_cost_ms"] == 8  # the direct path's calibration
+    assert df.loc[DIRECT0, "connect_s_per_s"] == approx(9.9 * 8 / 1000)  # 99 new connections in 10 s
+    pgb = df.loc["pool-pgbouncer-transaction_cma-0"]  # the app's path is PgBouncer's: 4 ms, 5 new/s
+    assert (pgb["connect_cost_ms"], pgb["connect_s_per_s"]) == (4, approx(5 * 4 / 1000))
+    assert np.isnan(df.loc[PERSIST, "connect_cost_ms"])  # not calibrated: no figure
+    m = R.Manifest.load(run_a / R.MANIFEST_JSON)
+    assert m.calibration["embedded scram-sha-256 tls=off pgbouncer"].mean_ms == 4

@@ -210,3 +210,29 @@ def test_exceeding_a_pool_raises_its_own_timeout(run, cell_id, error_class):
     counts, total = Cell(run, cell_id).errors()
     assert counts.get(error_class, 0) > 0, counts
     assert set(counts) <= {"", error_class}, counts
+
+
+CLOCK_TOLERANCE_MS = 1.0  # the app's clock inside the request against the client's around it
+
+
+def _answered(c: Cell) -> pd.DataFrame:
+    r = c.reqs[(c.reqs.t_intended >= c.m0) & (c.reqs.t_intended < c.m1) & (c.reqs.status == 200)]
+    assert len(r) > 10 and r.new_conn.notna().all()
+    return r
+
+
+def test_server_timing_shows_the_wait_for_django_pool(run):
+    # 4 busy threads per worker share a pool of at most 2: half of them wait, and the pool (not the request)
+    # opens connections, so no request shows connect time
+    r = _answered(Cell(run, "django-pool"))
+    assert (r.pool_ms > 10).mean() > 0.1  # a checkout without a wait takes microseconds, never 10 ms
+    assert (r.new_conn == 0).all() and (r.connect_ms == 0).all()
+    assert (r.db_ms >= 50).all()  # pg_sleep(0.05) in every request
+
+
+def test_server_timing_parts_fit_in_the_service_time_in_every_mode(run):
+    for cell_id in ("django-pool", "pgb-transaction", "pgb-session", "dbcp"):
+        r = _answered(Cell(run, cell_id))
+        inside = r.connect_ms + r.pool_ms + r.db_ms + r.app_ms
+        assert (inside <= r.service_ms + CLOCK_TOLERANCE_MS).all(), (cell_id, (inside - r.service_ms).max())
+        assert (r.db_ms >= 50).all(), cell_id

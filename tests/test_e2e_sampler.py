@@ -50,7 +50,22 @@ conn_max_age = 0
 users = 24
 spawn_rate = 24
 mix = { read = 1 }
+
+# One sync worker: one thread, so one connection, opened by the warm-up's first request; none after.
+[[matrix.include]]
+id = "cma-none-one"
+conn_max_age = "none"
+dynos = 1
+workers = 1
+worker_class = "sync"
+threads = 1
+users = 4
+spawn_rate = 4
+mix = { read = 1 }
 """
+
+# Server-Timing parts come from the app's clock inside the request, service_ms from the client's around it.
+CLOCK_TOLERANCE_MS = 1.0
 
 # The plateau must be reached this long before measuring ends, and then hold.
 HOLD_S = 3.0
@@ -130,3 +145,32 @@ def test_process_cpu_recorded_for_every_component(sampled):
     busy = cpu_rates(procs, (m0, m1))
     assert busy["locust"] > 5 and busy["postgres"] > 1
     assert during[during.component == "gunicorn-worker"].pid.nunique() == 4
+
+
+def _timed(reqs, m0, m1):
+    r = reqs[(reqs.t_intended >= m0) & (reqs.t_intended < m1) & (reqs.status > 0)]
+    assert len(r) > 20 and r.new_conn.notna().all()  # every answer from the app carries Server-Timing
+    return r
+
+
+def test_server_timing_conn_max_age_0_opens_a_connection_per_request(sampled):
+    _, (m0, m1), _, _, reqs, _ = load_cell(sampled, "cma-0")
+    r = _timed(reqs, m0, m1)
+    opened = (r.new_conn == 1) & (r.connect_ms > 0)
+    assert opened.mean() >= 0.95, opened.mean()
+    assert (r.pool_ms == 0).all()  # no pool in the path
+
+
+def test_server_timing_persistent_connection_is_never_reopened(sampled):
+    _, (m0, m1), _, _, reqs, _ = load_cell(sampled, "cma-none-one")
+    r = _timed(reqs, m0, m1)
+    assert (r.new_conn == 0).all() and (r.connect_ms == 0).all()
+    assert (r.db_ms > 0).all()
+
+
+def test_server_timing_parts_fit_in_the_service_time(sampled):
+    for cell_id in ("cma-0", "cma-none", "cma-none-one"):
+        _, (m0, m1), _, _, reqs, _ = load_cell(sampled, cell_id)
+        r = _timed(reqs, m0, m1)
+        inside = r.connect_ms + r.pool_ms + r.db_ms + r.app_ms
+        assert (inside <= r.service_ms + CLOCK_TOLERANCE_MS).all(), (cell_id, (inside - r.service_ms).max())

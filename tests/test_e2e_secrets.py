@@ -1,4 +1,5 @@
-"""Issue 11: a finished run directory holds no secret: grepped for every password the run used."""
+"""Issue 11: a finished run directory holds no secret: grepped for every password the run used, and (issue 14)
+for the TLS private key made for the run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from connbench.services.pgbouncer import pgbouncer_binary
+from connbench.services.postgres import system_bin_dir
 from tests.conftest import CLI, ROOT, assert_no_leftovers, write_scenario
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +31,14 @@ duration = 2
 cooldown = 0.5
 [matrix]
 pooling = ["direct", "pgbouncer-transaction"]
+"""
+# With Debian's PostgreSQL: a TLS cell through PgBouncer, so the per-run private key is there to leak.
+TLS_CELL = """
+[[matrix.include]]
+id = "tls"
+server = "system"
+tls = true
+pooling = "pgbouncer-transaction"
 """
 
 
@@ -48,6 +58,8 @@ def harvest(private_root, found: set[str]) -> None:
                     found.update(json.loads(text).values())
                 except ValueError:
                     continue
+            elif f.name.endswith("server.key"):
+                found.update(line for line in text.splitlines()[1:3] if len(line) > 40)  # the key's own bytes
             elif f.name.endswith("userlist.txt"):
                 entries = dict(line.split('"')[1::2] for line in text.splitlines() if line.count('"') == 4)
                 found.update(entries.values())
@@ -61,7 +73,8 @@ def test_finished_run_directory_holds_no_password(tmp_path):
     private_root = Path(tempfile.mkdtemp(prefix="cbtest-private-"))
     os.chmod(private_root, 0o755)
     run_dir = tmp_path / "run"
-    scen = write_scenario(tmp_path / "s.toml", SCENARIO)
+    tls = system_bin_dir() is not None
+    scen = write_scenario(tmp_path / "s.toml", SCENARIO + (TLS_CELL if tls else ""))
     env = {**os.environ, "CONNBENCH_PRIVATE_ROOT": str(private_root)}
     proc = subprocess.Popen([*CLI, "run", str(scen), "--run-dir", str(run_dir)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -72,8 +85,8 @@ def test_finished_run_directory_holds_no_password(tmp_path):
         time.sleep(0.05)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    # postgres: app + superuser; PgBouncer: its admin user and the app role's SCRAM secret
-    assert len(found) >= 4, found
+    # postgres: app + superuser; PgBouncer: its admin user and the app role's SCRAM secret; the TLS key
+    assert len(found) >= (6 if tls else 4), found
     # PgBouncer's auth_file holds the app role's secret as PostgreSQL stores it, never its password
     assert auth_entries["app"].startswith("SCRAM-SHA-256$4096:"), "plain password in PgBouncer's auth_file"
     assert not list(private_root.iterdir()), "the private directory outlived the run"
@@ -82,6 +95,7 @@ def test_finished_run_directory_holds_no_password(tmp_path):
         for name in files:
             data = open(os.path.join(root, name), "rb").read()
             leaks += [f"{os.path.join(root, name)}" for pw in found if pw.encode() in data]
+            leaks += [f"{os.path.join(root, name)}: a private key"] * (b"PRIVATE KEY" in data)
     assert not leaks, leaks
     assert not [p for p in run_dir.rglob("*") if "secret" in p.name or p.name == "pg"]
     for pw in found:

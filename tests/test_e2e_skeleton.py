@@ -12,7 +12,7 @@ import pytest
 
 from connbench import expand as sc
 from connbench.run.matrix import MatrixRunner
-from connbench.services.procs import cleanup_recorded
+from connbench.services.cleanup import cleanup_recorded
 from tests.conftest import CLI, ROOT, assert_no_leftovers, read_json, run_cli, scenario_text, write_scenario
 
 pytestmark = pytest.mark.e2e

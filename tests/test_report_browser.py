@@ -1,5 +1,5 @@
 """Open the built report in headless Chromium from the file system: images load, no console errors,
-the summary table sorts, and a screenshot can be taken.
+the report opens with its Findings, the summary table sorts, and a screenshot can be taken.
 
 No Selenium: a copy of index.html gets a probe script injected first in <head>; it records errors
 (JS errors, failed resource loads, console.error), and on `load` checks every image, clicks the
@@ -57,8 +57,10 @@ PROBE = """<script>
                                          function (h) { return h.textContent.trim() === "req/s"; })[0];
     var asc = null, desc = null;
     if (th) { th.click(); asc = cellOrder(); th.click(); desc = cellOrder(); }
+    var first = document.querySelector("main h2"), found = document.querySelectorAll("#findings-table tbody tr");
     document.title = "STATUS:" + JSON.stringify({images: imgs.length, broken: broken, errors: errors,
-                                                 asc: asc, desc: desc});
+                                                 asc: asc, desc: desc, first: first ? first.id : null,
+                                                 findings: found.length});
   });
 })();
 </script>"""
@@ -93,9 +95,10 @@ def test_report_loads_cleanly_and_sorts(report, tmp_path):
     m = re.search(r"<title>STATUS:(.*?)</title>", res.stdout, re.S)
     assert m, f"no status from the page (rc {res.returncode}):\n{res.stdout[:2000]}\n{res.stderr[-2000:]}"
     status = json.loads(html.unescape(m.group(1)))
-    assert status["images"] == 10
+    assert status["images"] == 11
     assert status["broken"] == []
     assert status["errors"] == []
+    assert status["first"] == "findings" and status["findings"] == 3  # the 3 completed settings, first
     # req/s: pgbouncer 5 < direct-0 10 < persistent 20; failed and skipped cells (blank) stay last
     assert status["asc"] == ["pool-pgbouncer-transaction_cma-0", "pool-direct_cma-0", "pool-direct_cma-600",
                              "pool-direct_cma-none", "pool-pgbouncer-session_cma-0"]

@@ -16,10 +16,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from analysis.groups import INTERVAL_COLUMNS
 from analysis.load import load_run
 from analysis.report import build_report
 from analysis.summarize import summarize
 from connbench import results as R
+from connbench.contract import REQUESTS_COLUMNS, TIMING_COLUMNS
 from tests.analysis_support import FIXTURES, copy_run
 from tests.fixtures import make_runs
 
@@ -72,7 +74,7 @@ def test_sampler_config_round_trips_privately_and_never_shows_its_password(tmp_p
     ({"cell_id": "c"}, "cell.json has no valid schema_version"),
     ({"schema_version": "2"}, "cell.json has no valid schema_version"),
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": 0, "params": {}, "predicted": {},
-      "status": "done"}, "cell.json does not match schema 2: status: Input should be 'pending', 'running'"),
+      "status": "done"}, "cell.json does not match schema 3: status: Input should be 'pending', 'running'"),
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": "0", "params": {}, "predicted": {},
       "status": "completed"}, "repeat: Input should be a valid integer"),  # strict: "0" is not 0
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": 0, "params": {}, "predicted": {},
@@ -88,7 +90,7 @@ def test_a_wrong_shape_is_a_clear_error(doc, message):
 def test_writers_cannot_build_a_wrong_document():
     with pytest.raises(ValidationError, match="status"):
         R.CellDoc(cell_id="c", group="c", repeat=0, params={}, predicted=R.Predicted(), status="done")
-    with pytest.raises(ValidationError, match="must be 2; older documents are read through upgrade"):
+    with pytest.raises(ValidationError, match=f"must be {R.SCHEMA_VERSION}; older documents are read through upgrade"):
         R.Manifest(schema_version=1, run_id="r", started=1.0)
     m = R.Manifest(run_id="r", started=1.0)
     with pytest.raises(ValidationError):
@@ -105,7 +107,7 @@ def test_the_probe_shape_analysis_used_to_tolerate_is_refused():
            "headroom": [{"dynos": 1, "connections": 6, "fits": True}]}
     with pytest.raises(R.ResultsError, match="probe.json has no valid schema_version"):
         R.ProbeDoc.from_dict(old)
-    with pytest.raises(R.ResultsError, match=r"probe.json does not match schema 2: query: Field required; "
+    with pytest.raises(R.ResultsError, match=r"probe.json does not match schema 3: query: Field required; "
                                              r".* and 9 more"):
         R.ProbeDoc.from_dict({**old, "schema_version": 2})
     doc = json.loads((FIXTURES / "run_probe" / R.PROBE_JSON).read_text())
@@ -161,12 +163,12 @@ def test_upgrade_refuses_a_newer_schema_and_fills_what_schema_1_left_out():
     with pytest.raises(R.SchemaVersionError, match="use a newer connbench"):
         R.upgrade(R.MANIFEST_JSON, {}, R.SCHEMA_VERSION + 1)
     m = R.Manifest.from_dict({"schema_version": 1, "run_id": "r", "started": 1.0})
-    assert (m.kind, m.schema_version, m.written_version) == ("matrix", 2, 1)
+    assert (m.kind, m.schema_version, m.written_version) == ("matrix", R.SCHEMA_VERSION, 1)
 
 
 def test_a_schema_1_run_loads_through_the_migration(tmp_path):
     run = load_run(copy_run("run_v1", tmp_path))
-    assert (run.written_version, run.schema_version, run.manifest.kind) == (1, 2, "matrix")
+    assert (run.written_version, run.schema_version, run.manifest.kind) == (1, R.SCHEMA_VERSION, "matrix")
     cell = next(c for c in run.cells if c.cell_id == CELL)
     assert cell.version == 1 and cell.doc.written_version == 1
     procs = cell.csv(R.PROCESSES_CSV)
@@ -185,8 +187,12 @@ def test_a_schema_1_run_summarizes_as_it_did_under_schema_1(tmp_path):
     cpu = [c for c in old.columns if c.startswith("cpu_") or c == "locust_cpu_per_proc"]
     # the columns schema 1's analysis wrote, with the same figures; the open model's columns come on top
     added = [c for c in new.columns if c not in old.columns]
+    timing = [f"{p}_ms_{s}" for p in ("connect", "pool", "db", "app", "outside") for s in ("mean", "p50", "p95")]
     assert added == ["offered_rps", "achieved_rps", "dropped", "lag_p99_ms", "svc_p50", "svc_p95", "svc_p99",
-                     "generator_lagged"]
+                     *timing, "new_conn_share", "new_conn_per_s", "connect_cost_ms", "connect_s_per_s",
+                     "locust_cpu_warning", "generator_lagged",
+                     "machine_cpus", "machine_cpu_pct", "machine_saturated",
+                     *INTERVAL_COLUMNS]
     pd.testing.assert_frame_equal(new.drop(columns=[*cpu, *added]), old.drop(columns=cpu))
     done = new[new["status"] == "completed"]
     assert done["offered_rps"].isna().all() and (done["dropped"] == 0).all()  # a closed loop offers no rate
@@ -195,6 +201,7 @@ def test_a_schema_1_run_summarizes_as_it_did_under_schema_1(tmp_path):
         assert done[f"svc_{q}"].tolist() == done[f"lat_{q}"].tolist()
     # answered: every measured request but the one client timeout (status 0) of CELL
     assert done["achieved_rps"].tolist() == [9.9, 20.0, 5.0] and done["rps"].tolist() == [10.0, 20.0, 5.0]
+    assert done["connect_ms_mean"].isna().all()  # schema 1 had no Server-Timing: not measured, never 0
     changed = {(cid, col) for cid in old.index for col in cpu
                if not (math.isclose(new.at[cid, col], old.at[cid, col], rel_tol=1e-12)
                        or (pd.isna(new.at[cid, col]) and pd.isna(old.at[cid, col])))}
@@ -208,7 +215,7 @@ def test_a_schema_1_run_summarizes_as_it_did_under_schema_1(tmp_path):
 
 def test_a_schema_1_run_gets_a_report_that_says_so(tmp_path):
     text = build_report(copy_run("run_v1", tmp_path)).read_text()
-    assert "1 (read as 2 through the migration in connbench.results)" in text
+    assert f"1 (read as {R.SCHEMA_VERSION} through the migration in connbench.results)" in text
 
 
 # -- analysis reads files only, through results -------------------------------------------------------
@@ -245,3 +252,10 @@ def test_fixtures_are_what_the_writers_write(tmp_path, capsys):
         _, mismatch, errors = filecmp.cmpfiles(built, checked_in, files, shallow=False)
         assert not mismatch and not errors, f"{name}: {mismatch or errors} differ; run tests/fixtures/make_runs.py"
     assert not (tmp_path / "run_v1").exists()  # frozen, never rebuilt
+
+
+def test_update_to_3_adds_blank_server_timing_columns():
+    row = {c: "1" for c in REQUESTS_COLUMNS[:8]}
+    (up,) = R.update_to_3(R.REQUESTS_CSV, [row])
+    assert list(up) == list(REQUESTS_COLUMNS) and all(up[c] == "" for c in TIMING_COLUMNS)
+    assert R.update_to_3(R.CELL_JSON, {"schema_version": 2})["schema_version"] == 3

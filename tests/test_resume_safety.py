@@ -13,7 +13,8 @@ import pytest
 
 from connbench import results as R
 from connbench.run.matrix import redact_argv
-from connbench.services.procs import Supervisor, cleanup_recorded, remove_service_dir, service_dir
+from connbench.services.cleanup import cleanup_recorded
+from connbench.services.procs import RUN_ENV, Supervisor, remove_service_dir, service_dir
 from tests.conftest import ROOT, run_cli
 
 SMOKE = str(ROOT / "scenarios" / "smoke.toml")
@@ -116,6 +117,30 @@ def test_cleanup_signals_only_this_runs_groups(tmp_path):
         foreign.kill()
         foreign.wait()
         ours.kill() if ours.poll() is None else None
+
+
+def test_cleanup_finds_a_child_spawned_just_before_the_kill_by_its_mark(tmp_path):
+    """The harness SIGKILLed between starting a process and recording it: the run's mark still finds it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    pids = run / "pids.json"
+    Supervisor(pids)._record()  # pids.json of this run, with nothing recorded in it
+    mark = json.loads(pids.read_text())["run"]
+    unrecorded = subprocess.Popen(["sleep", "60"], start_new_session=True, env={**os.environ, RUN_ENV: mark})
+    other_run = subprocess.Popen(["sleep", "60"], start_new_session=True,
+                                 env={**os.environ, RUN_ENV: str(tmp_path / "another-run")})
+    try:
+        psutil.Process(unrecorded.pid).environ()  # exec done: its environment is readable
+        killed = cleanup_recorded(pids)
+        assert killed == [f"sleep (pgid {unrecorded.pid})"]
+        unrecorded.wait(timeout=10)
+        time.sleep(0.2)
+        assert other_run.poll() is None  # another run's mark: left alone
+    finally:
+        for p in (unrecorded, other_run):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
 
 
 @pytest.mark.parametrize("given, shown", [

@@ -192,3 +192,18 @@ def test_include_only_matrix_runs_just_the_included_cells_with_explicit_ids():
     scen = sc.from_dict({**BASE, "matrix": {"include": [{"id": "a", "workers": 3}, {"pooling": "django-pool"}]}})
     assert [c.cell_id for c in scen.cells] == ["a", "pool-django-pool"]
     assert "id must be" in err({**BASE, "matrix": {"include": [{"id": "a b"}]}})
+
+
+def test_tls_on_the_embedded_server_is_pruned_never_run_in_plain_text(tmp_path):
+    path = tmp_path / "tls.toml"
+    path.write_text('[scenario]\nname = "tls"\n[defaults]\nserver = "embedded"\n'
+                    '[matrix]\ntls = [false, true]\nauth = ["scram-sha-256", "md5", "trust"]\n')
+    s = sc.load(path)
+    assert sorted(c.knobs.auth for c in s.cells) == ["md5", "scram-sha-256", "trust"]
+    assert all(not c.knobs.tls for c in s.cells) and len(s.pruned) == 3
+    assert all("OpenSSL" in p.reason and 'server = "system"' in p.reason for p in s.pruned)
+    system = sc.load(tmp_path.joinpath("sys.toml").write_text(path.read_text().replace("embedded", "system"))
+                     and tmp_path / "sys.toml")
+    assert len(system.cells) == 6 and not system.pruned
+    # each (auth, tls) is its own server: a cell never shares a cluster set up another way
+    assert len({c.knobs.server_key() for c in system.cells}) == 6

@@ -5,6 +5,7 @@ version that reads a run of an older schema (migrate.py). Import it as `connbenc
 
 from connbench.results.docs import (
     CellDoc,
+    ConnectCost,
     ConnInfo,
     Git,
     HeadroomRow,
@@ -35,13 +36,14 @@ from connbench.results.files import (
     write_private,
     write_text_atomic,
 )
-from connbench.results.migrate import UPDATES, update_to_2, upgrade
+from connbench.results.migrate import UPDATES, update_to_2, update_to_3, upgrade
 from connbench.results.schema import *  # noqa: F403 - the version, names, columns and paths
 from connbench.results.schema import SCHEMA_VERSION, CellPaths, ResultsError, RunPaths, SchemaVersionError
 
 __all__ = [
     "SCHEMA_VERSION", "RunPaths", "CellPaths", "ResultsError", "SchemaVersionError", "UPDATES", "update_to_2",
-    "upgrade", "CellDoc", "ConnInfo", "Git", "HeadroomRow", "Manifest", "ManifestCell", "Overhead", "Predicted",
+    "update_to_3", "upgrade", "CellDoc", "ConnInfo", "ConnectCost", "Git", "HeadroomRow", "Manifest", "ManifestCell",
+    "Overhead", "Predicted",
     "ProbeDoc", "ProbeMode", "ProbePlateau", "ProbeServer", "ProbeStep", "Pruned", "Resume", "SamplerConfig",
     "ServerInfo", "Services", "CsvAppender", "append_event", "json_kind", "read_json", "read_json_doc",
     "write_atomic", "write_csv_atomic", "write_json_atomic", "write_private", "write_text_atomic",

@@ -109,6 +109,15 @@ class Services(_Part):
     locust: dict[str, Any] | None = None  # {"processes": n}: load-generating Locust processes
 
 
+class ConnectCost(_Part):
+    """Opening a connection and running SELECT 1, sequentially, n times (connbench/run/calibrate.py)."""
+    n: int = Field(ge=1)
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    min_ms: float
+
+
 class CellDoc(_Doc):
     """cell.json: one cell's parameters, prediction, phase timestamps and outcome."""
 
@@ -126,6 +135,7 @@ class CellDoc(_Doc):
     services: Services = Field(default_factory=Services)
     overhead_s: float | None = None  # setup + teardown beyond warm-up/measure/cool-down
     requests: int | None = None  # rows of requests.csv, once merged
+    connect_cost: dict[Literal["direct", "pgbouncer"], ConnectCost] = {}  # timed before the load
 
     @field_validator("phases")
     @classmethod
@@ -179,6 +189,11 @@ class ServerInfo(_Part):
     max_connections: int
     app_slots: int
     settings: dict[str, Any] = {}
+    kind: str = "embedded"  # embedded (the wheel's PostgreSQL) | system (Debian's)
+    auth: str = "scram-sha-256"
+    tls: bool = False
+    build: dict[str, Any] = {}  # bin_dir, configure flags, with_openssl
+    verified: dict[str, Any] = {}  # what the server said at start: pg_hba methods, password scheme, ssl
 
 
 class Manifest(_Doc):
@@ -205,6 +220,8 @@ class Manifest(_Doc):
     cells: list[ManifestCell] = []
     overhead: Overhead = Field(default_factory=Overhead)
     servers: dict[str, ServerInfo] = {}  # one PostgreSQL per server setting
+    # connection cost per "<server> <auth> tls=<on|off> <direct|pgbouncer>": the first cell's calibration
+    calibration: dict[str, ConnectCost] = {}
     resumes: list[Resume] = []
 
     def record(self, doc: CellDoc) -> None:
@@ -213,6 +230,11 @@ class Manifest(_Doc):
             if entry.cell_id == doc.cell_id:
                 for key in ("status", "error", "skip_reason", "overhead_s", "requests"):
                     setattr(entry, key, getattr(doc, key))
+        for path, cost in doc.connect_cost.items():
+            p = doc.params
+            tls = "on" if p.get("tls") else "off"
+            key = f"{p.get('server', 'embedded')} {p.get('auth', 'scram-sha-256')} tls={tls} {path}"
+            self.calibration.setdefault(key, cost)
         done = [c.overhead_s for c in self.cells if c.status == "completed" and c.overhead_s]
         self.overhead = Overhead(per_cell_mean_s=round(sum(done) / len(done), 3) if done else None,
                                  per_cell_max_s=max(done) if done else None)
@@ -308,6 +330,7 @@ class ConnInfo(BaseModel):
     user: str
     password: str = Field(repr=False)
     dbname: str | None = None
+    sslmode: str | None = None  # libpq's; the server's with tls = true is "require"
 
     def kwargs(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from connbench.contract import TIMING_COLUMNS
 from connbench.results.schema import (
     CELL_JSON,
+    DB_CSV,
     MANIFEST_JSON,
     PROBE_JSON,
     PROCESSES_CSV,
@@ -74,7 +76,19 @@ def update_to_2(name: str, data: Any) -> Any:
     return data
 
 
-UPDATES = {1: update_to_2}  # version N -> N + 1
+def update_to_3(name: str, data: Any) -> Any:
+    """One file of a schema-2 run as schema 3 reads it: requests.csv rows get blank Server-Timing columns
+    and db.csv rows a blank ssl_backends (schema 2 did not measure them: blank is "not measured", never 0)."""
+    if name == REQUESTS_CSV:
+        return [{**row, **{c: row.get(c, "") for c in TIMING_COLUMNS}} for row in data]
+    if name == DB_CSV:
+        return [{**row, "ssl_backends": row.get("ssl_backends", "")} for row in data]
+    if name in (MANIFEST_JSON, CELL_JSON, PROBE_JSON):
+        return {**data, "schema_version": 3}
+    return data
+
+
+UPDATES = {1: update_to_2, 2: update_to_3}  # version N -> N + 1
 
 
 def upgrade(name: str, data: Any, version: int) -> Any:

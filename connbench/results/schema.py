@@ -21,7 +21,10 @@ from typing import Literal
 #    measured from t_intended (free of coordinated omission); a request the open model dropped
 #    (max_in_flight reached) is a row with error_class "dropped" and blank latency_ms and service_ms.
 #    Schema 1's rows are read as t_intended = t_start, service_ms = latency_ms (update_to_2).
-SCHEMA_VERSION = 2
+# 3: requests.csv gained the app's Server-Timing: connect_ms, pool_ms, db_ms, app_ms and new_conn (the
+#    contract's TIMING_COLUMNS); db.csv gained ssl_backends. Schema 2's rows are read with them blank: not
+#    measured (update_to_3).
+SCHEMA_VERSION = 3
 
 # requests.csv's columns are connbench.contract.REQUESTS_COLUMNS: the locustfile writes it, and it
 # imports nothing of connbench but the contract.
@@ -32,10 +35,11 @@ SCHEMA_VERSION = 2
 CONNECTIONS_COLUMNS = ("t", "source", "dyno", "worker", "state", "count")
 
 # One row per sample. article_count is the Heroku article's exact query, run as the app's
-# role; client_backends is our attributed total (the sampler's own connection excluded).
+# role; client_backends is our attributed total (the sampler's own connection excluded); ssl_backends the
+# app role's client backends whose connection is encrypted (pg_stat_ssl).
 DB_COLUMNS = (
     "t", "numbackends", "sessions", "sessions_killed", "sessions_fatal", "max_connections",
-    "reserved_connections", "article_count", "client_backends",
+    "reserved_connections", "article_count", "client_backends", "ssl_backends",
 )  # fmt: skip
 
 # One row per sample of PgBouncer's SHOW POOLS for the app's pool, plus SHOW STATS totals.
@@ -140,14 +144,21 @@ class SchemaVersionError(ResultsError):
 # generator_lagged: lag_p99_ms > 10 ms, the generator (not the app) limited the test.
 # lat_*: response time (requests.csv latency_ms, from t_intended); svc_*: service time (service_ms, from
 # t_start). analysis/summarize.py's docstring holds the exact definitions.
+INTERVAL_FIGURES = ("rps", "lat_p50", "lat_p95", "lat_p99", "churn_per_s", "conn_peak")
 SUMMARY_COLUMNS = (
     "cell_id", "group", "repeat", "status", "error", "skip_reason", "damage", "dropped_lines",
     "measure_s", "requests", "failures", "failure_rate", "rps", "offered_rps", "achieved_rps", "dropped",
     "lag_p99_ms", "lat_p50", "lat_p90", "lat_p95", "lat_p99", "lat_p999", "lat_max", "lat_mean",
     "svc_p50", "svc_p95", "svc_p99",
+    *(f"{part}_ms_{stat}" for part in ("connect", "pool", "db", "app", "outside") for stat in ("mean", "p50", "p95")),
+    "new_conn_share", "new_conn_per_s", "connect_cost_ms", "connect_s_per_s",
     "conn_peak", "conn_plateau", "conn_mean", "conn_held", "predicted_connections", "conn_gap",
     "max_connections_observed", "article_count_peak", "churn_per_s",
     "pgb_clients_peak", "pgb_servers_peak", "pgb_waiting_peak", "pgb_maxwait_s",
     "cpu_postgres", "cpu_pgbouncer", "cpu_gunicorn_master", "cpu_gunicorn_worker", "cpu_locust",
-    "cpu_sampler", "cpu_total", "locust_procs", "locust_cpu_per_proc", "generator_saturated", "generator_lagged",
+    "cpu_sampler", "cpu_total", "locust_procs", "locust_cpu_per_proc", "locust_cpu_warning", "generator_saturated",
+    "generator_lagged", "machine_cpus", "machine_cpu_pct", "machine_saturated",
+    # the cell's setting (group) across its completed repeats: interval of each compared figure, its method,
+    # and the setting's rank group (1 = best; settings sharing a rank are indistinguishable)
+    *(f"{f}_{side}" for f in INTERVAL_FIGURES for side in ("lo", "hi")), "interval_method", "rank",
 )  # fmt: skip

@@ -15,6 +15,7 @@ from connbench import results as R
 from connbench.expand import Cell
 from connbench.predict import predict
 from connbench.results import CellPaths, append_event
+from connbench.run.calibrate import calibrate
 from connbench.run.faults import FaultInjector
 from connbench.run.stack import Stack, load_config, locust_config
 from connbench.services import gunicorn, locust
@@ -76,6 +77,11 @@ class CellRunner:
             self._phase("start_services", t0, time.time())
 
             t0 = self._begin("verify")
+            # before the app's first connection: a session-mode PgBouncer whose pool the app's persistent
+            # connections pin would make the calibration wait for a server connection that never frees
+            if self.k.calibrate_n:
+                self.doc.connect_cost = {path: calibrate(info, self.k.calibrate_n)
+                                         for path, info in self.stack.app_paths().items()}
             gunicorn.verify(self.stack.dynos)
             self._phase("verify", t0, time.time())
 

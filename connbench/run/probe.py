@@ -102,7 +102,8 @@ class ProbeRunner:
             else:
                 pg_root = service_dir(self.paths.root, "pg", self.user)
                 self.server = PostgresServer(pg_root / "probe", self.k.max_connections, self.sup, self.user,
-                                             self.sup.private)
+                                             self.sup.private, server=self.k.server, auth=self.k.auth,
+                                             tls=self.k.tls)
                 self.console.print(f"starting PostgreSQL (max_connections={self.k.max_connections}) and "
                                    f"{self.k.dynos} dyno(s) x {self.k.workers} {self.k.worker_class} workers")
                 self.server.start()

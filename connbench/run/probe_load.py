@@ -100,7 +100,7 @@ class Counter:
 
     def sample(self) -> tuple[int, dict[str, int], dict[str, int]]:
         with self.lock:
-            groups, article, _ = self.db.sample()
+            groups, article, *_ = self.db.sample()
         by_dyno: dict[str, int] = {}
         by_worker: dict[str, int] = {}
         for appname, _state, count in groups:

@@ -55,7 +55,7 @@ def gunicorn_config(k: Knobs) -> gunicorn.GunicornConfig:
 def pgbouncer_config(k: Knobs) -> PgBouncerConfig:
     return PgBouncerConfig(pool_mode=k.pooling.removeprefix("pgbouncer-"), pool_size=k.pgbouncer_pool_size,
                            reserve_pool=k.pgbouncer_reserve_pool, max_client_conn=k.pgbouncer_max_client_conn,
-                           query_wait_timeout=k.pgbouncer_query_wait_timeout)
+                           query_wait_timeout=k.pgbouncer_query_wait_timeout, auth=k.auth)
 
 
 def load_config(k: Knobs, targets: list[str], paths: CellPaths, processes: int = 1, seed: int = 0) -> LoadConfig:
@@ -106,7 +106,8 @@ class Stack:
         if self.k.pooling in PGBOUNCER_MODES:
             where = service_dir(self.paths.root, "pgbouncer", self.user)
             self.bouncer = PgBouncer(where, pgbouncer_config(self.k), self.server.conn, self.sup, self.user,
-                                     self.sup.private, self.server.role_secret(self.server.conn.app_user))
+                                     self.sup.private, self.server.role_secret(self.server.conn.app_user),
+                                     self.server.tls_files)
             self.bouncer.start()
             db = self.bouncer.app_database()
             self._procs["pgbouncer"] = [{"pid": self.bouncer.proc.pid}]
@@ -118,6 +119,16 @@ class Stack:
         self._write_procs()
         self._start_sampler()
         return services
+
+    def app_paths(self) -> dict[str, dict]:
+        """How the app's role reaches the database, per path its connections take (for calibration)."""
+        def kwargs(db: Database) -> dict:
+            return {"host": db.host, "port": db.port, "dbname": db.name, "user": db.user, "password": db.password,
+                    "sslmode": db.sslmode}
+        paths = {"direct": kwargs(self.server.conn.app_database())}
+        if self.bouncer is not None:
+            paths["pgbouncer"] = kwargs(self.bouncer.app_database())
+        return paths
 
     def _start_sampler(self) -> None:
         conn = self.server.conn

@@ -55,7 +55,7 @@ def run(config: SamplerConfig) -> None:
     while not stop["flag"]:
         now = time.time()
         try:
-            groups, article, dbrow = db.sample()
+            groups, article, dbrow, ssl = db.sample()
             total = 0
             for appname, state, count in groups:
                 dyno, worker = parse_appname(appname)
@@ -63,7 +63,7 @@ def run(config: SamplerConfig) -> None:
                 total += count
             if not groups:
                 conns.write((now, "postgres", "", "", "none", 0))
-            dbw.write((now, *dbrow, *db.limits, article, total))
+            dbw.write((now, *dbrow, *db.limits, article, total, ssl))
         except psycopg.Error as e:
             errors += 1
             if errors <= 5 or errors % 50 == 0:

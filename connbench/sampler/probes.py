@@ -21,9 +21,15 @@ DB_QUERY = (
     "SELECT numbackends, sessions, sessions_killed, sessions_fatal FROM pg_stat_database "
     "WHERE datname = current_database()"
 )
+# reserved_connections is PostgreSQL 16's: missing_ok, so Debian's 15 (server = "system") reads it as 0
 SETTINGS_QUERY = (
     "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int"
-    " + current_setting('reserved_connections')::int"
+    " + coalesce(current_setting('reserved_connections', true), '0')::int"
+)
+# The app role's client backends whose connection is encrypted (tls = true: every one)
+SSL_QUERY = (
+    "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl "
+    "AND a.usename = current_user AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()"
 )
 POOL_STATES = ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_login")
 
@@ -73,10 +79,11 @@ class DbProbe(_Session):
             groups = self.conn.execute(BREAKDOWN_QUERY).fetchall()
             article = self.conn.execute(ARTICLE_QUERY).fetchone()[0]
             db = self.conn.execute(DB_QUERY).fetchone() or (0, 0, 0, 0)
+            ssl = self.conn.execute(SSL_QUERY).fetchone()[0]
         except psycopg.Error:
             self.close()
             raise
-        return groups, article, db
+        return groups, article, db, ssl
 
 
 class BouncerProbe(_Session):

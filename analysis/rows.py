@@ -1,0 +1,65 @@
+"""Which recorded rows count: the measure window's requests and the server-connection totals.
+
+The definitions are analysis/summarize.py's docstring; every figure (per cell, per second, per chart) takes its
+rows from here so they agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import CellData
+from connbench import results as R
+from connbench.contract import DROPPED
+
+
+def _window(df: pd.DataFrame, col: str, w: tuple[float, float]) -> pd.DataFrame:
+    return df[(df[col] >= w[0]) & (df[col] < w[1])]
+
+
+def is_dropped(req: pd.DataFrame) -> pd.Series:
+    """Rows of requests the open model never sent (max_in_flight reached)."""
+    return req["error_class"].astype(str).str.strip() == DROPPED
+
+
+def window_rows(cell: CellData) -> pd.DataFrame:
+    """requests.csv rows the schedule placed in the measure window (m0 <= t_intended < m1), dropped ones included.
+
+    By t_intended, not t_start: a request scheduled in the window belongs to it even if sent late (the lag is
+    the generator's, and counting it elsewhere would hide it); in a closed loop t_intended = t_start."""
+    m = cell.phase("measure")
+    req = cell.csv(R.REQUESTS_CSV)
+    return _window(req, "t_intended", m) if m else req.iloc[0:0]
+
+
+def measured_requests(cell: CellData) -> pd.DataFrame:
+    """Requests sent inside the measure window (dropped ones left out), with a `failed` flag and an `err` class."""
+    req = window_rows(cell)
+    req = req[~is_dropped(req) & req["latency_ms"].notna()].copy()
+    cls = req["error_class"].astype(str).str.strip()
+    status = req["status"]
+    bad_status = status.isna() | (status <= 0) | (status >= 400)
+    fallback = np.where(status.fillna(0) > 0, "http_" + status.fillna(0).astype(int).astype(str), "no_response")
+    req["failed"] = (cls != "") | bad_status
+    req["err"] = np.where(cls != "", cls, np.where(bad_status, fallback, ""))
+    return req
+
+
+def offered_rps(cell: CellData) -> float:
+    """The open model's arrival_rate (requests/s offered in total); NaN for a closed loop."""
+    rate = cell.params.get("arrival_rate")
+    return float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) else np.nan
+
+
+def connection_totals(cell: CellData) -> pd.Series:
+    """Server connections per sample time (postgres rows summed), on db.csv's clock when it matches."""
+    if not cell.has(R.CONNECTIONS_CSV):
+        return pd.Series(dtype=float)
+    c = cell.csv(R.CONNECTIONS_CSV)
+    c = c[(c["source"] == "postgres") & c["count"].notna()]
+    tot = c.groupby("t")["count"].sum().astype(float)
+    clock = set(cell.csv(R.DB_CSV)["t"].dropna())
+    if clock and set(tot.index) <= clock:
+        tot = tot.reindex(sorted(clock), fill_value=0.0)
+    return tot.sort_index()

@@ -1,0 +1,144 @@
+"""Where a request's time went, sent back as a W3C Server-Timing header (connbench.contract.SERVER_TIMING).
+
+connect: opening a physical connection on the request's own thread (psycopg connect: TCP, TLS, auth) and
+setting its session up; pool: waiting for a pooled connection (Django's psycopg pool checkout;
+django-db-connection-pool's QueuePool checkout, less any connect it did inside); db: executing queries
+(connection.execute_wrapper) and Django's other round trips (COMMIT, ROLLBACK, the health check); app: the
+rest of the request inside Django. conn: "new" when the request opened a physical connection, else "reused".
+
+Django's native pool opens its connections on the pool's own threads, so its requests never show connect:
+they wait for the pool (pool), which is what they pay. Through PgBouncer, the app's connection is to
+PgBouncer: connect is the app -> PgBouncer login, and a wait for one of PgBouncer's server connections
+happens inside the first query, so it shows as db (pgbouncer.csv's cl_waiting and maxwait say how long).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.backends.postgresql import base as pg
+
+from connbench.contract import SERVER_TIMING, server_timing_header
+
+
+@dataclass
+class Times:
+    connect: float = 0.0
+    pool: float = 0.0
+    db: float = 0.0
+    new_conn: bool = False
+
+
+_current: contextvars.ContextVar[Times | None] = contextvars.ContextVar("connbench_times", default=None)
+_ORIGINAL = pg.DatabaseWrapper.get_new_connection
+_ORIGINAL_CONNECT = pg.DatabaseWrapper.connect
+
+
+def _get_new_connection(self, conn_params):
+    """Django's PostgreSQL get_new_connection, timed: a connect, or a checkout from Django's own pool."""
+    t = _current.get()
+    if t is None:  # outside a request (migrations, the pool's own threads)
+        return _ORIGINAL(self, conn_params)
+    t0 = time.perf_counter()
+    try:
+        return _ORIGINAL(self, conn_params)
+    finally:
+        ms = (time.perf_counter() - t0) * 1000.0
+        if self.pool:
+            t.pool += ms
+        else:
+            t.connect += ms
+            t.new_conn = True
+
+
+def _connect(self):
+    """Django's connect(): get_new_connection (timed above) plus the session's setup (autocommit, time zone,
+    role), which belongs to the connect when it opened one and to the checkout when it did not."""
+    t = _current.get()
+    if t is None:
+        return _ORIGINAL_CONNECT(self)
+    connect, pool, t0 = t.connect, t.pool, time.perf_counter()
+    try:
+        return _ORIGINAL_CONNECT(self)
+    finally:
+        rest = max(0.0, (time.perf_counter() - t0) * 1000.0 - (t.connect - connect) - (t.pool - pool))
+        if t.connect > connect:
+            t.connect += rest
+        else:
+            t.pool += rest
+
+
+def _in_db(original):
+    """A round trip Django makes outside execute_wrapper (COMMIT, ROLLBACK, the health check's SELECT 1)."""
+    def timed(self, *args, **kwargs):
+        t = _current.get()
+        t0 = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if t is not None:
+                t.db += (time.perf_counter() - t0) * 1000.0
+    return timed
+
+
+def _checkout(original):
+    """django-db-connection-pool's get_new_connection: a QueuePool checkout that may connect inside."""
+    def timed(self, conn_params):
+        t = _current.get()
+        if t is None:
+            return original(self, conn_params)
+        before, t0 = t.connect, time.perf_counter()
+        try:
+            return original(self, conn_params)
+        finally:
+            t.pool += (time.perf_counter() - t0) * 1000.0 - (t.connect - before)
+    return timed
+
+
+def install() -> None:
+    """Patch once per process: Django's PostgreSQL wrapper, and django-db-connection-pool's when installed."""
+    if getattr(pg.DatabaseWrapper.get_new_connection, "_connbench", False):
+        return
+    _get_new_connection._connbench = True  # type: ignore[attr-defined]
+    pg.DatabaseWrapper.get_new_connection = _get_new_connection
+    pg.DatabaseWrapper.connect = _connect
+    for name in ("_commit", "_rollback", "is_usable"):
+        setattr(pg.DatabaseWrapper, name, _in_db(getattr(pg.DatabaseWrapper, name)))
+    try:
+        from dj_db_conn_pool.core.mixins.core import DatabasePoolWrapperMixin
+    except ImportError:
+        return
+    DatabasePoolWrapperMixin.get_new_connection = _checkout(DatabasePoolWrapperMixin.get_new_connection)
+
+
+class ServerTimingMiddleware:
+    """Outermost middleware: every response, an error class's 503 included, says where its time went."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        install()
+
+    def __call__(self, request):
+        times = Times()
+        token = _current.set(times)
+        t0 = time.perf_counter()
+
+        def query(execute, sql, params, many, context):
+            q0 = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                times.db += (time.perf_counter() - q0) * 1000.0
+
+        try:
+            with connection.execute_wrapper(query):
+                response = self.get_response(request)
+        finally:
+            _current.reset(token)
+        total = (time.perf_counter() - t0) * 1000.0
+        app = max(0.0, total - times.connect - times.pool - times.db)
+        response[SERVER_TIMING] = server_timing_header(times.connect, times.pool, times.db, app, times.new_conn)
+        return response
