@@ -23,6 +23,7 @@ from connbench.results.docs import (
     SamplerConfig,
     ServerInfo,
     Services,
+    calibration_key,
 )
 from connbench.results.files import (
     CsvAppender,
@@ -42,7 +43,8 @@ from connbench.results.schema import SCHEMA_VERSION, CellPaths, ResultsError, Ru
 
 __all__ = [
     "SCHEMA_VERSION", "RunPaths", "CellPaths", "ResultsError", "SchemaVersionError", "UPDATES", "update_to_2",
-    "update_to_3", "upgrade", "CellDoc", "ConnInfo", "ConnectCost", "Git", "HeadroomRow", "Manifest", "ManifestCell",
+    "update_to_3", "upgrade", "CellDoc", "ConnInfo", "ConnectCost", "calibration_key", "Git", "HeadroomRow",
+    "Manifest", "ManifestCell",
     "Overhead", "Predicted",
     "ProbeDoc", "ProbeMode", "ProbePlateau", "ProbeServer", "ProbeStep", "Pruned", "Resume", "SamplerConfig",
     "ServerInfo", "Services", "CsvAppender", "append_event", "json_kind", "read_json", "read_json_doc",

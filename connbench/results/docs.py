@@ -116,6 +116,13 @@ class ConnectCost(_Part):
     p50_ms: float
     p95_ms: float
     min_ms: float
+    cell_id: str | None = None  # the cell whose verify phase measured it (the first of its setting)
+
+
+def calibration_key(params: dict[str, Any], path: str) -> str:
+    """manifest.json calibration's key: "<server> <auth> tls=<on|off> <direct|pgbouncer>"."""
+    tls = "on" if params.get("tls") else "off"
+    return f"{params.get('server', 'embedded')} {params.get('auth', 'scram-sha-256')} tls={tls} {path}"
 
 
 class CellDoc(_Doc):
@@ -135,7 +142,9 @@ class CellDoc(_Doc):
     services: Services = Field(default_factory=Services)
     overhead_s: float | None = None  # setup + teardown beyond warm-up/measure/cool-down
     requests: int | None = None  # rows of requests.csv, once merged
-    connect_cost: dict[Literal["direct", "pgbouncer"], ConnectCost] = {}  # timed before the load
+    # the cost of a new connection on each path the app uses: timed in this cell's verify phase, or in the
+    # first earlier cell with the same server, auth and tls (cell_id says which)
+    connect_cost: dict[Literal["direct", "pgbouncer"], ConnectCost] = {}
 
     @field_validator("phases")
     @classmethod
@@ -220,7 +229,7 @@ class Manifest(_Doc):
     cells: list[ManifestCell] = []
     overhead: Overhead = Field(default_factory=Overhead)
     servers: dict[str, ServerInfo] = {}  # one PostgreSQL per server setting
-    # connection cost per "<server> <auth> tls=<on|off> <direct|pgbouncer>": the first cell's calibration
+    # connection cost per "<server> <auth> tls=<on|off> <direct|pgbouncer>" (calibration_key), timed once per run
     calibration: dict[str, ConnectCost] = {}
     resumes: list[Resume] = []
 
@@ -231,10 +240,7 @@ class Manifest(_Doc):
                 for key in ("status", "error", "skip_reason", "overhead_s", "requests"):
                     setattr(entry, key, getattr(doc, key))
         for path, cost in doc.connect_cost.items():
-            p = doc.params
-            tls = "on" if p.get("tls") else "off"
-            key = f"{p.get('server', 'embedded')} {p.get('auth', 'scram-sha-256')} tls={tls} {path}"
-            self.calibration.setdefault(key, cost)
+            self.calibration.setdefault(calibration_key(doc.params, path), cost)
         done = [c.overhead_s for c in self.cells if c.status == "completed" and c.overhead_s]
         self.overhead = Overhead(per_cell_mean_s=round(sum(done) / len(done), 3) if done else None,
                                  per_cell_max_s=max(done) if done else None)

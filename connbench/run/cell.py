@@ -29,7 +29,9 @@ PhaseCallback = Callable[[str, float], None]
 class CellRunner:
     def __init__(self, cell: Cell, paths: CellPaths, server: PostgresServer, sup: Supervisor,
                  user: RunAs | None, on_phase: PhaseCallback | None = None, sample_interval: float = 0.1,
-                 locust_processes: int = 1, faults: list[Fault] | None = None, seed: int = 0):
+                 locust_processes: int = 1, faults: list[Fault] | None = None, seed: int = 0,
+                 calibration: dict[str, R.ConnectCost] | None = None):
+        self.calibration = {} if calibration is None else calibration  # shared by the run's cells
         self.cell = cell
         self.k = cell.knobs
         self.paths = paths
@@ -80,8 +82,7 @@ class CellRunner:
             # before the app's first connection: a session-mode PgBouncer whose pool the app's persistent
             # connections pin would make the calibration wait for a server connection that never frees
             if self.k.calibrate_n:
-                self.doc.connect_cost = {path: calibrate(info, self.k.calibrate_n)
-                                         for path, info in self.stack.app_paths().items()}
+                self.doc.connect_cost = self._connect_cost()
             gunicorn.verify(self.stack.dynos)
             self._phase("verify", t0, time.time())
 
@@ -110,6 +111,17 @@ class CellRunner:
             self.doc.overhead_s = round(time.time() - t_cell - measured, 3)
             self._save()
         return self.doc
+
+    def _connect_cost(self) -> dict[str, R.ConnectCost]:
+        """Each path's cost: known from an earlier cell with this server, auth and tls, else timed now."""
+        out = {}
+        for path, info in self.stack.app_paths().items():
+            key = R.calibration_key(self.doc.params, path)
+            if key not in self.calibration:
+                self.calibration[key] = calibrate(info, self.k.calibrate_n).model_copy(
+                    update={"cell_id": self.cell.cell_id})
+            out[path] = self.calibration[key]
+        return out
 
     def _load(self) -> float:
         k = self.k

@@ -249,7 +249,8 @@ class MatrixRunner:
                                                 sample_interval=self.sample_interval,
                                                 locust_processes=self.locust_processes,
                                                 faults=self.scenario.faults_for(cell),
-                                                seed=self.scenario.meta.seed + cell.repeat)
+                                                seed=self.scenario.meta.seed + cell.repeat,
+                                                calibration=self.manifest.calibration)
                             doc = runner.run()
                     self._record(doc)
                     failed += doc.status == "failed"
