@@ -152,3 +152,23 @@ def test_cleanup_finds_a_child_spawned_just_before_the_kill_by_its_mark(tmp_path
 ])
 def test_passwords_on_the_command_line_never_reach_the_manifest(given, shown):
     assert redact_argv(["connbench", "probe", "--database-url", given])[-1] == shown
+
+
+def test_stop_all_also_stops_a_child_it_never_registered(tmp_path):
+    """Ctrl-C between Popen and the registration: the run's mark still lets stop_all find the child."""
+    run = tmp_path / "run"
+    run.mkdir()
+    sup = Supervisor(run / "pids.json")
+    known = sup.spawn("sleeper", ["sleep", "60"], log=run / "sleep.log")
+    unregistered = subprocess.Popen(["sleep", "60"], start_new_session=True,
+                                    env={**os.environ, RUN_ENV: sup.run_mark})
+    try:
+        psutil.Process(unregistered.pid).environ()
+        sup.stop_all()
+        assert known.poll() is not None
+        assert unregistered.wait(timeout=10) is not None
+    finally:
+        for p in (known, unregistered):
+            if p.poll() is None:
+                p.kill()
+                p.wait()

@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 from pathlib import Path
 
 import psutil
 
-from connbench.services.procs import RUN_ENV, _group_members, _killpg, _wait_group_gone
+from connbench.services.procs import RUN_ENV, _group_members, _killpg, _marked_groups, _wait_group_gone
 
 
 def _belongs(pgid: int, create_time: float, run_mark: str) -> bool:
@@ -23,22 +22,6 @@ def _belongs(pgid: int, create_time: float, run_mark: str) -> bool:
         return abs(leader.create_time() - create_time) < 0.01 and leader.environ().get(RUN_ENV) == run_mark
     except (psutil.Error, OSError):
         return False
-
-
-def _marked_groups(run_mark: str) -> dict[int, str]:
-    """Process groups led by a process carrying this run's mark (RUN_ENV) in its environment; never our own."""
-    mine = os.getpgrp()
-    out: dict[int, str] = {}
-    for p in psutil.process_iter(["pid", "name"]):
-        try:
-            if p.info["pid"] == os.getpid() or p.environ().get(RUN_ENV) != run_mark:
-                continue
-            pgid = os.getpgid(p.info["pid"])
-        except (psutil.Error, OSError):
-            continue
-        if pgid > 1 and pgid != mine:
-            out.setdefault(pgid, str(p.info["name"])[:40])
-    return out
 
 
 def cleanup_recorded(pids_file: Path) -> list[str]:

@@ -295,6 +295,10 @@ class Supervisor:
             procs = [p for _, p, _ in self._procs.values()]
         for proc in reversed(procs):
             self.stop(proc, timeout=5.0)
+        # A child a Ctrl-C caught between Popen and its registration above is not in _procs: its mark is
+        for pgid in _marked_groups(self.run_mark) if self.run_mark else ():
+            _killpg(pgid, signal.SIGKILL)
+            _wait_group_gone(pgid, 5.0)
 
     def running(self) -> list[tuple[str, int]]:
         with self._lock:
@@ -334,3 +338,19 @@ def _group_members(pgid: int) -> list[int]:
 
 def _wait_group_gone(pgid: int, timeout: float) -> None:
     wait_until(lambda: not _group_members(pgid), timeout)
+
+
+def _marked_groups(run_mark: str) -> dict[int, str]:
+    """Process groups led by a process carrying this run's mark (RUN_ENV) in its environment; never our own."""
+    mine = os.getpgrp()
+    out: dict[int, str] = {}
+    for p in psutil.process_iter(["pid", "name"]):
+        try:
+            if p.info["pid"] == os.getpid() or p.environ().get(RUN_ENV) != run_mark:
+                continue
+            pgid = os.getpgid(p.info["pid"])
+        except (psutil.Error, OSError):
+            continue
+        if pgid > 1 and pgid != mine:
+            out.setdefault(pgid, str(p.info["name"])[:40])
+    return out
