@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# PgBouncer (and Chromium, for the report's browser test) from Debian when root and missing.
+# PgBouncer, Debian's postgresql (server = "system") and Chromium (the report's browser test), from Debian when root and missing.
 system:
 	@bash scripts/ensure-system.sh
 
