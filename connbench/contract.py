@@ -123,6 +123,7 @@ class AppConfig:
     # Django's SECRET_KEY: random per configuration (nothing here signs anything anyone keeps)
     secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
     connect_timeout: int = 10
+    view: str = "sync"  # "async": the database endpoints are async views using Django's async ORM
 
     def to_env(self) -> dict[str, str]:
         return {APP_ENV: json.dumps(asdict(self))}

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from connbench.contract import ERROR_CLASSES
 
 Pooling = Literal["direct", "django-pool", "pgbouncer-session", "pgbouncer-transaction", "dj-db-conn-pool"]
-WorkerClass = Literal["sync", "gthread", "gevent"]
+WorkerClass = Literal["sync", "gthread", "gevent", "asgi"]
+View = Literal["sync", "async"]
 Server = Literal["embedded", "system"]
 Auth = Literal["scram-sha-256", "md5", "trust"]
 FaultAction = Literal["terminate_backends", "restart_postgres", "restart_pgbouncer", "kill_worker"]
@@ -73,6 +74,7 @@ class Knobs(BaseModel):
     threads: int = Field(1, ge=1, le=64)
     worker_class: WorkerClass = "sync"
     gevent_connections: int = Field(100, ge=1, le=10_000, description="gunicorn worker_connections")
+    view: View = Field("sync", description="the database views: sync, or async (Django's async ORM)")
     # Django
     conn_max_age: int | Literal["none"] = 0
     health_checks: bool = False

@@ -40,7 +40,7 @@ from connbench.spec import PGBOUNCER_MODES, Knobs
 def app_config(k: Knobs, db: Database) -> AppConfig:
     return AppConfig(
         db=db, conn_max_age=None if k.conn_max_age == "none" else k.conn_max_age, health_checks=k.health_checks,
-        pooling=k.pooling,
+        pooling=k.pooling, view=k.view,
         pool={"min_size": k.pool_min_size, "max_size": k.pool_max_size, "timeout": k.pool_timeout},
         dbcp={"POOL_SIZE": k.dbcp_pool_size, "MAX_OVERFLOW": k.dbcp_max_overflow, "RECYCLE": k.dbcp_recycle,
               "PRE_PING": k.dbcp_pre_ping, "TIMEOUT": k.dbcp_timeout},

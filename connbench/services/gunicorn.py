@@ -42,13 +42,13 @@ def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: P
     for d in range(cfg.dynos):
         port = free_port()
         log = log_dir / f"gunicorn-d{d}.log"
+        asgi = cfg.worker_class == "asgi"
         cmd = [
-            sys.executable, "-m", "gunicorn", "target_app.wsgi:application",
+            sys.executable, "-m", "gunicorn", "target_app.asgi:application" if asgi else "target_app.wsgi:application",
             "--bind", f"127.0.0.1:{port}",
             "--workers", str(cfg.workers),
-            "--worker-class", cfg.worker_class,
-            "--threads", str(cfg.threads),
-            "--worker-connections", str(cfg.worker_connections),
+            "--worker-class", "uvicorn_worker.UvicornWorker" if asgi else cfg.worker_class,
+            *([] if asgi else ["--threads", str(cfg.threads), "--worker-connections", str(cfg.worker_connections)]),
             "--config", "python:connbench.services.gunicorn_hooks",
             "--timeout", "30",
             "--graceful-timeout", "5",

@@ -1,0 +1,52 @@
+"""The database endpoints as async views (Django's async ORM: afirst, aupdate), for view = "async".
+
+Django runs the async ORM's queries in sync_to_async threads: under ASGI, which thread holds a
+connection, and for how long, is exactly what connbench measures.
+"""
+
+import os
+import random
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.http import HttpResponseBadRequest, JsonResponse
+
+from target_app.bench.models import SEED_ROWS, Item
+
+
+async def db_read(request):
+    item = await Item.objects.filter(pk=random.randint(1, SEED_ROWS)).values("id", "name", "value").afirst()
+    return JsonResponse({"item": item})
+
+
+async def db_write(request):
+    pk = random.randint(1, SEED_ROWS)
+    updated = await Item.objects.filter(pk=pk).aupdate(value=random.randint(0, 1_000_000))
+    return JsonResponse({"updated": updated, "id": pk})
+
+
+def _sleep(ms: int) -> None:
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_sleep(%s)", [ms / 1000.0])
+
+
+async def db_slow(request):
+    try:
+        ms = int(request.GET.get("ms", "50"))
+    except ValueError:
+        return HttpResponseBadRequest("ms must be an integer")
+    if not 0 <= ms <= 60_000:
+        return HttpResponseBadRequest("ms must be between 0 and 60000")
+    await sync_to_async(_sleep)(ms)
+    return JsonResponse({"slept_ms": ms})
+
+
+def _conn() -> tuple:
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid(), current_setting('application_name')")
+        return cur.fetchone()
+
+
+async def db_conn(request):
+    pid, app = await sync_to_async(_conn)()
+    return JsonResponse({"backend_pid": pid, "application_name": app, "worker_pid": os.getpid()})
