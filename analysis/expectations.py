@@ -31,10 +31,11 @@ def _checks(e: Expect, row: dict) -> list[tuple[str, float | None, str, bool | N
     """(check, measured, limit text, passed) for every limit the expectation gives."""
     out = []
     pred = _num(row.get("predicted_connections"))
+    pred_max = _num(row.get("predicted_connections_max"))
     plateau = _num(row.get("conn_plateau"))
 
-    def limit(v):
-        return pred if v == "predicted" else v
+    def limit(v, predicted=pred):
+        return predicted if v == "predicted" else v
 
     def add(name, measured, lim, ok, lim_text=None):
         text = lim_text or str(lim)
@@ -54,10 +55,16 @@ def _checks(e: Expect, row: dict) -> list[tuple[str, float | None, str, bool | N
         add("connections plateau ==", plateau, limit(e.connections), lambda m, x: m == x,
             f"{limit(e.connections)} ({e.connections})" if e.connections == "predicted" else None)
     if e.connections_max is not None:
-        add("connections plateau <=", plateau, limit(e.connections_max), lambda m, x: m <= x,
-            f"{limit(e.connections_max)} ({e.connections_max})" if e.connections_max == "predicted" else None)
+        lim = limit(e.connections_max, pred_max)  # "predicted": the predicted bound, not the steady figure
+        add("connections plateau <=", plateau, lim, lambda m, x: m <= x,
+            f"{lim} ({e.connections_max})" if e.connections_max == "predicted" else None)
     if e.pgbouncer_server_max is not None:
         add("pgbouncer servers <=", _num(row.get("pgb_servers_peak")), e.pgbouncer_server_max, lambda m, x: m <= x)
+    if e.connections_bounded is not None:
+        measured = row.get("conn_bounded")
+        measured = None if measured is None or pd.isna(measured) else bool(measured)
+        out.append(("connections bounded ==", measured, str(e.connections_bounded).lower(),
+                    None if measured is None else measured == e.connections_bounded))
     if e.held_after_cooldown_max is not None:
         add("held after cool-down <=", _num(row.get("conn_held")), e.held_after_cooldown_max, lambda m, x: m <= x)
     return out

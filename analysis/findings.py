@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.groups import HIGHER_IS_BETTER, Settings
+from analysis.groups import HIGHER_IS_BETTER, MEDIANS, Settings
 from connbench import results as R
 
 FIGURE_NAMES = {"rps": "req/s", "lat_p50": "p50", "lat_p95": "p95"}
@@ -57,15 +57,21 @@ def table(groups: pd.DataFrame, names: dict[str, str]) -> dict[str, Any]:
     """Per setting, best rank first: connections held, churn, latency, throughput, each with its interval."""
     headers = ["rank", "setting", "server connections (plateau)", "peak", "new connections/s", "p50 ms", "p95 ms",
                "req/s", "machine saturated"]
+    leak = "conn_bounded" in groups and (groups["conn_bounded"] == False).any()  # noqa: E712 - pandas NA
+    if leak:  # only when some setting left connections behind: else every row would just say "yes"
+        headers.insert(4, "bounded")
     rows = []
     ordered = groups.sort_values(["rank", "group"], na_position="last") if "rank" in groups else groups
     for row in ordered.to_dict("records"):
         if not row.get("completed"):
             continue
-        rows.append([num(row.get("rank")), names[str(row["group"])], num(row.get("conn_plateau")),
-                     with_interval(row, "conn_peak"), with_interval(row, "churn_per_s"),
-                     with_interval(row, "lat_p50"), with_interval(row, "lat_p95"), with_interval(row, "rps"),
-                     "yes" if row.get("machine_saturated") else "no"])
+        cells = [num(row.get("rank")), names[str(row["group"])], num(row.get("conn_plateau")),
+                 with_interval(row, "conn_peak"), with_interval(row, "churn_per_s"),
+                 with_interval(row, "lat_p50"), with_interval(row, "lat_p95"), with_interval(row, "rps"),
+                 "yes" if row.get("machine_saturated") else "no"]
+        if leak:
+            cells.insert(4, "NO: left behind" if row.get("conn_bounded") is False else "yes")
+        rows.append(cells)
     methods = sorted({m for v in groups.get("interval_method", pd.Series(dtype=str)).dropna()
                       for m in str(v).split("; ") if m})
     return {"headers": headers, "rows": rows, "methods": methods}
@@ -146,6 +152,7 @@ def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> l
             f"not the {num(pred)} the articles' one-per-worker-thread rule predicts"
         out.append(f"With persistent connections ({names[str(k['group'])]}) the app held "
                    f"{num(held)} server connections for {num(pred)} worker threads: {match}.")
+    out.extend(leaks(groups, settings, names))
     for p in _pick(groups, pooling="pgbouncer-transaction"):
         cl, sv = p.get("pgb_clients_peak"), p.get("pgb_servers_peak")
         if _missing(cl) or _missing(sv):
@@ -153,6 +160,31 @@ def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> l
         out.append(f"Through PgBouncer in transaction mode ({names[str(p['group'])]}), up to "
                    f"{num(cl)} app connections shared at most {num(sv)} server connections "
                    f"(pool size {num(p.get('pgbouncer_pool_size'))}).")
+    return out
+
+
+def leaks(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> list[str]:
+    """Settings that left connections behind (conn_bounded false), each against its peer on Django's pool."""
+    out = []
+    for r in groups.to_dict("records"):
+        if not r.get("completed") or r.get("conn_bounded") is not False:
+            continue
+        asgi = str(r.get("worker_class")) == "asgi"
+        share = r.get("new_conn_share")
+        opened = f", a new one opened for {share:.0%} of requests" if not _missing(share) else ""
+        text = (f"{names[str(r['group'])]} left connections behind: up to {with_interval(r, 'conn_peak')} server "
+                f"connections with at most {num(r.get('inflight_max'))} requests in flight{opened}, and "
+                f"{num(r.get('conn_held'))} still open after the load stopped")
+        text += (" — under ASGI each request's sync code runs in a fresh thread and Django's connections are "
+                 "per thread, so with CONN_MAX_AGE ≠ 0 every request abandons one (Django ticket #33497)"
+                 if asgi else "")
+        pool = _peer(groups, r, pooling=lambda v: v == "django-pool", conn_max_age=lambda v: _cma(v) == "0")
+        if pool:
+            p = pool[0]
+            text += (f". Django's pool ({names[str(p['group'])]}) held at most {with_interval(p, 'conn_peak')} at "
+                     f"{with_interval(p, 'rps')} vs {with_interval(r, 'rps')} req/s, "
+                     f"{_verdict(settings, p['group'], r['group'], 'rps')}")
+        out.append(text + ".")
     return out
 
 
@@ -198,7 +230,5 @@ def findings(groups: pd.DataFrame, settings: Settings) -> dict[str, Any] | None:
 
 
 _GROUP_COLUMNS = {"group", "cells", "completed", "interval_method", "rank", "rank_by", "rank_test", "rank_within",
-                  "machine_saturated", "generator_saturated", *R.INTERVAL_FIGURES,
-                  *(f"{f}_{s}" for f in R.INTERVAL_FIGURES for s in ("lo", "hi")),
-                  "conn_plateau", "conn_held", "predicted_connections", "pgb_clients_peak", "pgb_servers_peak",
-                  "machine_cpu_pct", "new_conn_per_s", "new_conn_share", "connect_cost_ms", "connect_s_per_s"}
+                  "machine_saturated", "generator_saturated", "conn_bounded", *R.INTERVAL_FIGURES,
+                  *(f"{f}_{s}" for f in R.INTERVAL_FIGURES for s in ("lo", "hi")), *MEDIANS}

@@ -105,7 +105,7 @@ def _param_columns(summary: pd.DataFrame) -> list[str]:
 
 MEDIANS = ("conn_plateau", "conn_held", "predicted_connections", "pgb_clients_peak", "pgb_servers_peak",
            "machine_cpu_pct", "new_conn_per_s", "new_conn_share", "connect_cost_ms",
-           "connect_s_per_s")  # per setting, without an interval
+           "connect_s_per_s", "conn_rise_per_s", "inflight_max")  # per setting, without an interval
 
 
 class Settings:
@@ -155,6 +155,8 @@ def groups_frame(run: RunData, summary: pd.DataFrame, settings: Settings | None 
         for col in MEDIANS:
             v = pd.to_numeric(done[col], errors="coerce").dropna() if col in done else pd.Series(dtype=float)
             row[col] = float(v.median()) if len(v) else np.nan
+        bounded = done["conn_bounded"].dropna() if "conn_bounded" in done else pd.Series(dtype="boolean")
+        row["conn_bounded"] = bool(bounded.astype(bool).all()) if len(bounded) else None  # a leak in any repeat
         sat = done["machine_saturated"] if "machine_saturated" in done else pd.Series(dtype="boolean")
         row["machine_saturated"] = bool(sat.fillna(False).astype(bool).any()) if len(done) else None
         gen = done["generator_saturated"] if "generator_saturated" in done else pd.Series(dtype="boolean")

@@ -20,6 +20,7 @@ from analysis import expectations
 from analysis.charts import Chart, draw_charts
 from analysis.findings import findings, labels
 from analysis.groups import Settings, groups_frame, with_intervals
+from analysis.growth_chart import draw_growth
 from analysis.hockey_chart import draw_hockey
 from analysis.load import CellData, RunData, load_run
 from analysis.outputs import check_outputs, writing
@@ -203,14 +204,18 @@ def _probe(run: RunData) -> dict[str, Any] | None:
     if p is None:
         return None
     scalars = [("query", p.query + ";"), ("target", p.target),
-               ("plateau", fmt(p.plateau)), ("predicted at rest", f"{fmt(p.predicted.at_rest)} ({p.predicted.basis})"),
+               ("plateau", fmt(p.plateau)),
+               ("predicted", f"no bound ({p.predicted.basis})") if p.predicted.bounded is False else
+               ("predicted at rest", f"{fmt(p.predicted.at_rest)} ({p.predicted.basis})"),
                ("matches the prediction", fmt(p.matches)), ("connections per dyno (measured)", fmt(p.per_dyno)),
                ("limit", f"{p.limit} (max_connections {p.server.max_connections} - {p.server.reserved_slots} "
                          f"reserved - {p.server.probe_sessions} for the probe's own session)"),
                ("dynos that fit", fmt(p.max_dynos))]
     modes = [{"mode": r.mode, "plateau": r.plateau.plateau, "steps": r.plateau.steps,
               "requests to plateau": r.requests_to_plateau, "peak during load": r.peak_during_load,
-              "settled": r.plateau.settled, "limited by": r.limited_by} for r in p.results.values()]
+              "settled": r.plateau.settled, "limited by": r.limited_by,
+              "leak": f"{r.leak.kind}: one per {r.leak.per_requests:.3g} requests" if r.leak else "no"}
+             for r in p.results.values()]
     headroom = [h.model_dump(exclude_none=True) for h in p.headroom]
     tables = [(name, t) for name, rows in (("modes", modes), ("headroom", headroom)) if (t := _generic_table(rows))]
     return {"error": None, "scalars": [(k, v) for k, v in scalars if v], "tables": tables, "notes": p.notes}
@@ -292,9 +297,11 @@ def build_report(run_dir: Path | str) -> Path:
     with writing(run.root):
         write_summaries(run, summary, groups)
         charts = draw_charts(run, summary, groups)  # it clears charts/ first
-        timing = draw_timing(run, labels(groups, settings.axes)) if len(groups) else []
-        # overview charts first, the hockey stick on top
-        charts = draw_hockey(run, summary) + draw_probe(run) + charts[:1] + timing + charts[1:]
+        names = labels(groups, settings.axes) if len(groups) else {}
+        timing = draw_timing(run, names) if len(groups) else []
+        # overview charts first, the hockey stick on top, connections left behind next
+        charts = draw_hockey(run, summary) + draw_growth(run, summary, names) + draw_probe(run) + charts[:1] \
+            + timing + charts[1:]
         results = expectations.evaluate(run, summary)
         if results or run.paths.expectations.exists():
             expectations.write(run.root, results)

@@ -44,6 +44,9 @@ Definitions (all times are unix seconds; "measure" is cell.json phases["measure"
     a single spike or dip.
   - conn_held: the last sample in the cool-down phase (c0 <= t <= c1): what stays open after load stops.
   - conn_gap = conn_plateau - predicted_connections (cell.json predicted.connections).
+  - conn_rise, conn_rise_per_s, inflight_max, conn_bounded: does the count settle, or grow with requests
+    (connections left behind)? Defined in analysis/growth.py. predicted_bounded, predicted_connections_max:
+    cell.json predicted.bounded and .connections_max.
 * churn_per_s: db.csv cumulative `sessions` linearly interpolated at m0 and m1, difference / (m1 - m0).
 * PgBouncer (pgbouncer.csv, whole cell): peak cl_active+cl_waiting, peak sv_active+sv_idle+sv_used+sv_login,
   peak cl_waiting, max maxwait_s.
@@ -85,6 +88,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.groups import groups_frame, with_intervals
+from analysis.growth import growth
 from analysis.load import CellData, RunData, load_run
 from analysis.outputs import check_outputs, writing
 from analysis.rows import connection_totals, is_dropped, measured_requests, offered_rps, window_rows
@@ -203,6 +207,10 @@ def connection_metrics(cell: CellData) -> dict[str, Any]:
     pred = cell.predicted.connections
     out["predicted_connections"] = np.nan if pred is None else pred
     out["conn_gap"] = out.get("conn_plateau", np.nan) - out["predicted_connections"]
+    out["predicted_bounded"] = cell.predicted.bounded
+    out["predicted_connections_max"] = cell.predicted.connections_max
+    if m and m[1] > m[0] and len(tot):
+        out.update(growth(tot, t, m, cell))
     return out
 
 
@@ -346,7 +354,8 @@ def summary_frame(run: RunData) -> pd.DataFrame:
         df["machine_cpus"] = cpus
         df["machine_cpu_pct"] = pd.to_numeric(df["cpu_total"], errors="coerce") / cpus
         df["machine_saturated"] = (df["machine_cpu_pct"] >= SATURATION_PCT).where(df["machine_cpu_pct"].notna())
-    for col in ("generator_saturated", "generator_lagged", "locust_cpu_warning", "machine_saturated"):
+    for col in ("generator_saturated", "generator_lagged", "locust_cpu_warning", "machine_saturated", "conn_bounded",
+                "predicted_bounded"):
         df[col] = df[col].astype("boolean")
     return df
 

@@ -51,8 +51,9 @@ def cmd_list(args, console: Console) -> int:
         table.add_column("basis", overflow="fold")
     for cell in scen.cells:
         p = predict(cell.knobs)
-        pred = str(p.connections) if p.connections is not None else (
-            f"{p.at_rest} at rest, <= {p.connections_max}" if p.at_rest is not None else "?")
+        pred = "no bound: grows with requests" if p.bounded is False else (
+            str(p.connections) if p.connections is not None else (
+                f"{p.at_rest} at rest, <= {p.connections_max}" if p.at_rest is not None else "?"))
         if p.pgbouncer_server_max is not None:
             pred += f" (server <= {p.pgbouncer_server_max})"
         table.add_row(cell.cell_id, *[str(cell.axes.get(a, "")) for a in axes], pred,

@@ -59,3 +59,58 @@ def headroom(per_dyno: int, limit: int, extra_rows: int = 1) -> list[dict]:
 
 def max_dynos(per_dyno: int, limit: int) -> int | None:
     return None if per_dyno <= 0 else limit // per_dyno
+
+
+@dataclass(frozen=True)
+class Leak:
+    """Connections are being left behind: the count keeps rising with requests, or stays above what the
+    load could be using while nearly every request opens a new one."""
+
+    kind: str  # "rising" | "left-open"
+    at_step: int  # the step at which the rule fired
+    requests: int  # requests sent by then
+    count: int  # the count then
+    per_requests: float  # about one connection left behind per this many requests (over the window)
+    server_full: bool  # some step failed requests with the count at the limit: the leak filled the server
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def leak(requests: list[int], counts: list[int], concurrency: list[int], window: int = 3,
+         opened: list[int | None] | None = None, errors: list[int] | None = None,
+         limit: int | None = None) -> Leak | None:
+    """A leak, not lazy opening, judged on the last `window` steps (step 0's rise, lazy opening, never counts).
+
+    left-open (when `opened`, sessions the server started per step, is known): after every step, with the
+    load stopped, more connections are open than the step's concurrency could use, and the server saw a new
+    connection for at least every second request. A garbage collector closing abandoned connections makes
+    such a count saw-tooth rather than rise.
+    rising: the count rose in all but at most one step, by at least one connection per step net, and by more
+    than twice what added concurrency (a ramp's new clients) could open.
+    `errors` and `limit`: failed requests with the count within one of the limit: the server filled up.
+    """
+    if window < 2:
+        raise ValueError("window must be >= 2")
+    n = len(counts)
+    if len(requests) != n or len(concurrency) != n or any(x is not None and len(x) != n for x in (opened, errors)):
+        raise ValueError("requests, counts, concurrency (and opened, errors) must have one entry per step")
+    for end in range(window + 1, n + 1):
+        lo, i = end - window - 1, end - 1
+        win = range(lo + 1, end)
+        rises = [counts[j] - counts[j - 1] for j in win]
+        gain = counts[i] - counts[lo]  # net: a count that only fluctuates does not gain
+        extra = sum(max(0, concurrency[j] - concurrency[j - 1]) for j in win)
+        kind, per = None, 0.0
+        sent = requests[i] - requests[lo]
+        if opened is not None and all(opened[j] is not None for j in win):
+            new = sum(opened[j] for j in win)
+            if new and 2 * new >= sent and all(counts[j] > concurrency[j] for j in win):
+                kind, per = "left-open", sent / new
+        if not kind and sum(d > 0 for d in rises) >= window - 1 and gain >= window and gain > 2 * extra:
+            kind, per = "rising", sent / gain
+        if kind:
+            full = errors is not None and limit is not None and any(
+                e > 0 and c >= limit - 1 for e, c in zip(errors[:end], counts[:end], strict=True))
+            return Leak(kind, i, requests[i], counts[i], per, full)
+    return None

@@ -142,6 +142,8 @@ class Knobs(BaseModel):
     @property
     def concurrency(self) -> int:
         """Requests one worker can run at once."""
+        if self.worker_class == "asgi":  # an event loop: as many as the load sends
+            return self.max_in_flight if self.open_model else self.users
         if self.worker_class == "gthread":
             return self.threads
         if self.worker_class == "gevent":
@@ -236,6 +238,8 @@ class Expect(Selector):
     connections_max: Literal["predicted"] | int | None = Field(None, description="plateau at most")
     pgbouncer_server_max: int | None = Field(None, ge=0)
     held_after_cooldown_max: int | None = Field(None, ge=0)
+    connections_bounded: bool | None = Field(
+        None, description="true: the count settles; false: it keeps growing with requests (a leak)")
 
     @model_validator(mode="after")
     def _check(self) -> Expect:
@@ -250,7 +254,7 @@ class Expect(Selector):
             if isinstance(v, int) and v < 0:
                 raise ValueError(f"{name} must be >= 0 or \"predicted\" (got {v})")
         checks = [self.p95_ms_max, self.p99_ms_max, self.error_rate_max, self.connections, self.connections_max,
-                  self.pgbouncer_server_max, self.held_after_cooldown_max]
+                  self.pgbouncer_server_max, self.held_after_cooldown_max, self.connections_bounded]
         if all(c is None for c in checks) and not self.errors_max and not self.errors_min:
             raise ValueError("an expectation needs at least one limit (e.g. p95_ms_max, connections)")
         return self
@@ -276,6 +280,8 @@ class ProbeSettings(BaseModel):
     ramp_increment: int = Field(1, ge=1, le=1000)
     path: str = Field("/db/read", pattern=r"^/[\x21-\x7e]{0,500}$")
     settle_seconds: float = Field(0.3, ge=0, le=10, description="pause after a step before counting")
+    leak_steps: int = Field(3, ge=2, le=100, description="a leak: the count rose over this many steps, "
+                                                         "beyond what lazy opening explains")
     limit: int | None = Field(None, ge=1, le=1_000_000, description="connections the app's role may open")
 
 

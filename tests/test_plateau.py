@@ -61,3 +61,72 @@ def test_headroom_in_the_articles_terms():
                                       ("example.com", False), ("", False), (None, False)])
 def test_loopback_detection(host, ok):
     assert is_loopback(host) is ok
+
+
+# -- the leak detector (plateau.leak) on synthetic series -----------------------------------------------
+SEQ = [1] * 12  # sequential hits: one request in flight at a time
+
+
+def _req(n, per=20):
+    return [per * (i + 1) for i in range(n)]
+
+
+def test_leak_a_plateau_is_no_leak():
+    counts = [3, 3, 3, 3, 3, 3]
+    assert plateau.leak(_req(6), counts, SEQ[:6], opened=[3, 0, 0, 0, 0, 0]) is None
+
+
+def test_leak_lazy_rise_then_plateau_is_no_leak():
+    # a ramp adding one client per step opens at most one more connection per step, then the count settles
+    counts, ramp = [1, 2, 3, 4, 4, 4, 4], [1, 2, 3, 4, 5, 6, 7]
+    assert plateau.leak(_req(7, 300), counts, ramp, opened=[1, 1, 1, 1, 0, 0, 0]) is None
+
+
+def test_leak_per_request_connections_closed_at_the_end_are_no_leak():
+    # CONN_MAX_AGE=0: a new connection for every request, but none left open once the load stops
+    assert plateau.leak(_req(6), [0] * 6, SEQ[:6], opened=[20] * 6) is None
+
+
+def test_leak_linear_growth_is_a_leak_with_its_rate():
+    counts = [5 * (i + 1) for i in range(8)]  # one connection per 4 requests (20 a step)
+    lk = plateau.leak(_req(8), counts, SEQ[:8])
+    assert lk is not None and lk.kind == "rising"
+    assert lk.at_step == 3 and lk.count == 20 and lk.per_requests == pytest.approx(4.0)
+    assert not lk.server_full
+
+
+def test_leak_saw_tooth_from_a_garbage_collector_is_a_leak_when_connections_stay_open():
+    counts = [10, 6, 9, 5, 8]  # rises and falls, no net growth
+    assert plateau.leak(_req(5), counts, SEQ[:5]) is None  # without `opened` the count alone cannot say
+    lk = plateau.leak(_req(5), counts, SEQ[:5], opened=[20] * 5)
+    assert lk is not None and lk.kind == "left-open" and lk.at_step == 3 and lk.per_requests == pytest.approx(1.0)
+
+
+def test_leak_growth_then_server_full_errors():
+    counts, errors = [30, 60, 90, 97, 97, 97], [0, 0, 0, 12, 40, 40]
+    lk = plateau.leak(_req(6, 100), counts, SEQ[:6], errors=errors, limit=98)
+    assert lk is not None and lk.kind == "rising" and lk.at_step == 3 and lk.server_full
+    # the same growth on a bigger server: caught before any error
+    lk = plateau.leak(_req(6, 100), counts, SEQ[:6], errors=[0] * 6, limit=400)
+    assert lk is not None and not lk.server_full
+
+
+def test_leak_a_ramp_opening_one_per_new_client_is_lazy_opening():
+    # gthread, many threads: each step's extra client may open one more connection -- bounded by the load
+    counts, ramp = [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8]
+    assert plateau.leak(_req(8, 500), counts, ramp) is None
+    # ten new connections per added client is not
+    assert plateau.leak(_req(8, 500), [10 * c for c in counts], ramp).kind == "rising"
+
+
+def test_leak_a_count_that_only_fluctuates_is_no_leak():
+    # a pool's overflow opening and closing: up, down, up -- two rises in three steps, no net growth
+    assert plateau.leak(_req(7), [2, 4, 2, 4, 2, 4, 2], SEQ[:7], opened=[2, 2, 0, 2, 0, 2, 0]) is None
+
+
+def test_leak_needs_steps_and_consistent_lengths():
+    assert plateau.leak(_req(3), [5, 10, 15], SEQ[:3]) is None  # window 3 needs 4 steps (step 0 never counts)
+    with pytest.raises(ValueError):
+        plateau.leak(_req(3), [5, 10], SEQ[:3])
+    with pytest.raises(ValueError):
+        plateau.leak(_req(3), [5, 10, 15], SEQ[:3], window=1)

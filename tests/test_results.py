@@ -190,7 +190,8 @@ def test_a_schema_1_run_summarizes_as_it_did_under_schema_1(tmp_path):
     timing = [f"{p}_ms_{s}" for p in ("connect", "pool", "db", "app", "outside") for s in ("mean", "p50", "p95")]
     assert added == ["offered_rps", "achieved_rps", "dropped", "lag_p99_ms", "svc_p50", "svc_p95", "svc_p99",
                      *timing, "new_conn_share", "new_conn_per_s", "connect_cost_ms", "connect_s_per_s",
-                     "locust_cpu_warning", "generator_lagged",
+                     "predicted_connections_max", "inflight_max", "conn_rise", "conn_rise_per_s", "conn_bounded",
+                     "predicted_bounded", "locust_cpu_warning", "generator_lagged",
                      "machine_cpus", "machine_cpu_pct", "machine_saturated",
                      *INTERVAL_COLUMNS]
     pd.testing.assert_frame_equal(new.drop(columns=[*cpu, *added]), old.drop(columns=cpu))

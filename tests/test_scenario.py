@@ -112,6 +112,25 @@ def test_predictions_follow_the_articles():
     assert predict(Knobs(dynos=7, workers=3, conn_max_age=600), app_slots=20).exceeds_app_slots
 
 
+def test_predictions_under_asgi():
+    leak = predict(Knobs(workers=2, worker_class="asgi", conn_max_age="none"))
+    assert leak.bounded is False and leak.connections is None and leak.connections_max is None
+    assert leak.at_rest is None and "fresh thread" in leak.basis
+    assert predict(Knobs(workers=2, worker_class="asgi", conn_max_age=60)).bounded is False
+    cma0 = predict(Knobs(workers=2, worker_class="asgi", conn_max_age=0, users=8))
+    assert cma0.bounded and cma0.at_rest == 0 and cma0.connections_max == 8  # the requests in flight
+    pool = predict(Knobs(workers=2, worker_class="asgi", pooling="django-pool", pool_max_size=2))
+    assert pool.bounded and pool.connections_max == 4
+    pgb = predict(Knobs(workers=2, worker_class="asgi", conn_max_age="none", pooling="pgbouncer-transaction",
+                        pgbouncer_pool_size=3))
+    assert pgb.bounded and pgb.connections_max == 3 and pgb.pgbouncer_clients is None  # clients accumulate
+    assert predict(Knobs(workers=2, worker_class="gthread", threads=2, conn_max_age="none")).bounded
+    # threads do not apply to ASGI: pruned with the reason
+    raw = {"scenario": {"name": "t"}, "defaults": {"worker_class": "asgi"}, "matrix": {"threads": [1, 4]}}
+    s = sc.from_dict(raw)
+    assert len(s.cells) == 1 and "only applies to worker_class='gthread'" in s.pruned[0].reason
+
+
 def test_bad_toml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[scenario\nname=1")

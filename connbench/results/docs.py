@@ -100,6 +100,7 @@ class Predicted(_Part):
     pgbouncer_clients: int | None = None
     basis: str = ""
     exceeds_app_slots: bool | None = None  # connections_max > the slots the app's role has (None: unknown)
+    bounded: bool | None = None  # False: the count grows with requests (ASGI's leak); None: not stated (older file)
 
 
 class Services(_Part):
@@ -253,6 +254,7 @@ class ProbeStep(_Part):
     requests_total: int
     errors: int
     count: int  # the article's query, after the step
+    opened: int | None = None  # server sessions started during the step (pg_stat_database.sessions; PG >= 14)
     peak_during: int
     by_dyno: dict[str, int] = {}
     by_worker: dict[str, int] = {}
@@ -269,6 +271,17 @@ class ProbePlateau(_Part):
     still_rising: bool
 
 
+class ProbeLeak(_Part):
+    """connbench/plateau.py Leak.as_dict(): connections left behind by requests."""
+
+    kind: Literal["rising", "left-open"]
+    at_step: int
+    requests: int
+    count: int
+    per_requests: float
+    server_full: bool
+
+
 class ProbeMode(_Part):
     mode: Literal["sequential", "ramp"]
     baseline_count: int
@@ -277,7 +290,8 @@ class ProbeMode(_Part):
     requests_to_plateau: int
     per_dyno_at_plateau: int
     peak_during_load: int
-    limited_by: Literal["settled", "time", "steps"]
+    limited_by: Literal["settled", "time", "steps", "leak", "server"]  # server: the count neared the limit
+    leak: ProbeLeak | None = None
 
     @model_validator(mode="after")
     def _reached_a_step(self) -> Self:

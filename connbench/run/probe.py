@@ -109,14 +109,16 @@ class ProbeRunner:
                 self.server.start()
                 db = DbProbe(self.server.conn.super_kwargs(), self.server.conn.app_user)
             counter = probe.Counter(db)
+            counter.sample()  # connects: the server's limits are read then
+            max_conn, reserved = db.limits
+            slots = self.s.limit or predict_app_slots(max_conn, reserved=reserved)
             for i, mode in enumerate(modes):
                 if not self.target:
                     if i:  # a fresh app: connections the previous mode opened must not count
                         self._stop_app()
                     targets = self._start_app()
                 results[mode] = probe.run_mode(mode, self.s, probe.Hitter(targets, self.s.path), counter,
-                                               self._progress)
-            max_conn, reserved = db.limits
+                                               self._progress, limit=slots)
             db.close()
         finally:
             self.sup.stop_all()  # first: nothing below may leave a process running
@@ -138,6 +140,7 @@ class ProbeRunner:
         plateau_value = best["plateau"]["plateau"] or 0
         per_dyno = best["per_dyno_at_plateau"] or -(-plateau_value // max(1, self.k.dynos))
         limit = self.s.limit or app_slots
+        leaked = any(r.get("leak") for r in results.values())
         doc = {
             "query": ARTICLE_QUERY,
             "params": self.k.model_dump(),
@@ -151,11 +154,15 @@ class ProbeRunner:
             "predicted": pred.model_dump(),
             "results": results,
             "plateau": plateau_value,
-            "matches": pred.at_rest is not None and plateau_value == pred.at_rest,
+            # a leak predicted (no bound) matches a leak found; else the plateau must equal the prediction
+            "matches": leaked if pred.bounded is False else (
+                pred.at_rest is not None and plateau_value == pred.at_rest),
             "per_dyno": per_dyno,
             "limit": limit,
-            "max_dynos": plateau.max_dynos(per_dyno, limit),
-            "headroom": plateau.headroom(per_dyno, limit),
+            "max_dynos": None if leaked else plateau.max_dynos(per_dyno, limit),
+            "headroom": [{"dynos": None, "connections": plateau_value, "limit": limit, "fits": False,
+                          "note": "no plateau: the app leaks connections, so no number of dynos fits for long"}]
+            if leaked else plateau.headroom(per_dyno, limit),
             "notes": probe.explain(results, pred.at_rest, self.k.worker_class, self.k.threads),
             "started": started,
             "ended": time.time(),
@@ -179,11 +186,14 @@ def print_summary(doc: dict, console: Console) -> None:
                   str(r["peak_during_load"]), "yes" if p["settled"] else f"no ({r['limited_by']} limit)")
     Console(width=max(console.width, 120), markup=False).print(t)
     pred = doc["predicted"]
-    console.print(Text(f"predicted at rest: {pred['at_rest']} ({pred['basis']}) -> ")
+    said = "no bound" if pred.get("bounded") is False else f"{pred['at_rest']} at rest"
+    console.print(Text(f"predicted: {said} ({pred['basis']}) -> ")
                   + (Text("matches", style="green") if doc["matches"] else Text("does not match", style="yellow")))
     for note in doc["notes"]:
         console.print(f"  - {note}", highlight=False)
-    console.print(f"headroom: {doc['per_dyno']} connections per dyno (measured), limit {doc['limit']} "
+    leaked = doc["max_dynos"] is None and any(r.get("leak") for r in doc["results"].values())
+    console.print(f"headroom: {'at least ' if leaked else ''}{doc['per_dyno']} connections per dyno (measured"
+                  f"{', and growing' if leaked else ''}), limit {doc['limit']} "
                   f"(max_connections {doc['server']['max_connections']} - {doc['server']['reserved_slots']} reserved "
                   "- 1 for the probe's own session)",
                   highlight=False)
@@ -191,7 +201,10 @@ def print_summary(doc: dict, console: Console) -> None:
     for col in ("dynos", "connections", "fits"):
         h.add_column(col)
     for row in doc["headroom"]:
-        h.add_row(str(row["dynos"]), f"{row['connections']} of {row['limit']}", "yes" if row["fits"] else "NO")
+        h.add_row("-" if row["dynos"] is None else str(row["dynos"]), f"{row['connections']} of {row['limit']}",
+                  "yes" if row["fits"] else "NO")
+        if row.get("note"):
+            console.print(f"  {row['note']}", highlight=False)
     Console(width=max(console.width, 120), markup=False).print(h)
     if doc["max_dynos"] is not None:
         console.print(f"at most {doc['max_dynos']} dynos of this shape fit in {doc['limit']} connections "

@@ -97,10 +97,12 @@ class Counter:
         self._peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.sessions: int | None = None  # pg_stat_database.sessions at the last sample (None before PG 14)
 
     def sample(self) -> tuple[int, dict[str, int], dict[str, int]]:
         with self.lock:
-            groups, article, *_ = self.db.sample()
+            groups, article, db, _ssl = self.db.sample()
+            self.sessions = db[1]
         by_dyno: dict[str, int] = {}
         by_worker: dict[str, int] = {}
         for appname, _state, count in groups:
@@ -130,12 +132,16 @@ class Counter:
         return self._peak
 
 
-def run_mode(mode: str, s: ProbeSettings, hitter: Hitter, counter: Counter, progress=None) -> dict:
+def run_mode(mode: str, s: ProbeSettings, hitter: Hitter, counter: Counter, progress=None,
+             limit: int | None = None) -> dict:
+    """Steps of load until the count settles, a leak shows, the count nears `limit` (the app's slots: stop
+    before the server is exhausted), or the step/time budget runs out."""
     steps: list[ProbeStep] = []
     total = 0
     t_end = time.monotonic() + s.max_seconds
     baseline = counter.sample()[0]
     for i in range(s.max_steps):
+        sessions_before = counter.sessions
         counter.watch()
         if mode == "sequential":
             load = s.step_requests
@@ -147,12 +153,30 @@ def run_mode(mode: str, s: ProbeSettings, hitter: Hitter, counter: Counter, prog
         time.sleep(s.settle_seconds)
         total += n
         count, by_dyno, by_worker = counter.sample()
+        opened = None if None in (sessions_before, counter.sessions) else counter.sessions - sessions_before
         steps.append(ProbeStep(step=i, load=load, requests=n, requests_total=total, errors=errors, count=count,
-                               peak_during=max(peak, count), by_dyno=by_dyno, by_worker=by_worker))
+                               opened=opened, peak_during=max(peak, count), by_dyno=by_dyno,
+                               by_worker=by_worker))
         if progress:
             progress(mode, steps[-1])
-        if plateau.should_stop([st.count for st in steps], s.stable_steps) or time.monotonic() > t_end:
+        counts = [st.count for st in steps]
+        leak = plateau.leak([st.requests_total for st in steps], counts,
+                            [1 if mode == "sequential" else st.load for st in steps], s.leak_steps,
+                            [st.opened for st in steps], [st.errors for st in steps], limit)
+        if leak:
+            stop = "leak"
             break
+        if limit is not None and count >= limit - 1:
+            stop = "server"
+            break
+        if plateau.should_stop(counts, s.stable_steps):
+            stop = "settled"
+            break
+        if time.monotonic() > t_end:
+            stop = "time"
+            break
+    else:
+        stop = "steps"
     result = plateau.detect([st.count for st in steps], s.stable_steps)
     at = steps[result.reached_at_step] if result.reached_at_step is not None else None
     return {
@@ -163,14 +187,15 @@ def run_mode(mode: str, s: ProbeSettings, hitter: Hitter, counter: Counter, prog
         "requests_to_plateau": at.requests_total if at else 0,
         "per_dyno_at_plateau": max(at.by_dyno.values(), default=0) if at else 0,
         "peak_during_load": max((st.peak_during for st in steps), default=0),
-        "limited_by": "settled" if result.settled else ("time" if time.monotonic() > t_end else "steps"),
+        "limited_by": stop,
+        "leak": leak.as_dict() if leak else None,
     }
 
 
 def explain(results: dict[str, dict], predicted: int | None, worker_class: str, threads: int) -> list[str]:
     notes = []
     seq, ramp = results.get("sequential"), results.get("ramp")
-    if seq and ramp:
+    if seq and ramp and not (seq.get("leak") or ramp.get("leak")):
         a, b = seq["plateau"]["plateau"], ramp["plateau"]["plateau"]
         if a is not None and b is not None and a < b:
             why = ("requests sent one at a time rarely overlap inside a worker, and a gthread worker's thread pool "
@@ -183,7 +208,25 @@ def explain(results: dict[str, dict], predicted: int | None, worker_class: str, 
         elif a == b:
             notes.append(f"sequential and concurrent load agree: {a} connections.")
     for r in results.values():
-        p = r["plateau"]
+        p, lk = r["plateau"], r.get("leak")
+        if lk:
+            what = (f"still rising after {lk['requests']} requests ({lk['count']} connections): about one "
+                    f"connection left behind per {lk['per_requests']:.0f} requests" if lk["kind"] == "rising" else
+                    f"after {lk['requests']} requests {lk['count']} connections stay open with no request "
+                    "running, and the server saw a new connection for about every "
+                    f"{lk['per_requests']:.1f} requests (a garbage collector closes some, so the count "
+                    "saw-tooths instead of rising)")
+            notes.append(f"{r['mode']}: {what} — a leak, not lazy opening; the probe stopped before the server "
+                         "was exhausted"
+                         + (" (it had already filled: requests failed at the limit)" if lk["server_full"] else "")
+                         + (". Under ASGI this is Django's persistent connections on per-request threads "
+                            "(ticket #33497): use CONN_MAX_AGE=0 with a pool (Django's, or PgBouncer)."
+                            if worker_class == "asgi" else "."))
+            continue
+        if r["limited_by"] == "server":
+            notes.append(f"{r['mode']}: stopped with the count at the server's limit ({p['plateau']}), before "
+                         "exhausting it: the app would hold more if it could.")
+            continue
         if p["still_rising"] or not p["settled"]:
             notes.append(f"{r['mode']}: the count was still rising when the probe stopped ({r['limited_by']} "
                          "limit): more load may open more connections; with gevent and persistent "
