@@ -21,7 +21,7 @@ e2e: bootstrap system
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 lint: bootstrap
-	$(BIN)/ruff check connbench analysis target_app locustfiles tests scripts
+	$(BIN)/ruff check connbench analysis target_app locustfiles tests scripts examples
 	$(BIN)/lint-imports --no-cache
 	@$(BIN)/python scripts/check_sizes.py
 

@@ -76,17 +76,52 @@ def cmd_validate(args, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_init(args, console: Console) -> int:
+    from connbench.starter import STARTER_NAME, write_starter
+
+    target = Path(args.dir)
+    if target.exists() and not target.is_dir():
+        raise ScenarioError(f"{args.dir}: not a directory; give the directory to write {STARTER_NAME} in")
+    try:
+        path = write_starter(target)
+    except FileExistsError:
+        raise ScenarioError(f"{target / STARTER_NAME}: already exists; nothing was written (edit it, or "
+                            "give another directory)") from None
+    except OSError as e:
+        raise ScenarioError(f"{target / STARTER_NAME}: cannot write it ({e.strerror})") from None
+    console.print(f"wrote {path}; next: connbench list {path} -v, then connbench run {path}")
+    return EXIT_OK
+
+
 def cmd_run(args, console: Console) -> int:
     from connbench.run.matrix import MatrixRunner, new_run_id
 
     scen = _load(args.scenario, args)  # every scenario error surfaces here, before anything starts
+    external = None
+    if args.database_url:
+        from connbench.run.probe_load import is_loopback
+        from connbench.services.external import ExternalServer, public_url, url_host
+
+        host = url_host(args.database_url)
+        local = not host or host.startswith("/") or is_loopback(host)  # none or a directory: a Unix socket
+        if not local and not args.allow_remote:
+            raise ScenarioError(f"--database-url points at {host!r}, which is not a loopback address; pass "
+                                "--allow-remote to load a remote database on purpose")
+        external = ExternalServer(args.database_url, scen.project)
+        facts = external.facts()  # read-only: nothing is created before the cells are settled
+        console.print(f"your PostgreSQL {facts['version']} ({public_url(args.database_url)}): max_connections "
+                      f"{facts['max_connections']}, {facts['reserved']} reserved; nothing will be started")
+        scen = scen.pruned_by(lambda c: external.prune_reason(c.knobs, scen.faults_for(c)))
+        if not scen.cells:
+            raise ScenarioError(f"{scen.path}: no cell can run on this server: "
+                                + "; ".join(dict.fromkeys(p.reason for p in scen.pruned)))
     if args.resume:
         run_dir = Path(args.resume)
     else:
         run_dir = Path(args.run_dir) if args.run_dir else Path(args.reports) / new_run_id(scen)
     runner = MatrixRunner(scen, run_dir, resume=bool(args.resume), console=console,
                           sample_interval=args.sample_interval, locust_processes=args.locust_processes,
-                          argv=sys.argv, keep_data=args.keep_data)
+                          argv=sys.argv, keep_data=args.keep_data, external=external)
     console.print(f"run {run_dir}: {len(scen.cells)} cells of {scen.meta.name}")
     code = runner.run()
     if not args.no_report:
@@ -162,9 +197,13 @@ def cmd_probe(args, console: Console) -> int:
     reason = expand.prune_reason(knobs, scen.meta.model_copy(update={"allow_gevent_persistent": True}))
     if reason:
         raise ScenarioError(f"probe: {reason}")
+    if args.path is None and not scen.project.bundled and "path" not in scen.probe.model_fields_set:
+        # your project: hit the first [load] path (else its health path), not the bundled app's /db/read
+        args.path = next(iter(scen.project.load_paths or {}), scen.project.verify_paths[0])
     flags = {k: v for k, v in (("mode", args.mode), ("stable_steps", args.stable_steps),
                                ("max_steps", args.max_steps), ("step_requests", args.step_requests),
-                               ("step_seconds", args.step_seconds), ("limit", args.limit), ("path", args.path))
+                               ("step_seconds", args.step_seconds), ("limit", args.limit), ("path", args.path),
+                               ("preboot", args.preboot or None), ("one_off", args.one_off))
              if v is not None}
     try:
         settings = ProbeSettings(**{**scen.probe.model_dump(), **flags})
@@ -173,7 +212,7 @@ def cmd_probe(args, console: Console) -> int:
         raise ScenarioError(f"{scen.path} [probe] / flags: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.reports) / (new_run_id(scen) + "-probe")
     runner = ProbeRunner(knobs, settings, run_dir, console, target=args.target, database_url=args.database_url,
-                         allow_remote=args.allow_remote, scenario_name=scen.meta.name)
+                         allow_remote=args.allow_remote, scenario_name=scen.meta.name, project=scen.project)
     if args.database_url:
         check_database(args.database_url)
     doc = runner.run()
@@ -229,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="skip building the HTML report")
     r.add_argument("--keep-data", action="store_true", help="keep the PostgreSQL cluster (and its credentials, "
                    "in pg/) after the run; delete pg/ before sharing the run directory")
+    r.add_argument("--database-url", help="use your PostgreSQL (nothing is started; its password is never "
+                   "written); e.g. postgresql://app:secret@127.0.0.1:5432/appdb")
+    r.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --database-url")
     _max_cells(r)
     r.set_defaults(func=cmd_run)
 
@@ -243,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild summary, charts and index.html from a run's raw files")
     rep.add_argument("run_dir")
     rep.set_defaults(func=cmd_report)
+
+    ini = sub.add_parser("init", help="write a commented starter scenario, connbench.toml, in DIR")
+    ini.add_argument("dir", nargs="?", default=".", help="default: the current directory")
+    ini.set_defaults(func=cmd_init)
 
     pr = sub.add_parser("probe", help="hit the app until the connection count stops rising")
     pr.add_argument("scenario", nargs="?", default="scenarios/probe.toml", help="default: scenarios/probe.toml")
@@ -260,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--step-seconds", type=float, help="ramp: seconds per step (default 1)")
     pr.add_argument("--path", help="endpoint to hit (default /db/read)")
     pr.add_argument("--limit", type=int, help="connections your database allows the app (e.g. a plan's 20)")
+    pr.add_argument("--preboot", action="store_true",
+                    help="headroom: count dynos twice (Heroku Preboot runs the old and new set during a deploy)")
+    pr.add_argument("--one-off", type=int, dest="one_off", metavar="N",
+                    help="headroom: N one-off dynos (heroku run consoles, release phase), one connection each")
     pr.add_argument("--target", help="probe an existing app at this URL instead of starting one")
     pr.add_argument("--database-url", help="the database the --target app uses (for the count)")
     pr.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --target/--database-url")

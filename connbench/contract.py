@@ -175,6 +175,7 @@ class LoadConfig:
     seed: int = 0
     processes: int = 1
     drain_s: float = 10.0  # after the schedule: how long requests in flight may still be answered
+    paths: dict[str, float] | None = None  # [load] paths: GET path -> weight, instead of the mix's endpoints
 
     def to_env(self) -> dict[str, str]:
         return {LOAD_ENV: json.dumps(asdict(self))}

@@ -7,6 +7,7 @@ device cannot hang the harness and a huge file cannot exhaust it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -17,6 +18,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from connbench.project import Project
+from connbench.project import resolve as resolve_project
 from connbench.spec import (
     KNOB_NAMES,
     SAFE_NAME,
@@ -80,6 +83,7 @@ class Scenario:
     faults: list[Fault] = field(default_factory=list)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     expect: list[Expect] = field(default_factory=list)
+    project: Project = field(default_factory=Project)
 
     @property
     def hash(self) -> str:
@@ -89,8 +93,35 @@ class Scenario:
     def faults_for(self, cell: Cell) -> list[Fault]:
         return [f for f in self.faults if f.selects(cell.cell_id, cell.group, cell.knobs.model_dump())]
 
+    def pruned_by(self, reason_for) -> Scenario:
+        """The same scenario with the cells `reason_for(cell)` gives a reason for moved to `pruned` (one entry
+        per setting, not per repeat): e.g. cells an existing server cannot run."""
+        kept, pruned, seen = [], list(self.pruned), set()
+        for cell in self.cells:
+            why = reason_for(cell)
+            if why is None:
+                kept.append(cell)
+            elif cell.group not in seen:
+                seen.add(cell.group)
+                pruned.append(Pruned(cell.axes, why))
+        return dataclasses.replace(self, cells=kept, pruned=pruned)
+
+
+SHIPPED = Path(__file__).resolve().parent / "scenarios"  # installed with the package (scenarios/ links here)
+
+
+def resolve(path: Path | str) -> Path:
+    """A scenario path as given; if nothing is there, a shipped scenario of that name ("quick",
+    "quick.toml" or "scenarios/quick.toml"), so the README's commands work outside the checkout too."""
+    p = Path(path)
+    if p.exists() or p.is_symlink() or p.parent not in (Path("."), Path("scenarios")):
+        return p
+    shipped = SHIPPED / (p.name if p.suffix == ".toml" else f"{p.name}.toml")
+    return shipped if shipped.is_file() else p
+
 
 def load(path: Path | str, max_cells: int = DEFAULT_MAX_CELLS) -> Scenario:
+    path = resolve(path)
     return from_dict(read_toml(path), path, max_cells=max_cells)
 
 
@@ -167,10 +198,11 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>"), *,
     knobs_from(path, "[defaults]", defaults)  # defaults alone must be valid
     axes, exclude, include, include_ids = _matrix(dict(sf.matrix), where)
     _check_size(sf, defaults, axes, include, where, max_cells)
-    cells, pruned = _expand(sf, path, defaults, axes, exclude, include, include_ids)
+    project = resolve_project(sf.app, sf.load, path)
+    cells, pruned = _expand(sf, path, defaults, axes, exclude, include, include_ids, project)
     _check_selectors(sf, cells, where)
     return Scenario(path, sf.scenario, defaults, axes, exclude, cells, pruned, raw, list(sf.faults), sf.probe,
-                    list(sf.expect))
+                    list(sf.expect), project)
 
 
 def _check_counts(raw: dict[str, Any], where: str) -> None:
@@ -283,7 +315,7 @@ def prune_reason(k: Knobs, meta: ScenarioMeta) -> str | None:
 
 
 def _expand(sf: ScenarioFile, path: Path, defaults: dict, axes: dict, exclude: list, include: list,
-            include_ids: list) -> tuple[list[Cell], list[Pruned]]:
+            include_ids: list, project: Project) -> tuple[list[Cell], list[Pruned]]:
     cells: list[Cell] = []
     pruned: list[Pruned] = []
     seen: set[str] = set()
@@ -300,7 +332,7 @@ def _expand(sf: ScenarioFile, path: Path, defaults: dict, axes: dict, exclude: l
         if not included and any(rule_matches(rule, dumped) for rule in exclude):
             pruned.append(Pruned(assignment, "excluded by matrix.exclude"))
             continue
-        reason = prune_reason(knobs, sf.scenario)
+        reason = prune_reason(knobs, sf.scenario) or project.prune_reason(knobs)
         if reason:
             pruned.append(Pruned(assignment, reason))
             continue

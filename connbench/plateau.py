@@ -41,24 +41,35 @@ def should_stop(counts: list[int], stable_steps: int) -> bool:
     return detect(counts, stable_steps).settled
 
 
-def headroom(per_dyno: int, limit: int, extra_rows: int = 1) -> list[dict]:
+def need(dynos: int, per_dyno: int, preboot: bool = False, one_off: int = 0) -> int:
+    """Connections `dynos` web dynos need at the worst moment: twice as many during a Heroku Preboot deploy
+    (the old and the new set run side by side), plus one per one-off dyno (a `heroku run` console or the
+    release phase runs one Django process, which holds one connection)."""
+    return dynos * per_dyno * (2 if preboot else 1) + one_off
+
+
+def headroom(per_dyno: int, limit: int, extra_rows: int = 1, preboot: bool = False,
+             one_off: int = 0) -> list[dict]:
     """Dynos of this shape that fit in `limit` connections, in the article's terms.
 
-    Rows for 1..fit dynos plus `extra_rows` beyond, each with the connections they need.
+    Rows for 1..fit dynos plus `extra_rows` beyond, each with the connections they need (`need`).
     """
+    extra = {"preboot": preboot, "one_off": one_off}
     if per_dyno <= 0:
-        return [{"dynos": None, "connections": 0, "limit": limit, "fits": True,
+        return [{"dynos": None, "connections": one_off, "limit": limit, "fits": one_off <= limit, **extra,
                  "note": "this shape holds no connections at rest: dynos are not limited by connections"}]
-    fit = limit // per_dyno
+    fit = max_dynos(per_dyno, limit, preboot, one_off) or 0
     rows = []
     for n in range(1, fit + extra_rows + 1):
-        need = n * per_dyno
-        rows.append({"dynos": n, "connections": need, "limit": limit, "fits": need <= limit})
+        c = need(n, per_dyno, preboot, one_off)
+        rows.append({"dynos": n, "connections": c, "limit": limit, "fits": c <= limit, **extra})
     return rows
 
 
-def max_dynos(per_dyno: int, limit: int) -> int | None:
-    return None if per_dyno <= 0 else limit // per_dyno
+def max_dynos(per_dyno: int, limit: int, preboot: bool = False, one_off: int = 0) -> int | None:
+    if per_dyno <= 0:
+        return None
+    return max(0, (limit - one_off) // (per_dyno * (2 if preboot else 1)))
 
 
 @dataclass(frozen=True)

@@ -283,6 +283,8 @@ class ProbeSettings(BaseModel):
     leak_steps: int = Field(3, ge=2, le=100, description="a leak: the count rose over this many steps, "
                                                          "beyond what lazy opening explains")
     limit: int | None = Field(None, ge=1, le=1_000_000, description="connections the app's role may open")
+    preboot: bool = Field(False, description="headroom: a Heroku Preboot deploy runs two sets of dynos")
+    one_off: int = Field(0, ge=0, le=1000, description="headroom: one-off dynos (consoles, release phase)")
 
 
 class ScenarioMeta(BaseModel):
@@ -303,11 +305,69 @@ class ScenarioMeta(BaseModel):
         return v
 
 
+MODULE = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,20}"
+# Variables the harness sets for the app itself: a user's [app] env may not override them.
+RESERVED_ENV = re.compile(r"(DJANGO_SETTINGS_MODULE|PYTHONPATH|PG[A-Z]*|CONNBENCH_[A-Z_]*)")
+
+
+class AppSpec(BaseModel):
+    """[app]: your own Django project instead of the bundled target_app. Per cell it runs under gunicorn with a
+    settings shim that imports `settings` and overrides only the database connection knobs, puts the
+    harness's middleware first and allows loopback hosts (target_app/byo_settings.py)."""
+
+    model_config = STRICT
+    settings: str = Field(pattern=f"^{MODULE}$", max_length=300, description="your settings module")
+    wsgi: str = Field(pattern=f"^{MODULE}:[A-Za-z_][A-Za-z0-9_]*$", max_length=300)
+    asgi: str | None = Field(None, pattern=f"^{MODULE}:[A-Za-z_][A-Za-z0-9_]*$", max_length=300)
+    path: str = Field(".", min_length=1, max_length=1000, description="project directory, from the scenario's")
+    migrate: bool = True
+    fixtures: list[str] = Field(default_factory=list, max_length=100, description="loaddata, after migrate")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment for the app")
+    health: str = Field("/", pattern=r"^/[\x21-\x7e]{0,500}$", description="a path that answers 200")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, val in v.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,100}", key):
+                raise ValueError(f"env name {clip(key)} is not an environment variable name")
+            if RESERVED_ENV.fullmatch(key):
+                raise ValueError(f"env {key} is set by the harness (the settings shim, the database); leave it out")
+            if "\x00" in val or len(val) > 10_000:
+                raise ValueError(f"env {key}: a value without NUL characters, at most 10,000 long")
+        return v
+
+
+class LoadSpec(BaseModel):
+    """[load]: what the Locust users request. `paths`: GET paths with weights; or `locustfile`: your own
+    (the raw request log still works: connbench adds its listener)."""
+
+    model_config = STRICT
+    paths: dict[str, float] | None = Field(None, description='e.g. { "/" = 3, "/items/" = 1 }')
+    locustfile: str | None = Field(None, min_length=1, max_length=1000, description="from the scenario's directory")
+
+    @model_validator(mode="after")
+    def _one(self) -> LoadSpec:
+        if (self.paths is None) == (self.locustfile is None):
+            raise ValueError("give exactly one of paths (GET paths with weights) or locustfile")
+        if self.paths is not None:
+            if not self.paths or len(self.paths) > 100:
+                raise ValueError("paths: 1 to 100 GET paths, each with a weight")
+            for path, w in self.paths.items():
+                if not re.fullmatch(r"/[\x21-\x7e]{0,500}", path):
+                    raise ValueError(f"paths: {clip(path)} is not a path starting with / (printable ASCII)")
+                if not 0 < w <= 1e6:
+                    raise ValueError(f"paths: the weight of {path} must be > 0 and <= 1e6 (got {w!r})")
+        return self
+
+
 class ScenarioFile(BaseModel):
     """The top level of a scenario file; [defaults] and [matrix] are checked against Knobs in expand."""
 
     model_config = STRICT
     scenario: ScenarioMeta
+    app: AppSpec | None = None
+    load: LoadSpec | None = None
     defaults: dict[str, Any] = Field(default_factory=dict)
     matrix: dict[str, Any] = Field(default_factory=dict)
     faults: list[Fault] = Field(default_factory=list)
@@ -316,4 +376,4 @@ class ScenarioFile(BaseModel):
 
 
 SECTIONS: dict[str, type[BaseModel]] = {"scenario": ScenarioMeta, "faults": Fault, "probe": ProbeSettings,
-                                        "expect": Expect, "mix": Mix}
+                                        "expect": Expect, "mix": Mix, "app": AppSpec, "load": LoadSpec}

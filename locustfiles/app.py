@@ -12,7 +12,7 @@ import time
 
 import gevent
 import gevent.pool
-from locust import constant, constant_throughput, events, task
+from locust import constant, constant_throughput, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
@@ -28,21 +28,16 @@ MIX = LOAD.mix
 _next_user = itertools.count()
 
 
-@events.test_start.add_listener
-def _mark_start(environment, **_kw):
-    started = LOAD.started_file
-    if started and not os.path.exists(started):
-        with open(started, "w") as fh:
-            fh.write(repr(time.time()))
-
-
-# endpoint -> (path, name in the stats)
-ENDPOINTS = {"health": ("/health", "/health"), "read": ("/db/read", "/db/read"), "write": ("/db/write", "/db/write"),
-             "slow": (f"/db/slow?ms={int(MIX.get('slow_ms', 50))}", "/db/slow")}
-
-
-NAMES = [e for e in ENDPOINTS if MIX.get(e, 0) > 0]
-WEIGHTS = [MIX[e] for e in NAMES]
+# endpoint -> (path, name in the stats): the bundled app's, weighted by the mix; or the scenario's [load] paths
+if LOAD.paths:
+    ENDPOINTS = {p: (p, p) for p in LOAD.paths}
+    NAMES, WEIGHTS = list(LOAD.paths), list(LOAD.paths.values())
+else:
+    ENDPOINTS = {"health": ("/health", "/health"), "read": ("/db/read", "/db/read"),
+                 "write": ("/db/write", "/db/write"),
+                 "slow": (f"/db/slow?ms={int(MIX.get('slow_ms', 50))}", "/db/slow")}
+    NAMES = [e for e in ENDPOINTS if MIX.get(e, 0) > 0]
+    WEIGHTS = [MIX[e] for e in NAMES]
 
 
 class AppUser(FastHttpUser):

@@ -105,6 +105,13 @@ def unanswered(ctx: dict) -> None:
 
 
 def install(load: LoadConfig) -> None:
+    @events.test_start.add_listener
+    def _mark_start(environment, **_kw):  # the harness's measure window starts from this mark
+        started = load.started_file
+        if started and not os.path.exists(started):
+            with open(started, "w") as fh:
+                fh.write(repr(time.time()))
+
     directory = load.request_log_dir
     if not directory:
         return

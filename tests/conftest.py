@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "connbench.cli"]
 # Command-line marks of every process the harness starts.
 MARKS = ("target_app.wsgi:application", "target_app.asgi:application", "locustfiles/app.py", "connbench.sampler",
-         "pgbouncer.ini")
+         "pgbouncer.ini", "connbench.services.gunicorn_hooks", "locustfiles/logonly.py")
 
 
 def harness_processes(extra_marks: tuple[str, ...] = ()) -> list[str]:

@@ -49,7 +49,8 @@ def test_headroom_for_a_20_connection_plan(tmp_path, run_dir):
                         "22")
     assert doc["server"]["app_slots"] == 20 and doc["per_dyno"] == 3 and doc["max_dynos"] == 6
     assert "at most 6 dynos of this shape fit in 20 connections (18 connections)" in out
-    assert doc["headroom"][-1] == {"dynos": 7, "connections": 21, "limit": 20, "fits": False, "note": None}
+    assert doc["headroom"][-1] == {"dynos": 7, "connections": 21, "limit": 20, "fits": False, "preboot": False,
+                                   "one_off": 0, "note": None}
 
 
 def test_remote_target_needs_allow_remote(tmp_path):

@@ -56,6 +56,20 @@ def test_headroom_in_the_articles_terms():
     assert plateau.max_dynos(0, 20) is None and "no connections" in plateau.headroom(0, 20)[0]["note"]
 
 
+def test_headroom_with_preboot_and_one_off_dynos():
+    # a Preboot deploy runs the old and the new dynos together: 20 connections, 3 per dyno -> 3 dynos (18)
+    assert plateau.max_dynos(3, 20, preboot=True) == 3
+    rows = plateau.headroom(3, 20, preboot=True)
+    assert [(r["dynos"], r["connections"], r["fits"]) for r in rows] == [(1, 6, True), (2, 12, True), (3, 18, True),
+                                                                          (4, 24, False)]
+    assert all(r["preboot"] for r in rows)
+    # two one-off dynos (a console and the release phase): 18 left -> 6 dynos; with Preboot too -> 3
+    assert plateau.max_dynos(3, 20, one_off=2) == 6 and plateau.max_dynos(3, 20, True, 2) == 3
+    assert plateau.headroom(3, 20, one_off=2)[-1] == {"dynos": 7, "connections": 23, "limit": 20, "fits": False,
+                                                      "preboot": False, "one_off": 2}
+    assert plateau.max_dynos(3, 2, one_off=5) == 0  # the one-off dynos alone overflow the plan
+
+
 @pytest.mark.parametrize("host, ok", [("127.0.0.1", True), ("127.8.9.1", True), ("localhost", True),
                                       ("[::1]", True), ("::1", True), ("10.0.0.5", False),
                                       ("example.com", False), ("", False), (None, False)])
@@ -130,3 +144,24 @@ def test_leak_needs_steps_and_consistent_lengths():
         plateau.leak(_req(3), [5, 10], SEQ[:3])
     with pytest.raises(ValueError):
         plateau.leak(_req(3), [5, 10, 15], SEQ[:3], window=1)
+
+
+def test_probe_summary_counts_preboot_and_one_off_dynos():
+    import io
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from connbench.run.probe import print_summary
+
+    doc = json.loads((Path(__file__).parent / "fixtures" / "runs" / "run_probe" / "probe.json").read_text())
+    per, limit = doc["per_dyno"], doc["limit"]
+    doc["settings"].update(preboot=True, one_off=1)
+    doc["max_dynos"] = plateau.max_dynos(per, limit, True, 1)
+    doc["headroom"] = plateau.headroom(per, limit, preboot=True, one_off=1)
+    out = io.StringIO()
+    print_summary(doc, Console(file=out, width=200))
+    used = plateau.need(doc["max_dynos"], per, True, 1)
+    assert (f"at most {doc['max_dynos']} dynos of this shape fit in {limit} connections ({used} connections, "
+            "counting twice during a Preboot deploy and 1 one-off dyno(s))") in out.getvalue()

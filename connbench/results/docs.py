@@ -216,6 +216,7 @@ class Manifest(_Doc):
     scenario_file: str | None = None
     scenario: dict[str, Any] = {}  # the scenario file's TOML as read (its [[expect]] are evaluated from here)
     scenario_hash: str | None = None
+    project: dict[str, Any] | None = None  # the Django project served (connbench/project.py Project.public())
     scenario_name: str = ""
     description: str = ""
     pruned: list[Pruned] = []
@@ -316,6 +317,8 @@ class HeadroomRow(_Part):
     connections: int
     limit: int
     fits: bool
+    preboot: bool = False  # counted twice: a Preboot deploy runs the old and the new dynos together
+    one_off: int = 0  # one-off dynos counted, one connection each
     note: str | None = None
 
 

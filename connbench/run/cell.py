@@ -14,6 +14,7 @@ from subprocess import Popen
 from connbench import results as R
 from connbench.expand import Cell
 from connbench.predict import predict
+from connbench.project import Project
 from connbench.results import CellPaths, append_event
 from connbench.run.calibrate import calibrate
 from connbench.run.faults import FaultInjector
@@ -30,7 +31,8 @@ class CellRunner:
     def __init__(self, cell: Cell, paths: CellPaths, server: PostgresServer, sup: Supervisor,
                  user: RunAs | None, on_phase: PhaseCallback | None = None, sample_interval: float = 0.1,
                  locust_processes: int = 1, faults: list[Fault] | None = None, seed: int = 0,
-                 calibration: dict[str, R.ConnectCost] | None = None):
+                 calibration: dict[str, R.ConnectCost] | None = None, project: Project | None = None):
+        self.project = project or Project()
         self.calibration = {} if calibration is None else calibration  # shared by the run's cells
         self.cell = cell
         self.k = cell.knobs
@@ -40,7 +42,7 @@ class CellRunner:
         self.locust_processes = locust_processes
         self.faults = faults or []
         self.seed = seed  # the open model's schedule: scenario.seed + repeat, so repeats differ but rerun alike
-        self.stack = Stack(self.k, server, sup, user, paths, sample_interval)
+        self.stack = Stack(self.k, server, sup, user, paths, sample_interval, project=self.project)
         self.doc = _doc(cell, "running", predict(self.k, app_slots=server.app_slots))
         self._locust: Popen | None = None
 
@@ -83,7 +85,7 @@ class CellRunner:
             # connections pin would make the calibration wait for a server connection that never frees
             if self.k.calibrate_n:
                 self.doc.connect_cost = self._connect_cost()
-            gunicorn.verify(self.stack.dynos)
+            gunicorn.verify(self.stack.dynos, self.project.verify_paths)
             self._phase("verify", t0, time.time())
 
             measured = self._load()
@@ -126,8 +128,9 @@ class CellRunner:
     def _load(self) -> float:
         k = self.k
         t_begin = self._begin("warmup", k.warmup)
-        load = load_config(k, [d.url for d in self.stack.dynos], self.paths, self.locust_processes, self.seed)
-        cfg = locust_config(k, self.locust_processes)
+        load = load_config(k, [d.url for d in self.stack.dynos], self.paths, self.locust_processes, self.seed,
+                           self.project)
+        cfg = locust_config(k, self.locust_processes, self.project)
         self._locust = locust.start(cfg, load, self.sup, self.paths, self.stack.root)
         self.stack.track("locust", [{"pid": self._locust.pid, "tree": True}])
         self.doc.services.locust = {"processes": self.locust_processes}

@@ -26,6 +26,7 @@ from connbench.results import RunPaths
 from connbench.run.cell import CellRunner, failed_to_start, load_cell_doc, skipped
 from connbench.services import pgbouncer as pgb
 from connbench.services.cleanup import cleanup_recorded
+from connbench.services.external import ExternalServer, public_url
 from connbench.services.postgres import (
     SYSTEM_MISSING,
     PostgresServer,
@@ -101,8 +102,9 @@ def git_commit() -> dict:
 class MatrixRunner:
     def __init__(self, scenario: Scenario, run_dir: Path, *, resume: bool = False, console: Console | None = None,
                  sample_interval: float = 0.1, locust_processes: int = 1, argv: list[str] | None = None,
-                 keep_data: bool = False):
+                 keep_data: bool = False, external: ExternalServer | None = None):
         self.keep_data = keep_data
+        self.external = external  # --database-url: the one server, never started or stopped by the run
         self.scenario = scenario
         self.paths = RunPaths(run_dir)
         self.resume = resume
@@ -147,7 +149,8 @@ class MatrixRunner:
                            "to continue it, or choose another --run-dir")
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.manifest = R.Manifest(
-            run_id=self.paths.root.name, argv=redact_argv(self.argv), scenario_file=str(sc.path), scenario=sc.raw,
+            run_id=self.paths.root.name, argv=redact_argv(self.argv), scenario_file=str(sc.path),
+            scenario=redact_scenario(sc.raw), project=sc.project.public(),
             scenario_hash=sc.hash, scenario_name=sc.meta.name, description=sc.meta.description,
             pruned=[R.Pruned(axes=p.axes, reason=p.reason) for p in sc.pruned], git=R.Git(**git_commit()),
             versions=versions(), host=host_facts(), run_as=self.user.name if self.user else None,
@@ -164,7 +167,9 @@ class MatrixRunner:
         self._save_manifest()
 
     # -- servers ------------------------------------------------------------------------
-    def _server_for(self, cell: Cell) -> PostgresServer:
+    def _server_for(self, cell: Cell) -> PostgresServer | ExternalServer:
+        if self.external is not None:
+            return self._external()
         key = cell.knobs.server_key()
         server = self.servers.pop(key, None)
         if server is not None and server.proc is not None and server.proc.poll() is None:
@@ -179,7 +184,7 @@ class MatrixRunner:
         shutil.rmtree(pg_root / name, ignore_errors=True)  # a fresh cluster: its credentials were per start
         k = cell.knobs
         server = PostgresServer(pg_root / name, k.max_connections, self.sup, self.user, self.sup.private,
-                                server=k.server, auth=k.auth, tls=k.tls)
+                                server=k.server, auth=k.auth, tls=k.tls, project=self.scenario.project)
         build = build_flags(server.bin_dir)
         if k.tls and not build["with_openssl"]:
             raise ServiceError(f"tls = true, but the {k.server} PostgreSQL ({server.bin_dir}) is built without "
@@ -198,6 +203,17 @@ class MatrixRunner:
             settings={n: v for n, v in server.settings(0).items() if n not in ("port", "ssl_cert_file",
                                                                               "ssl_key_file")})
         return server
+
+    def _external(self) -> ExternalServer:
+        ext = self.external
+        if "external" not in self.manifest.servers:
+            self.console.print("  preparing your database: the app's migrations" + (" and seed" if
+                               self.scenario.project.bundled else ""))
+            ext.start()
+            self.manifest.servers["external"] = R.ServerInfo(
+                version=ext.version, max_connections=ext.max_connections, app_slots=ext.app_slots, kind="external",
+                tls=ext.ssl, settings={**public_url(ext.url), "superuser": ext.superuser})
+        return ext
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> int:
@@ -251,6 +267,7 @@ class MatrixRunner:
                                                 locust_processes=self.locust_processes,
                                                 faults=self.scenario.faults_for(cell),
                                                 seed=self.scenario.meta.seed + cell.repeat,
+                                                project=self.scenario.project,
                                                 calibration=self.manifest.calibration)
                             doc = runner.run()
                     self._record(doc)
@@ -287,6 +304,14 @@ def _cell_line(n: int, total: int, doc: R.CellDoc) -> Text:
     color = {"completed": "green", "failed": "red", "skipped": "yellow"}.get(doc.status, "white")
     extra = doc.error or doc.skip_reason or f"{doc.requests or 0} requests"
     return Text(f"[{n}/{total}] {doc.cell_id}: {doc.status}", style=color) + Text(f" - {extra}")
+
+
+def redact_scenario(raw: dict) -> dict:
+    """The scenario as recorded: [app] env values left out (they may hold secrets), their names kept."""
+    app = raw.get("app")
+    if not isinstance(app, dict) or not isinstance(app.get("env"), dict):
+        return raw
+    return {**raw, "app": {**app, "env": {k: "<not recorded>" for k in app["env"]}}}
 
 
 def redact_argv(argv: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from connbench import plateau
 from connbench import results as R
 from connbench.predict import SUPERUSER_RESERVED, predict
 from connbench.predict import app_slots as predict_app_slots
+from connbench.project import Project
 from connbench.results import RunPaths
 from connbench.run import probe_load as probe
 from connbench.run.matrix import redact_argv
@@ -59,7 +60,8 @@ def _check_remote(target: str | None, database_url: str | None, allow_remote: bo
 class ProbeRunner:
     def __init__(self, knobs: Knobs, settings: ProbeSettings, run_dir: Path, console: Console,
                  target: str | None = None, database_url: str | None = None, allow_remote: bool = False,
-                 scenario_name: str = "probe"):
+                 scenario_name: str = "probe", project: Project | None = None):
+        self.project = project or Project()
         if bool(target) != bool(database_url):
             raise probe.ProbeError("--target and --database-url go together: the probe counts connections "
                                    "on the database the target app uses")
@@ -78,9 +80,9 @@ class ProbeRunner:
         # raw samples of the probe's app, kept beside probe.json (not under cells/: it is no cell)
         paths = self.paths.probe_app
         paths.root.mkdir(parents=True, exist_ok=True)
-        self.stack = Stack(self.k, self.server, self.sup, self.user, paths)
+        self.stack = Stack(self.k, self.server, self.sup, self.user, paths, project=self.project)
         self.stack.start()
-        gunicorn.verify(self.stack.dynos, ("/health",))
+        gunicorn.verify(self.stack.dynos, self.project.verify_paths[:1])
         return [d.url for d in self.stack.dynos]
 
     def _stop_app(self):
@@ -103,7 +105,7 @@ class ProbeRunner:
                 pg_root = service_dir(self.paths.root, "pg", self.user)
                 self.server = PostgresServer(pg_root / "probe", self.k.max_connections, self.sup, self.user,
                                              self.sup.private, server=self.k.server, auth=self.k.auth,
-                                             tls=self.k.tls)
+                                             tls=self.k.tls, project=self.project)
                 self.console.print(f"starting PostgreSQL (max_connections={self.k.max_connections}) and "
                                    f"{self.k.dynos} dyno(s) x {self.k.workers} {self.k.worker_class} workers")
                 self.server.start()
@@ -159,10 +161,10 @@ class ProbeRunner:
                 pred.at_rest is not None and plateau_value == pred.at_rest),
             "per_dyno": per_dyno,
             "limit": limit,
-            "max_dynos": None if leaked else plateau.max_dynos(per_dyno, limit),
+            "max_dynos": None if leaked else plateau.max_dynos(per_dyno, limit, self.s.preboot, self.s.one_off),
             "headroom": [{"dynos": None, "connections": plateau_value, "limit": limit, "fits": False,
                           "note": "no plateau: the app leaks connections, so no number of dynos fits for long"}]
-            if leaked else plateau.headroom(per_dyno, limit),
+            if leaked else plateau.headroom(per_dyno, limit, preboot=self.s.preboot, one_off=self.s.one_off),
             "notes": probe.explain(results, pred.at_rest, self.k.worker_class, self.k.threads),
             "started": started,
             "ended": time.time(),
@@ -207,8 +209,13 @@ def print_summary(doc: dict, console: Console) -> None:
             console.print(f"  {row['note']}", highlight=False)
     Console(width=max(console.width, 120), markup=False).print(h)
     if doc["max_dynos"] is not None:
+        s = doc["settings"]
+        pre, one = s.get("preboot", False), s.get("one_off", 0)
+        used = plateau.need(doc["max_dynos"], doc["per_dyno"], pre, one)
+        extra = " and ".join(x for x in ("twice during a Preboot deploy" if pre else "",
+                                        f"{one} one-off dyno(s)" if one else "") if x)
         console.print(f"at most {doc['max_dynos']} dynos of this shape fit in {doc['limit']} connections "
-                      f"({doc['max_dynos'] * doc['per_dyno']} connections)")
+                      f"({used} connections{', counting ' + extra if extra else ''})")
 
 
 def check_database(database_url: str) -> None:

@@ -20,6 +20,7 @@ import psycopg
 
 from connbench import results as R
 from connbench.contract import AppConfig, Database, LoadConfig
+from connbench.project import Project
 from connbench.results import CellPaths, write_json_atomic
 from connbench.services import gunicorn
 from connbench.services.locust import LocustConfig
@@ -58,25 +59,30 @@ def pgbouncer_config(k: Knobs) -> PgBouncerConfig:
                            query_wait_timeout=k.pgbouncer_query_wait_timeout, auth=k.auth)
 
 
-def load_config(k: Knobs, targets: list[str], paths: CellPaths, processes: int = 1, seed: int = 0) -> LoadConfig:
+def load_config(k: Knobs, targets: list[str], paths: CellPaths, processes: int = 1, seed: int = 0,
+                project: Project | None = None) -> LoadConfig:
     return LoadConfig(targets=targets, mix=k.mix.model_dump(), rate=k.rate,
+                      paths=project.load_paths if project else None,
                       request_log_dir=str(paths.locust_raw), started_file=str(paths.locust_started),
                       arrival_rate=k.arrival_rate, arrival=k.arrival, max_in_flight=k.max_in_flight,
                       schedule_s=k.warmup + k.duration, seed=seed, processes=processes)
 
 
-def locust_config(k: Knobs, processes: int) -> LocustConfig:
+def locust_config(k: Knobs, processes: int, project: Project | None = None) -> LocustConfig:
+    mine = project.locustfile if project else None
     run_time = max(1, math.ceil(k.warmup + k.duration))  # never shorter than the windows it covers
     if k.open_model:  # one dispatcher per process; the schedule, not users, sets the load
         return LocustConfig(users=processes, spawn_rate=processes, run_time_s=run_time, processes=processes,
                             user_class="OpenUser", stop_timeout_s=LoadConfig.drain_s + 5)
-    return LocustConfig(users=k.users, spawn_rate=k.spawn_rate, run_time_s=run_time, processes=processes)
+    return LocustConfig(users=k.users, spawn_rate=k.spawn_rate, run_time_s=run_time, processes=processes,
+                        locustfile=mine, user_class=None if mine else "AppUser")
 
 
 class Stack:
     def __init__(self, k: Knobs, server: PostgresServer, sup: Supervisor, user: RunAs | None, paths: CellPaths,
-                 sample_interval: float = 0.1):
+                 sample_interval: float = 0.1, project: Project | None = None):
         self.k, self.server, self.sup, self.user, self.paths = k, server, sup, user, paths
+        self.project = project or Project()
         self.sample_interval = sample_interval
         self.root = project_root()
         self.bouncer: PgBouncer | None = None
@@ -101,7 +107,8 @@ class Stack:
         """Start PgBouncer (if any), the dynos and the sampler; returns what the cell records of them."""
         services = {"postgres": {**self.server.conn.public(), "version": self.server.version,
                                  "max_connections": self.server.max_connections, "app_slots": self.server.app_slots}}
-        self._procs["postgres"] = [{"pid": self.server.pid, "tree": True}]
+        if self.server.pid is not None:  # your server (--database-url): not ours to account
+            self._procs["postgres"] = [{"pid": self.server.pid, "tree": True}]
         db = self.server.conn.app_database()
         if self.k.pooling in PGBOUNCER_MODES:
             where = service_dir(self.paths.root, "pgbouncer", self.user)
@@ -113,7 +120,7 @@ class Stack:
             self._procs["pgbouncer"] = [{"pid": self.bouncer.proc.pid}]
             services["pgbouncer"] = self.bouncer.public()
         self.dynos = gunicorn.start_dynos(gunicorn_config(self.k), app_config(self.k, db), self.sup,
-                                          self.paths.logs, self.root)
+                                          self.paths.logs, self.root, project=self.project)
         self._procs["gunicorn-master"] = [{"pid": d.proc.pid, "dyno": d.index, "tree": True} for d in self.dynos]
         services["dynos"] = [{"dyno": d.index, "port": d.port} for d in self.dynos]
         self._write_procs()
@@ -177,7 +184,8 @@ class Stack:
         with psycopg.connect(**conn.super_kwargs(), autocommit=True, application_name="connbench-fault") as c:
             n = c.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE usename = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                "WHERE usename = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                "AND application_name <> 'connbench-sampler'",  # on your server the sampler is the app's role
                 [conn.app_user],
             ).fetchone()[0]
         return f"terminated {n} backends"

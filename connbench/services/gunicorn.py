@@ -10,6 +10,8 @@ from pathlib import Path
 from subprocess import Popen
 
 from connbench.contract import DYNO_ENV, AppConfig
+from connbench.project import Project
+from connbench.services.postgres import app_pythonpath
 from connbench.services.procs import ServiceError, Supervisor, exited, free_port, wait_port, wait_until
 
 
@@ -37,14 +39,15 @@ class GunicornConfig:
 
 
 def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: Path,
-                root: Path, timeout: float = 30.0) -> list[Dyno]:
+                root: Path, timeout: float = 30.0, project: Project | None = None) -> list[Dyno]:
+    project = project or Project()
     dynos = []
     for d in range(cfg.dynos):
         port = free_port()
         log = log_dir / f"gunicorn-d{d}.log"
         asgi = cfg.worker_class == "asgi"
         cmd = [
-            sys.executable, "-m", "gunicorn", "target_app.asgi:application" if asgi else "target_app.wsgi:application",
+            sys.executable, "-m", "gunicorn", project.asgi if asgi else project.wsgi,
             "--bind", f"127.0.0.1:{port}",
             "--workers", str(cfg.workers),
             "--worker-class", "uvicorn_worker.UvicornWorker" if asgi else cfg.worker_class,
@@ -55,10 +58,10 @@ def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: P
             "--backlog", "2048",
             "--log-level", "warning",
         ]
-        env = {**os.environ, **app.to_env(), DYNO_ENV: str(d), "PYTHONPATH": str(root),
-               "DJANGO_SETTINGS_MODULE": "target_app.settings"}
+        env = {**os.environ, **app.to_env(), **project.app_env(), DYNO_ENV: str(d),
+               "PYTHONPATH": app_pythonpath(project)}
         env.pop("PGAPPNAME", None)
-        proc = sup.spawn(f"gunicorn-d{d}", cmd, log=log, env=env, cwd=root)
+        proc = sup.spawn(f"gunicorn-d{d}", cmd, log=log, env=env, cwd=project.path or root)
         dynos.append(Dyno(d, port, proc, log))
     try:
         for dyno in dynos:

@@ -15,6 +15,7 @@ from connbench.results import CellPaths, write_csv_atomic
 from connbench.services.procs import ServiceError, Supervisor, exited, wait_until
 
 LOCUSTFILE = "locustfiles/app.py"
+LOGONLY = "locustfiles/logonly.py"  # beside your own locustfile: the raw request log and the start mark
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class LocustConfig:
     spawn_rate: float
     run_time_s: int  # warm-up + measure, as one Locust run
     processes: int = 1
-    user_class: str = "AppUser"  # AppUser: closed model; OpenUser: one dispatcher per process
+    user_class: str | None = "AppUser"  # AppUser: closed model; OpenUser: one per process; None: your file's
+    locustfile: str | None = None  # yours: connbench's request log (locustfiles/logonly.py) rides along
     stop_timeout_s: float = 5  # how long users may finish what they are doing when the run time ends
 
 
@@ -33,7 +35,8 @@ def start(cfg: LocustConfig, load: LoadConfig, sup: Supervisor, paths: CellPaths
     if load.started_file:
         Path(load.started_file).unlink(missing_ok=True)
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(root / LOCUSTFILE),
+        sys.executable, "-m", "locust", "-f",
+        f"{cfg.locustfile},{root / LOGONLY}" if cfg.locustfile else str(root / LOCUSTFILE),
         "--headless", "--only-summary",
         "--users", str(cfg.users), "--spawn-rate", str(cfg.spawn_rate),
         "--run-time", f"{cfg.run_time_s}s", "--stop-timeout", f"{cfg.stop_timeout_s:g}",
@@ -43,7 +46,7 @@ def start(cfg: LocustConfig, load: LoadConfig, sup: Supervisor, paths: CellPaths
         "--json-file", str(paths.locust_stats),
         "--exit-code-on-error", "0",
         "--loglevel", "WARNING",
-        cfg.user_class,
+        *([cfg.user_class] if cfg.user_class else []),
     ]  # fmt: skip
     if cfg.processes > 1:
         cmd += ["--processes", str(cfg.processes)]

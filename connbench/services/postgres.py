@@ -21,6 +21,7 @@ import psycopg
 
 from connbench.contract import AppConfig, Database
 from connbench.predict import SUPERUSER_RESERVED, app_slots
+from connbench.project import Project
 from connbench.results import write_private
 from connbench.services.procs import (
     PrivateDir,
@@ -110,8 +111,9 @@ class PgConn:
 class PostgresServer:
     def __init__(self, base_dir: Path, max_connections: int, sup: Supervisor, user: RunAs | None,
                  private: PrivateDir, extra_settings: dict[str, str] | None = None, server: str = "embedded",
-                 auth: str = "scram-sha-256", tls: bool = False):
+                 auth: str = "scram-sha-256", tls: bool = False, project: Project | None = None):
         self.kind, self.auth, self.tls = server, auth, tls
+        self.project = project or Project()
         self.bin_dir = pg_bin_dir(server)
         self.tls_files: TlsFiles | None = None
         self.base_dir = Path(base_dir)
@@ -282,14 +284,26 @@ class PostgresServer:
                 conn.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{c.app_password}'")
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
                 conn.execute(f"CREATE DATABASE {DB_NAME} OWNER {APP_ROLE}")
-        # migrations run with the plainest settings: direct, no persistent connection
-        app = AppConfig(db=c.app_database(), conn_max_age=0, health_checks=False, pooling="direct")
-        env = {**os.environ, **app.to_env(), "DJANGO_SETTINGS_MODULE": "target_app.settings"}
-        for args in (["migrate", "--no-input", "-v", "0"], ["seed"]):
-            res = subprocess.run([sys.executable, "-m", "django", *args], capture_output=True, text=True,
-                                 env=env, cwd=project_root())
-            if res.returncode != 0:
-                raise ServiceError(f"django {args[0]} failed: {res.stderr.strip()[-1500:]}")
+        prepare_database(self.project, c.app_database())
+
+
+def prepare_database(project: Project, db: Database) -> None:
+    """The app's tables and data: migrate, then the bundled app's seed or your fixtures (loaddata)."""
+    # migrations run with the plainest settings: direct, no persistent connection
+    app = AppConfig(db=db, conn_max_age=0, health_checks=False, pooling="direct")
+    env = {**os.environ, **app.to_env(), **project.app_env(), "PYTHONPATH": app_pythonpath(project)}
+    steps = [["migrate", "--no-input", "-v", "0"]] if project.migrate else []
+    steps += [["seed"]] if project.bundled else ([["loaddata", *project.fixtures]] if project.fixtures else [])
+    for args in steps:
+        res = subprocess.run([sys.executable, "-m", "django", *args], capture_output=True, text=True,
+                             env=env, cwd=project.path or project_root())
+        if res.returncode != 0:
+            raise ServiceError(f"django {args[0]} failed: {res.stderr.strip()[-1500:]}")
+
+
+def app_pythonpath(project: Project) -> str:
+    """Your project's directory first (its modules), then connbench's own (the shim, the middleware)."""
+    return os.pathsep.join(p for p in (project.path, str(project_root())) if p)
 
 
 def project_root() -> Path:

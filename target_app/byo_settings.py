@@ -1,0 +1,28 @@
+"""Settings for your own Django project (a scenario's [app]): yours, with only what connbench must decide.
+
+Imports the module named by CONNBENCH_USER_SETTINGS and takes every setting from it, then overrides:
+the default database's connection knobs (host, port, credentials, CONN_MAX_AGE, health checks, pool
+options, the engine for django-db-connection-pool, DISABLE_SERVER_SIDE_CURSORS for transaction pooling),
+ALLOWED_HOSTS (loopback), and puts connbench's middleware first (Server-Timing, error classes).
+Everything else -- apps, URLs, other databases' entries, caches -- stays yours.
+"""
+
+import importlib
+import os
+
+from connbench.contract import AppConfig
+
+CONFIG = AppConfig.from_env()
+_yours = importlib.import_module(os.environ["CONNBENCH_USER_SETTINGS"])
+globals().update({name: value for name, value in vars(_yours).items() if name.isupper()})
+
+_default = dict(getattr(_yours, "DATABASES", {}).get("default", {}))
+# your TEST, TIME_ZONE, ATOMIC_REQUESTS, ... stay; the connection itself is the cell's
+for _key in ("ENGINE", "HOST", "PORT", "NAME", "USER", "PASSWORD", "CONN_MAX_AGE", "CONN_HEALTH_CHECKS",
+             "OPTIONS", "POOL_OPTIONS", "DISABLE_SERVER_SIDE_CURSORS"):
+    _default.pop(_key, None)
+DATABASES = {**getattr(_yours, "DATABASES", {}), "default": {**_default, **CONFIG.django_database()}}
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+_HARNESS = ["target_app.timing.ServerTimingMiddleware", "target_app.middleware.ErrorClassMiddleware"]
+MIDDLEWARE = _HARNESS + [m for m in getattr(_yours, "MIDDLEWARE", []) if m not in _HARNESS]
+DEBUG = False  # a benchmark of DEBUG = True measures Django's query log, not the connections
