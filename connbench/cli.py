@@ -119,6 +119,7 @@ def cmd_run(args, console: Console) -> int:
         run_dir = Path(args.resume)
     else:
         run_dir = Path(args.run_dir) if args.run_dir else Path(args.reports) / new_run_id(scen)
+    run_dir = run_dir.absolute()  # children (the sampler, gunicorn) run in other directories
     runner = MatrixRunner(scen, run_dir, resume=bool(args.resume), console=console,
                           sample_interval=args.sample_interval, locust_processes=args.locust_processes,
                           argv=sys.argv, keep_data=args.keep_data, external=external)
@@ -210,7 +211,7 @@ def cmd_probe(args, console: Console) -> int:
     except ValidationError as e:
         err = e.errors()[0]
         raise ScenarioError(f"{scen.path} [probe] / flags: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.reports) / (new_run_id(scen) + "-probe")
+    run_dir = (Path(args.run_dir) if args.run_dir else Path(args.reports) / (new_run_id(scen) + "-probe")).absolute()
     runner = ProbeRunner(knobs, settings, run_dir, console, target=args.target, database_url=args.database_url,
                          allow_remote=args.allow_remote, scenario_name=scen.meta.name, project=scen.project)
     if args.database_url:

@@ -114,10 +114,13 @@ def resolve(path: Path | str) -> Path:
     """A scenario path as given; if nothing is there, a shipped scenario of that name ("quick",
     "quick.toml" or "scenarios/quick.toml"), so the README's commands work outside the checkout too."""
     p = Path(path)
-    if p.exists() or p.is_symlink() or p.parent not in (Path("."), Path("scenarios")):
+    try:
+        if p.exists() or p.is_symlink() or p.parent not in (Path("."), Path("scenarios")):
+            return p
+        shipped = SHIPPED / (p.name if p.suffix == ".toml" else f"{p.name}.toml")
+        return shipped if shipped.is_file() else p
+    except (OSError, ValueError):  # a name too long, a NUL: read_toml says so, cleanly
         return p
-    shipped = SHIPPED / (p.name if p.suffix == ".toml" else f"{p.name}.toml")
-    return shipped if shipped.is_file() else p
 
 
 def load(path: Path | str, max_cells: int = DEFAULT_MAX_CELLS) -> Scenario:

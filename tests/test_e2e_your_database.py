@@ -7,6 +7,8 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -40,12 +42,10 @@ max_connections = 7
 def their_postgres(tmp_path):
     """A cluster as a user would have one: its own superuser, an app role with a password, the app's database."""
     user = service_user()
-    base = tmp_path / "theirs"
-    base.mkdir()
+    base = Path(tempfile.mkdtemp(prefix="connbench-theirs-"))  # under /tmp: the service user can reach it
     if user:
         shutil.chown(base, user.uid, user.gid)
-        os.chmod(tmp_path, 0o755)
-    as_user = {"user": user.uid, "group": user.gid} if user else {}
+    as_user = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
     bins, port = pg_bin_dir(), free_port()
     pw = secrets.token_hex(8)
     (base / "pw").write_text(pw)
@@ -53,7 +53,8 @@ def their_postgres(tmp_path):
         shutil.chown(base / "pw", user.uid, user.gid)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     subprocess.run([str(bins / "initdb"), "-D", str(base / "data"), "-U", "owner", "--pwfile", str(base / "pw"),
-                    "--auth=scram-sha-256", "-E", "UTF8"], check=True, capture_output=True, env=env, **as_user)
+                    "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"],
+                   check=True, capture_output=True, env=env, **as_user)
     subprocess.run([str(bins / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "log"), "-w", "start", "-o",
                     f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c max_connections=40"],
                    check=True, capture_output=True, env=env, **as_user)
@@ -67,6 +68,7 @@ def their_postgres(tmp_path):
     finally:
         subprocess.run([str(bins / "pg_ctl"), "-D", str(base / "data"), "-m", "fast", "-w", "stop"],
                        capture_output=True, env=env, **as_user)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _catalog(owner: dict) -> tuple[set, set, set]:

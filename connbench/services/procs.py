@@ -100,7 +100,8 @@ def service_dir(run_root: Path, name: str, who: RunAs | None) -> Path:
     0700 directory such as /root or pytest's tmp) a private directory under /var/tmp,
     linked from the run directory so that cleanup finds it.
     """
-    link = Path(run_root) / name
+    run_root = Path(run_root).resolve()  # a relative run directory: the user must reach its absolute path
+    link = run_root / name
     if link.is_symlink():
         target = link.resolve()
         if not _marked_for(target, run_root):
@@ -129,7 +130,8 @@ def service_dir(run_root: Path, name: str, who: RunAs | None) -> Path:
 
 def remove_service_dir(run_root: Path, name: str) -> None:
     """Delete a service directory this run created; never follow a link to anything else."""
-    link = Path(run_root) / name
+    run_root = Path(run_root).resolve()  # a relative run directory: the user must reach its absolute path
+    link = run_root / name
     if link.is_symlink():
         target = Path(os.path.realpath(link))
         if target.is_dir() and not target.is_symlink() and _marked_for(target, run_root):
