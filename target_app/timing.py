@@ -47,7 +47,7 @@ def _get_new_connection(self, conn_params):
         return _ORIGINAL(self, conn_params)
     finally:
         ms = (time.perf_counter() - t0) * 1000.0
-        if self.pool:
+        if getattr(self, "pool", None):  # Django 5.1+: its native pool (older Django has none)
             t.pool += ms
         else:
             t.connect += ms
