@@ -98,6 +98,10 @@ def cmd_run(args, console: Console) -> int:
 
     scen = _load(args.scenario, args)  # every scenario error surfaces here, before anything starts
     external = None
+    source = "--database-url"
+    if not args.database_url and scen.server is not None:  # [server] url: the same as --database-url
+        args.database_url, args.allow_remote = scen.server.url, args.allow_remote or scen.server.allow_remote
+        source = f"{scen.path}: server.url"
     if args.database_url:
         from connbench.run.probe_load import is_loopback
         from connbench.services.external import ExternalServer, public_url, url_host
@@ -105,8 +109,8 @@ def cmd_run(args, console: Console) -> int:
         host = url_host(args.database_url)
         local = not host or host.startswith("/") or is_loopback(host)  # none or a directory: a Unix socket
         if not local and not args.allow_remote:
-            raise ScenarioError(f"--database-url points at {host!r}, which is not a loopback address; pass "
-                                "--allow-remote to load a remote database on purpose")
+            raise ScenarioError(f"{source} points at {host!r}, which is not a loopback address; pass "
+                                "--allow-remote (or server.allow_remote = true) to load a remote database on purpose")
         external = ExternalServer(args.database_url, scen.project)
         facts = external.facts()  # read-only: nothing is created before the cells are settled
         console.print(f"your PostgreSQL {facts['version']} ({public_url(args.database_url)}): max_connections "

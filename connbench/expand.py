@@ -31,6 +31,7 @@ from connbench.spec import (
     ScenarioError,
     ScenarioFile,
     ScenarioMeta,
+    ServerSpec,
     allowed,
     clip,
     clip_list,
@@ -84,6 +85,7 @@ class Scenario:
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     expect: list[Expect] = field(default_factory=list)
     project: Project = field(default_factory=Project)
+    server: ServerSpec | None = None  # [server] url: an existing PostgreSQL
 
     @property
     def hash(self) -> str:
@@ -205,7 +207,7 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>"), *,
     cells, pruned = _expand(sf, path, defaults, axes, exclude, include, include_ids, project)
     _check_selectors(sf, cells, where)
     return Scenario(path, sf.scenario, defaults, axes, exclude, cells, pruned, raw, list(sf.faults), sf.probe,
-                    list(sf.expect), project)
+                    list(sf.expect), project, sf.server)
 
 
 def _check_counts(raw: dict[str, Any], where: str) -> None:

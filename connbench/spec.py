@@ -361,12 +361,21 @@ class LoadSpec(BaseModel):
         return self
 
 
+class ServerSpec(BaseModel):
+    """[server]: an existing PostgreSQL instead of one connbench starts (as `run --database-url`)."""
+
+    model_config = STRICT
+    url: str = Field(min_length=1, max_length=2000, description="postgresql://role:password@host:port/dbname")
+    allow_remote: bool = Field(False, description="a non-loopback host, on purpose")
+
+
 class ScenarioFile(BaseModel):
     """The top level of a scenario file; [defaults] and [matrix] are checked against Knobs in expand."""
 
     model_config = STRICT
     scenario: ScenarioMeta
     app: AppSpec | None = None
+    server: ServerSpec | None = None
     load: LoadSpec | None = None
     defaults: dict[str, Any] = Field(default_factory=dict)
     matrix: dict[str, Any] = Field(default_factory=dict)
@@ -376,4 +385,5 @@ class ScenarioFile(BaseModel):
 
 
 SECTIONS: dict[str, type[BaseModel]] = {"scenario": ScenarioMeta, "faults": Fault, "probe": ProbeSettings,
-                                        "expect": Expect, "mix": Mix, "app": AppSpec, "load": LoadSpec}
+                                        "expect": Expect, "mix": Mix, "app": AppSpec, "load": LoadSpec,
+                                        "server": ServerSpec}

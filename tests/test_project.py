@@ -95,10 +95,20 @@ def test_external_server_prunes_cells_needing_another_server():
     assert kept.cells == [] and [p.reason for p in kept.pruned] == ["no"]
 
 
-def test_app_env_values_are_never_recorded():
-    raw = {"scenario": {"name": "t"}, "app": {"settings": "a.b", "env": {"API_KEY": "s3cret"}}}
-    assert redact_scenario(raw)["app"]["env"] == {"API_KEY": "<not recorded>"}
+def test_app_env_values_and_server_passwords_are_never_recorded():
+    raw = {"scenario": {"name": "t"}, "app": {"settings": "a.b", "env": {"API_KEY": "s3cret"}},
+           "server": {"url": "postgresql://app:hunter2@127.0.0.1:5432/db"}}
+    out = redact_scenario(raw)
+    assert out["app"]["env"] == {"API_KEY": "<not recorded>"} and "hunter2" not in str(out)
+    assert out["server"]["url"] == "postgresql://app:***@127.0.0.1:5432/db"
     assert raw["app"]["env"]["API_KEY"] == "s3cret"  # the scenario itself untouched
+
+
+def test_server_url_in_the_scenario_is_checked_like_the_flag(tmp_path, capsys):
+    f = _scenario(tmp_path, '[server]\nurl = "postgresql://u:hunter2@10.1.2.3:5432/db"\n')
+    assert cli_main(["run", str(f), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-remote" in err and "hunter2" not in err and not (tmp_path / "run").exists()
 
 
 def test_djangos_pool_is_pruned_on_a_django_without_it(monkeypatch):

@@ -307,11 +307,15 @@ def _cell_line(n: int, total: int, doc: R.CellDoc) -> Text:
 
 
 def redact_scenario(raw: dict) -> dict:
-    """The scenario as recorded: [app] env values left out (they may hold secrets), their names kept."""
-    app = raw.get("app")
-    if not isinstance(app, dict) or not isinstance(app.get("env"), dict):
-        return raw
-    return {**raw, "app": {**app, "env": {k: "<not recorded>" for k in app["env"]}}}
+    """The scenario as recorded: [app] env values left out (they may hold secrets), their names kept; a
+    password in [server] url redacted."""
+    out = dict(raw)
+    app, server = raw.get("app"), raw.get("server")
+    if isinstance(app, dict) and isinstance(app.get("env"), dict):
+        out["app"] = {**app, "env": {k: "<not recorded>" for k in app["env"]}}
+    if isinstance(server, dict) and isinstance(server.get("url"), str):
+        out["server"] = {**server, "url": redact_argv([server["url"]])[0]}
+    return out
 
 
 def redact_argv(argv: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ from connbench.predict import app_slots
 from connbench.project import Project
 from connbench.services.postgres import PgConn, prepare_database
 from connbench.services.procs import ServiceError
+from connbench.spec import ScenarioError
 
 FACTS_QUERY = (
     "SELECT current_setting('server_version'), current_setting('max_connections')::int, "
@@ -30,7 +31,7 @@ def url_host(url: str) -> str:
     try:
         return conninfo_to_dict(url).get("host") or ""
     except psycopg.Error:  # no detail: the parser's message may quote the string, password and all
-        raise ServiceError("--database-url: not a valid URL or conninfo string "
+        raise ScenarioError("--database-url: not a valid URL or conninfo string "
                            "(e.g. postgresql://user:password@127.0.0.1:5432/dbname)") from None
 
 
@@ -56,7 +57,7 @@ class ExternalServer:
             with psycopg.connect(self.url, connect_timeout=5, autocommit=True) as c:
                 row = c.execute(FACTS_QUERY).fetchone()
         except psycopg.Error as e:
-            raise ServiceError(f"cannot connect with --database-url ({public_url(self.url)}): "
+            raise ScenarioError(f"cannot connect with --database-url ({public_url(self.url)}): "
                                f"{str(e).strip()[:500]}") from None
         self.version, self.max_connections, self.reserved, self.superuser, self.ssl, user, dbname = row
         self.conn = PgConn(d.get("host") or "127.0.0.1", int(d.get("port") or 5432), dbname, user,
