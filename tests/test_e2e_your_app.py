@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, assert_no_leftovers, cell_data, read_json, run_cli
+from tests.test_e2e_skeleton import assert_smoke_run
 
 pytestmark = pytest.mark.e2e
 
@@ -109,6 +110,5 @@ def test_the_wheel_works_outside_the_checkout(tmp_path):
     res = subprocess.run([cb, "run", "smoke", "--run-dir", "run"], cwd=work, env=env, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    assert (work / "run" / "index.html").is_file()
-    assert read_json(work / "run" / "manifest.json")["status"] == "completed"
+    assert_smoke_run(work / "run", res.stdout)
     assert_no_leftovers(work / "run")

@@ -338,8 +338,15 @@ def _group_members(pgid: int) -> list[int]:
     return out
 
 
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # a zombie runs nothing: it waits to be reaped
+    except psutil.Error:
+        return False
+
+
 def _wait_group_gone(pgid: int, timeout: float) -> None:
-    wait_until(lambda: not _group_members(pgid), timeout)
+    wait_until(lambda: not any(_running(p) for p in _group_members(pgid)), timeout)
 
 
 def _marked_groups(run_mark: str) -> dict[int, str]:
