@@ -167,6 +167,9 @@ def leaks(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> li
     """Settings that left connections behind (conn_bounded false), each against its peer on Django's pool."""
     out = []
     for r in groups.to_dict("records"):
+        if r.get("completed") and r.get("conn_bounded") is True and r.get("predicted_bounded") is False:
+            out.append(f"{names[str(r['group'])]} was predicted to leave connections behind but held at most "
+                       f"{with_interval(r, 'conn_peak')}: the load may have been too light or short to show it.")
         if not r.get("completed") or r.get("conn_bounded") is not False:
             continue
         asgi = str(r.get("worker_class")) == "asgi"
@@ -174,7 +177,10 @@ def leaks(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> li
         opened = f", a new one opened for {share:.0%} of requests" if not _missing(share) else ""
         text = (f"{names[str(r['group'])]} left connections behind: up to {with_interval(r, 'conn_peak')} server "
                 f"connections with at most {num(r.get('inflight_max'))} requests in flight{opened}, and "
-                f"{num(r.get('conn_held'))} still open after the load stopped")
+                f"{num(r.get('conn_held'))} still open after the load stopped"
+                + (" (as predicted: no bound)" if r.get("predicted_bounded") is False else
+                   f" (NOT predicted: the parameters explain at most {num(r.get('predicted_connections_max'))})"
+                   if r.get("predicted_bounded") is True else ""))
         text += (" — under ASGI each request's sync code runs in a fresh thread and Django's connections are "
                  "per thread, so with CONN_MAX_AGE ≠ 0 every request abandons one (Django ticket #33497)"
                  if asgi else "")
@@ -230,5 +236,6 @@ def findings(groups: pd.DataFrame, settings: Settings) -> dict[str, Any] | None:
 
 
 _GROUP_COLUMNS = {"group", "cells", "completed", "interval_method", "rank", "rank_by", "rank_test", "rank_within",
-                  "machine_saturated", "generator_saturated", "conn_bounded", *R.INTERVAL_FIGURES,
+                  "machine_saturated", "generator_saturated", "conn_bounded", "predicted_bounded",
+                  *R.INTERVAL_FIGURES,
                   *(f"{f}_{s}" for f in R.INTERVAL_FIGURES for s in ("lo", "hi")), *MEDIANS}

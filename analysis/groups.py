@@ -103,8 +103,8 @@ def _param_columns(summary: pd.DataFrame) -> list[str]:
     return [c for c in summary.columns if c not in SUMMARY_COLUMNS and not c.startswith("err_")]
 
 
-MEDIANS = ("conn_plateau", "conn_held", "predicted_connections", "pgb_clients_peak", "pgb_servers_peak",
-           "machine_cpu_pct", "new_conn_per_s", "new_conn_share", "connect_cost_ms",
+MEDIANS = ("conn_plateau", "conn_held", "predicted_connections", "predicted_connections_max", "pgb_clients_peak",
+           "pgb_servers_peak", "machine_cpu_pct", "new_conn_per_s", "new_conn_share", "connect_cost_ms",
            "connect_s_per_s", "conn_rise_per_s", "inflight_max")  # per setting, without an interval
 
 
@@ -157,6 +157,8 @@ def groups_frame(run: RunData, summary: pd.DataFrame, settings: Settings | None 
             row[col] = float(v.median()) if len(v) else np.nan
         bounded = done["conn_bounded"].dropna() if "conn_bounded" in done else pd.Series(dtype="boolean")
         row["conn_bounded"] = bool(bounded.astype(bool).all()) if len(bounded) else None  # a leak in any repeat
+        said = done["predicted_bounded"].dropna() if "predicted_bounded" in done else pd.Series(dtype="boolean")
+        row["predicted_bounded"] = bool(said.iloc[0]) if len(said) else None
         sat = done["machine_saturated"] if "machine_saturated" in done else pd.Series(dtype="boolean")
         row["machine_saturated"] = bool(sat.fillna(False).astype(bool).any()) if len(done) else None
         gen = done["generator_saturated"] if "generator_saturated" in done else pd.Series(dtype="boolean")

@@ -26,6 +26,7 @@ RAW = {
         {"id": "sawtooth", "conn_max_age": 60},
         {"id": "pool", "pooling": "django-pool"},
         {"id": "per-request", "conn_max_age": 0},
+        {"id": "wsgi-unexpected", "worker_class": "sync", "conn_max_age": "none"},  # predicted 2: bounded
     ]},
     "expect": [{"name": "persistent leaks", "cells": ["rising", "sawtooth"], "connections_bounded": False},
                {"name": "the pool is bounded", "cells": ["pool", "per-request"], "connections_bounded": True},
@@ -37,6 +38,7 @@ TOTALS = {
     "sawtooth": [0, 0, 6, 9] + [12, 4, 9, 14, 5, 8, 13, 6] + [10, 10, 10],  # a collector's saw-tooth, held after
     "pool": [0, 0, 2, 4] + [4] * 8 + [4, 4, 4],
     "per-request": [0, 0, 2, 3] + [2, 4, 1, 3, 4, 2, 0, 3] + [0, 0, 0],
+    "wsgi-unexpected": [0, 0, 2, 2] + [2, 2, 9, 9, 9, 9, 9, 9] + [9, 9, 9],  # 9 where the parameters explain 2
 }
 
 
@@ -69,6 +71,7 @@ def test_bounded_per_cell(frames):
     _, cells, _ = frames
     assert not cells.loc["rising", "conn_bounded"]
     assert not cells.loc["sawtooth", "conn_bounded"]  # no net rise, but far more than the load can use
+    assert not cells.loc["wsgi-unexpected", "conn_bounded"] and cells.loc["wsgi-unexpected", "predicted_bounded"]
     assert cells.loc["pool", "conn_bounded"] and cells.loc["per-request", "conn_bounded"]
     # t in [10, 12) against [4, 6) of the measure window [4, 12): 17 - 5
     assert cells.loc["rising", "conn_rise"] == pytest.approx(17 - 5)
@@ -89,8 +92,15 @@ def test_connections_bounded_expectation_passes_and_fails(frames):
 def test_findings_name_the_leak_and_the_pool(frames):
     data, cells, groups = frames
     text = leaks(groups, Settings(data, cells.reset_index()), labels(groups))
-    assert len(text) == 2 and all("left connections behind" in t and "#33497" in t for t in text)
-    assert all("Django's pool" in t and "held at most 4" in t for t in text)
+    asgi = [t for t in text if "#33497" in t]
+    assert len(text) == 3 and len(asgi) == 2 and all("left connections behind" in t for t in text)
+    assert all("Django's pool" in t and "held at most 4" in t and "(as predicted: no bound)" in t for t in asgi)
+    other = next(t for t in text if t not in asgi)
+    assert "NOT predicted: the parameters explain at most 2" in other
+    # a setting predicted to leak that held steady is said so, not passed over
+    quiet = groups.assign(conn_bounded=groups["group"].isin(["rising", "pool", "per-request"]))
+    said = leaks(quiet, Settings(data, cells.reset_index()), labels(quiet))
+    assert any("was predicted to leave connections behind but held at most" in t for t in said)
 
 
 def test_inflight_max_counts_overlaps():
@@ -107,7 +117,7 @@ def test_growth_chart_drawn_only_when_a_setting_leaks(frames, tmp_path):
     data, cells, groups = frames
     summary = cells.reset_index()
     lines = growth_lines(data, summary, labels(groups))
-    assert len(lines) == 4 and sum(not bounded for _, bounded in lines.values()) == 2
+    assert len(lines) == 5 and sum(not bounded for _, bounded in lines.values()) == 3
     charts = draw_growth(data, summary, labels(groups))
     assert [c.kind for c in charts] == ["growth"] and charts[0].png.stat().st_size > 0
     assert growth_lines(data, summary.assign(conn_bounded=True), labels(groups)) == {}
@@ -118,5 +128,5 @@ def test_findings_table_has_a_bounded_column_only_when_something_leaks(frames):
     _, _, groups = frames
     t = table(groups, labels(groups))
     col = t["headers"].index("bounded")
-    assert sorted(r[col] for r in t["rows"]) == ["NO: left behind", "NO: left behind", "yes", "yes"]
+    assert sorted(r[col] for r in t["rows"]) == ["NO: left behind"] * 3 + ["yes", "yes"]
     assert "bounded" not in table(groups.assign(conn_bounded=True), labels(groups))["headers"]
