@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from connbench.project import Project
+from connbench.project import Project, redact_scenario
 from connbench.project import resolve as resolve_project
 from connbench.spec import (
     KNOB_NAMES,
@@ -89,7 +89,7 @@ class Scenario:
 
     @property
     def hash(self) -> str:
-        blob = json.dumps(self.raw, sort_keys=True, default=str).encode()
+        blob = json.dumps(redact_scenario(self.raw), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def faults_for(self, cell: Cell) -> list[Fault]:

@@ -90,7 +90,7 @@ class Leak:
 
 def leak(requests: list[int], counts: list[int], concurrency: list[int], window: int = 3,
          opened: list[int | None] | None = None, errors: list[int] | None = None,
-         limit: int | None = None) -> Leak | None:
+         limit: int | None = None, bound: int | None = None) -> Leak | None:
     """A leak, not lazy opening, judged on the last `window` steps (step 0's rise, lazy opening, never counts).
 
     left-open (when `opened`, sessions the server started per step, is known): after every step, with the
@@ -100,6 +100,8 @@ def leak(requests: list[int], counts: list[int], concurrency: list[int], window:
     rising: the count rose in all but at most one step, by at least one connection per step net, and by more
     than twice what added concurrency (a ramp's new clients) could open.
     `errors` and `limit`: failed requests with the count within one of the limit: the server filled up.
+    `bound`: what the parameters predict at most (lazy opening can reach it across many dynos): a count
+    at or under it is never a leak.
     """
     if window < 2:
         raise ValueError("window must be >= 2")
@@ -108,6 +110,8 @@ def leak(requests: list[int], counts: list[int], concurrency: list[int], window:
         raise ValueError("requests, counts, concurrency (and opened, errors) must have one entry per step")
     for end in range(window + 1, n + 1):
         lo, i = end - window - 1, end - 1
+        if bound is not None and counts[i] <= bound:
+            continue
         win = range(lo + 1, end)
         rises = [counts[j] - counts[j - 1] for j in win]
         gain = counts[i] - counts[lo]  # net: a count that only fluctuates does not gain

@@ -51,8 +51,10 @@ def predict(k: Knobs, app_slots: int | None = None) -> Predicted:
                          f"; at most +MAX_OVERFLOW {k.dbcp_max_overflow} while busy")
     else:
         app_side = procs * per_worker_conc
-        if k.worker_class in ("gevent", "asgi"):
-            app_side = min(app_side, k.concurrency)  # one connection per greenlet / request in flight
+        if k.worker_class == "gevent":
+            app_side = min(app_side, k.users)  # one connection per greenlet serving a request
+        elif k.worker_class == "asgi":
+            app_side = min(app_side, k.concurrency)  # one connection per request in flight
         if k.pooling in PGBOUNCER_MODES:
             server_max = k.pgbouncer_pool_size + k.pgbouncer_reserve_pool
             clients = app_side if k.persistent and not leaks else None

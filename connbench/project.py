@@ -51,6 +51,8 @@ class Project:
             return "worker_class = \"asgi\" needs [app] asgi = \"yourproject.asgi:application\""
         if not self.bundled and k.view != "sync":
             return "view applies to the bundled app's endpoints; your project's views are what they are"
+        if self.locustfile and k.dynos > 1:
+            return "your locustfile gets one --host (dyno 0): with dynos > 1 the others would get no load"
         if self.locustfile and k.open_model:
             return "the open model (arrival_rate) schedules connbench's own users: use [load] paths, not locustfile"
         return None
@@ -98,3 +100,18 @@ def resolve(app: AppSpec | None, load: LoadSpec | None, scenario_path: Path) -> 
     return Project(wsgi=app.wsgi, asgi=app.asgi, settings=SHIM_SETTINGS, user_settings=app.settings, path=str(root),
                    migrate=app.migrate, fixtures=tuple(app.fixtures), env=dict(app.env), verify_paths=verify,
                    load_paths=paths, locustfile=locustfile)
+
+
+def redact_scenario(raw: dict) -> dict:
+    """The scenario as recorded and hashed: [app] env values left out (they may hold secrets), their names
+    kept; a password in [server] url redacted. Hashing the raw text would let a weak password be guessed
+    offline from the manifest's hash."""
+    out = dict(raw)
+    app, server = raw.get("app"), raw.get("server")
+    if isinstance(app, dict) and isinstance(app.get("env"), dict):
+        out["app"] = {**app, "env": {k: "<not recorded>" for k in app["env"]}}
+    if isinstance(server, dict) and isinstance(server.get("url"), str):
+        url = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", server["url"])
+        url = re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", r"\1***", url, flags=re.IGNORECASE)
+        out["server"] = {**server, "url": url}
+    return out

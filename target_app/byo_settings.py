@@ -12,7 +12,7 @@ import os
 
 from connbench.contract import AppConfig
 
-CONFIG = AppConfig.from_env()
+_cell = AppConfig.from_env()  # lower case: your settings' names (even a CONFIG) never overwrite it
 _yours = importlib.import_module(os.environ["CONNBENCH_USER_SETTINGS"])
 globals().update({name: value for name, value in vars(_yours).items() if name.isupper()})
 
@@ -21,7 +21,7 @@ _default = dict(getattr(_yours, "DATABASES", {}).get("default", {}))
 for _key in ("ENGINE", "HOST", "PORT", "NAME", "USER", "PASSWORD", "CONN_MAX_AGE", "CONN_HEALTH_CHECKS",
              "OPTIONS", "POOL_OPTIONS", "DISABLE_SERVER_SIDE_CURSORS"):
     _default.pop(_key, None)
-DATABASES = {**getattr(_yours, "DATABASES", {}), "default": {**_default, **CONFIG.django_database()}}
+DATABASES = {**getattr(_yours, "DATABASES", {}), "default": {**_default, **_cell.django_database()}}
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 _HARNESS = ["target_app.timing.ServerTimingMiddleware", "target_app.middleware.ErrorClassMiddleware"]
 MIDDLEWARE = _HARNESS + [m for m in getattr(_yours, "MIDDLEWARE", []) if m not in _HARNESS]

@@ -138,6 +138,14 @@ def test_leak_a_count_that_only_fluctuates_is_no_leak():
     assert plateau.leak(_req(7), [2, 4, 2, 4, 2, 4, 2], SEQ[:7], opened=[2, 2, 0, 2, 0, 2, 0]) is None
 
 
+def test_leak_lazy_opening_across_many_dynos_stays_under_the_predicted_bound():
+    # 6 dynos x 3 sync workers, a ramp sending each new client to another dyno: 3, 6, 9, ... up to 18
+    counts, ramp = [3, 6, 9, 12, 15, 18, 18], [1, 2, 3, 4, 5, 6, 7]
+    assert plateau.leak(_req(7, 300), counts, ramp).kind == "rising"  # without the bound: a false leak
+    assert plateau.leak(_req(7, 300), counts, ramp, bound=18) is None
+    assert plateau.leak(_req(4, 300), [5, 20, 35, 50], [1] * 4, bound=18).kind == "rising"  # beyond it: a leak
+
+
 def test_leak_needs_steps_and_consistent_lengths():
     assert plateau.leak(_req(3), [5, 10, 15], SEQ[:3]) is None  # window 3 needs 4 steps (step 0 never counts)
     with pytest.raises(ValueError):

@@ -118,3 +118,36 @@ def test_djangos_pool_is_pruned_on_a_django_without_it(monkeypatch):
     why = project.Project().prune_reason(Knobs(pooling="django-pool"))
     assert why == "Django's native pool needs Django 5.1 or later (installed: 4.2)"
     assert project.Project().prune_reason(Knobs()) is None
+
+
+def test_your_locustfile_with_several_dynos_is_pruned(tmp_path):
+    (tmp_path / "lf.py").write_text("")
+    f = _scenario(tmp_path, APP, '[load]\nlocustfile = "lf.py"\n', "[matrix]\ndynos = [1, 2]")
+    scen = expand.load(f)
+    assert [c.knobs.dynos for c in scen.cells] == [1] and "one --host" in scen.pruned[0].reason
+
+
+@pytest.mark.parametrize("url, needle", [
+    ("postgresql://u:pw@h1,h2/db", "one host and one port"),
+    ("postgresql://u:pw@127.0.0.1:5432,5433/db", "one host and one port"),
+])
+def test_a_url_with_several_hosts_is_one_clean_error(url, needle):
+    from connbench.services.external import url_host
+    from connbench.spec import ScenarioError
+    with pytest.raises(ScenarioError, match=needle):
+        url_host(url)
+
+
+def test_hostaddr_is_where_the_url_connects():
+    from connbench.services.external import url_host
+    assert url_host("postgresql://u:pw@localhost/db?hostaddr=10.0.0.5") == "10.0.0.5"
+
+
+def test_the_scenario_hash_holds_no_secret():
+    base = {"scenario": {"name": "t"}, "server": {"url": "postgresql://u:one@127.0.0.1/db"},
+            "app": {"settings": "a.b", "wsgi": "a.w:app", "env": {"K": "v1"}}}
+    other = {**base, "server": {"url": "postgresql://u:two@127.0.0.1/db"},
+             "app": {**base["app"], "env": {"K": "v2"}}}
+    a, b = expand.Scenario(Path("x"), None, {}, {}, [], [], [], base), expand.Scenario(Path("x"), None, {}, {}, [],
+                                                                                       [], [], other)
+    assert a.hash == b.hash  # the hash is of what the manifest records: no password, no env value

@@ -112,6 +112,10 @@ def test_predictions_follow_the_articles():
     assert predict(Knobs(dynos=7, workers=3, conn_max_age=600), app_slots=20).exceeds_app_slots
 
 
+def test_gevent_predicts_one_connection_per_user_serving_a_request():
+    assert predict(Knobs(workers=2, worker_class="gevent", conn_max_age="none", users=8)).connections == 8
+
+
 def test_predictions_under_asgi():
     leak = predict(Knobs(workers=2, worker_class="asgi", conn_max_age="none"))
     assert leak.bounded is False and leak.connections is None and leak.connections_max is None

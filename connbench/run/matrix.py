@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.text import Text
 
 from connbench import results as R
-from connbench.expand import Cell, Scenario
+from connbench.expand import Cell, Scenario, redact_scenario
 from connbench.results import RunPaths
 from connbench.run.cell import CellRunner, failed_to_start, load_cell_doc, skipped
 from connbench.services import pgbouncer as pgb
@@ -136,6 +136,16 @@ class MatrixRunner:
             raise RunError(f"{sc.path} changed since {root} was started (hash "
                            f"{str(manifest.scenario_hash)[:40]} vs {sc.hash}); resume with the same file "
                            "or start a new run")
+        was = manifest.servers.get("external")
+        now = public_url(self.external.url) if self.external else None
+        if was is not None and now is None or (now is not None and was is not None and any(
+                str(was.settings.get(k)) != str(now.get(k)) for k in ("host", "port", "dbname", "user"))):
+            where = {k: was.settings.get(k) for k in ("host", "port", "dbname", "user")}
+            raise RunError(f"{root} ran on your PostgreSQL ({where}); resume it with the same --database-url. "
+                           "Nothing was touched")
+        if now is not None and was is None and any(c.status in DONE for c in manifest.cells):
+            raise RunError(f"{root} ran on connbench's own PostgreSQL; resume it without --database-url, or start "
+                           "a new run. Nothing was touched")
         return manifest
 
     def _init_manifest(self, resumed: R.Manifest | None) -> None:
@@ -304,18 +314,6 @@ def _cell_line(n: int, total: int, doc: R.CellDoc) -> Text:
     color = {"completed": "green", "failed": "red", "skipped": "yellow"}.get(doc.status, "white")
     extra = doc.error or doc.skip_reason or f"{doc.requests or 0} requests"
     return Text(f"[{n}/{total}] {doc.cell_id}: {doc.status}", style=color) + Text(f" - {extra}")
-
-
-def redact_scenario(raw: dict) -> dict:
-    """The scenario as recorded: [app] env values left out (they may hold secrets), their names kept; a
-    password in [server] url redacted."""
-    out = dict(raw)
-    app, server = raw.get("app"), raw.get("server")
-    if isinstance(app, dict) and isinstance(app.get("env"), dict):
-        out["app"] = {**app, "env": {k: "<not recorded>" for k in app["env"]}}
-    if isinstance(server, dict) and isinstance(server.get("url"), str):
-        out["server"] = {**server, "url": redact_argv([server["url"]])[0]}
-    return out
 
 
 def redact_argv(argv: list[str]) -> list[str]:

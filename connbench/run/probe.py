@@ -120,7 +120,8 @@ class ProbeRunner:
                         self._stop_app()
                     targets = self._start_app()
                 results[mode] = probe.run_mode(mode, self.s, probe.Hitter(targets, self.s.path), counter,
-                                               self._progress, limit=slots)
+                                               self._progress, limit=slots,
+                                               bound=predict(self.k).connections_max)
             db.close()
         finally:
             self.sup.stop_all()  # first: nothing below may leave a process running

@@ -133,7 +133,7 @@ class Counter:
 
 
 def run_mode(mode: str, s: ProbeSettings, hitter: Hitter, counter: Counter, progress=None,
-             limit: int | None = None) -> dict:
+             limit: int | None = None, bound: int | None = None) -> dict:
     """Steps of load until the count settles, a leak shows, the count nears `limit` (the app's slots: stop
     before the server is exhausted), or the step/time budget runs out."""
     steps: list[ProbeStep] = []
@@ -162,7 +162,7 @@ def run_mode(mode: str, s: ProbeSettings, hitter: Hitter, counter: Counter, prog
         counts = [st.count for st in steps]
         leak = plateau.leak([st.requests_total for st in steps], counts,
                             [1 if mode == "sequential" else st.load for st in steps], s.leak_steps,
-                            [st.opened for st in steps], [st.errors for st in steps], limit)
+                            [st.opened for st in steps], [st.errors for st in steps], limit, bound)
         if leak:
             stop = "leak"
             break

@@ -185,6 +185,7 @@ class Stack:
             n = c.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE usename = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                "AND datname = current_database() "  # your server (--database-url): only the app's database
                 "AND application_name <> 'connbench-sampler'",  # on your server the sampler is the app's role
                 [conn.app_user],
             ).fetchone()[0]

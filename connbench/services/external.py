@@ -17,7 +17,8 @@ FACTS_QUERY = (
     "SELECT current_setting('server_version'), current_setting('max_connections')::int, "
     "current_setting('superuser_reserved_connections')::int "
     "+ coalesce(current_setting('reserved_connections', true), '0')::int, "
-    "current_setting('is_superuser') = 'on', current_setting('ssl') = 'on', current_user, current_database()"
+    "current_setting('is_superuser') = 'on', current_setting('ssl') = 'on', current_user, current_database(), "
+    "current_setting('server_version_num')::int"
 )
 
 
@@ -28,11 +29,16 @@ def public_url(url: str) -> dict:
 
 
 def url_host(url: str) -> str:
+    """Where the URL connects: its hostaddr if it has one (libpq connects there, whatever host says)."""
     try:
-        return conninfo_to_dict(url).get("host") or ""
+        d = conninfo_to_dict(url)
     except psycopg.Error:  # no detail: the parser's message may quote the string, password and all
         raise ScenarioError("--database-url: not a valid URL or conninfo string "
-                           "(e.g. postgresql://user:password@127.0.0.1:5432/dbname)") from None
+                            "(e.g. postgresql://user:password@127.0.0.1:5432/dbname)") from None
+    host, port = d.get("hostaddr") or d.get("host") or "", str(d.get("port") or "5432")
+    if "," in host or not port.isdigit():
+        raise ScenarioError("--database-url: give one host and one port (a list of hosts is not supported)")
+    return host
 
 
 class ExternalServer:
@@ -58,8 +64,11 @@ class ExternalServer:
                 row = c.execute(FACTS_QUERY).fetchone()
         except psycopg.Error as e:
             raise ScenarioError(f"cannot connect with --database-url ({public_url(self.url)}): "
-                               f"{str(e).strip()[:500]}") from None
-        self.version, self.max_connections, self.reserved, self.superuser, self.ssl, user, dbname = row
+                                f"{str(e).strip()[:500]}") from None
+        self.version, self.max_connections, self.reserved, self.superuser, self.ssl, user, dbname, num = row
+        if num < 150000:  # the sampler reads pg_stat_database.sessions (14) with stats_fetch_consistency (15)
+            raise ScenarioError(f"--database-url: PostgreSQL {self.version} is too old; connbench's sampler "
+                                "needs PostgreSQL 15 or later")
         self.conn = PgConn(d.get("host") or "127.0.0.1", int(d.get("port") or 5432), dbname, user,
                            d.get("password") or "", user, d.get("password") or "", d.get("sslmode") or "prefer")
         return {"version": self.version, "max_connections": self.max_connections, "reserved": self.reserved,
