@@ -176,10 +176,21 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
                 f"max_in_flight ({fmt(row.get('max_in_flight'))} per Locust process) requests were already out; "
                 "never sent, so not "
                 "counted as requests, failures or response times")
-        if row.get("generator_saturated") is True:
+        busiest = row.get("generator_busiest")
+        if not _missing(busiest) and not _missing(row.get("generator_cpu_max")) and row["generator_cpu_max"] >= 90:
+            add("warn", cid, f"Locust worker {busiest} saturated: it used {fmt(row['generator_cpu_max'])} % of a "
+                "core during measure (summary_generators.csv has every worker), so its share of the load was its "
+                "limit, not the app's: add workers ([generator] workers) or machines")
+        elif row.get("generator_saturated") is True:
             add("warn", cid, f"load generator saturated: Locust averaged {fmt(row.get('locust_cpu_per_proc'))} % "
                 f"of a core per process ({fmt(row.get('locust_procs'))} process(es)) during measure, so req/s may "
                 "be the generator's limit, not the app's (run with more Locust processes)")
+        if not _missing(row.get("generator_lag_p99_max")) and row["generator_lag_p99_max"] > 10:
+            add("warn", cid, f"Locust worker {row.get('generator_laggiest')} fell behind the schedule: its lag p99 "
+                f"was {fmt(row['generator_lag_p99_max'])} ms")
+        if not _missing(row.get("generators_lost")) and row["generators_lost"]:
+            add("warn", cid, f"Locust worker(s) lost mid-test: {row.get('generators_lost_names')}; the load they "
+                "carried stopped then (events.csv has when), so the offered load fell short")
         if row.get("machine_saturated") is True:
             add("warn", cid, f"machine saturated: the harness's components used {fmt(row.get('machine_cpu_pct'))} % of "
                 f"the machine's {fmt(row.get('machine_cpus'))} cores during measure, so its req/s and response times "

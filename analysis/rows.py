@@ -63,3 +63,22 @@ def connection_totals(cell: CellData) -> pd.Series:
     if clock and set(tot.index) <= clock:
         tot = tot.reindex(sorted(clock), fill_value=0.0)
     return tot.sort_index()
+
+
+def cpu_rates(procs: pd.DataFrame, window: tuple[float, float]) -> dict[str, float]:
+    """component -> percent of one core over `window`, from cumulative cpu_seconds (module docstring)."""
+    procs = procs[procs["cpu_seconds"].notna()]
+    out: dict[str, float] = {}
+    for component, rows in procs.groupby("component", sort=False):
+        used, begin, end = 0.0, np.inf, -np.inf
+        for _, series in rows.groupby(["dyno", "pid"], sort=False):  # one counter per process root
+            series = series.sort_values("t")
+            t, c = series["t"].to_numpy(float), series["cpu_seconds"].to_numpy(float)
+            c = c[0] + np.concatenate([[0.0], np.cumsum(np.clip(np.diff(c), 0.0, None))])
+            a, b = max(window[0], t[0]), min(window[1], t[-1])
+            if b > a:
+                at = np.interp([a, b], t, c)
+                used, begin, end = used + at[1] - at[0], min(begin, a), max(end, b)
+        if end > begin:
+            out[str(component)] = 100.0 * used / (end - begin)
+    return out

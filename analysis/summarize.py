@@ -87,11 +87,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.generators import generator_frame, generator_metrics
 from analysis.groups import groups_frame, with_intervals
 from analysis.growth import growth
 from analysis.load import CellData, RunData, load_run
 from analysis.outputs import check_outputs, writing
-from analysis.rows import connection_totals, is_dropped, measured_requests, offered_rps, window_rows
+from analysis.rows import connection_totals, cpu_rates, is_dropped, measured_requests, offered_rps, window_rows
 from connbench import results as R
 
 PERCENTILES = {"lat_p50": 50, "lat_p90": 90, "lat_p95": 95, "lat_p99": 99, "lat_p999": 99.9}
@@ -245,28 +246,10 @@ def pgbouncer_metrics(cell: CellData) -> dict[str, Any]:
     }
 
 
-def cpu_rates(procs: pd.DataFrame, window: tuple[float, float]) -> dict[str, float]:
-    """component -> percent of one core over `window`, from cumulative cpu_seconds (module docstring)."""
-    procs = procs[procs["cpu_seconds"].notna()]
-    out: dict[str, float] = {}
-    for component, rows in procs.groupby("component", sort=False):
-        used, begin, end = 0.0, np.inf, -np.inf
-        for _, series in rows.groupby(["dyno", "pid"], sort=False):  # one counter per process root
-            series = series.sort_values("t")
-            t, c = series["t"].to_numpy(float), series["cpu_seconds"].to_numpy(float)
-            c = c[0] + np.concatenate([[0.0], np.cumsum(np.clip(np.diff(c), 0.0, None))])
-            a, b = max(window[0], t[0]), min(window[1], t[-1])
-            if b > a:
-                at = np.interp([a, b], t, c)
-                used, begin, end = used + at[1] - at[0], min(begin, a), max(end, b)
-        if end > begin:
-            out[str(component)] = 100.0 * used / (end - begin)
-    return out
-
-
 def cpu_metrics(cell: CellData) -> dict[str, Any]:
     m = cell.phase("measure")
     procs = cell.csv(R.PROCESSES_CSV)
+    procs = procs[procs["component"] != "locust-worker"]  # each worker's own report: analysis/generators.py
     rates = cpu_rates(procs, m) if m else {}
     if not rates:
         return {}
@@ -319,8 +302,10 @@ def cell_row(cell: CellData) -> dict[str, Any]:
     row.update(flatten_params(cell.params))
     if cell.completed:  # partial files of a failed or damaged cell would give misleading numbers
         for part in (request_metrics, timing_metrics, connection_metrics, db_metrics, pgbouncer_metrics,
-                     cpu_metrics):
+                     cpu_metrics, generator_metrics):
             row.update(part(cell))
+        if row.get("generator_cpu_max", 0) >= SATURATION_PCT:  # one worker at a core: its share was capped
+            row["generator_saturated"] = True
         # the app's connections opened per second: Server-Timing's count, else the server's sessions
         churn = row.get("new_conn_per_s", np.nan)
         row.update(cost_metrics(cell, row.get("churn_per_s", np.nan) if np.isnan(churn) else churn))
@@ -347,7 +332,7 @@ def summary_frame(run: RunData) -> pd.DataFrame:
     err_cols = [c for c in df.columns if c.startswith("err_")]
     done = df["status"] == "completed"
     df.loc[done, err_cols] = df.loc[done, err_cols].fillna(0)  # a class not seen in a cell is 0, not unknown
-    for col in (*err_cols, "requests", "failures", "dropped", "dropped_lines"):
+    for col in (*err_cols, "requests", "failures", "dropped", "dropped_lines", "generators", "generators_lost"):
         df[col] = df[col].astype("Int64")
     cpus = run.manifest.host.get("cpus_usable", run.manifest.host.get("cpus"))  # affinity and cgroup quota
     if isinstance(cpus, int) and not isinstance(cpus, bool) and cpus > 0:
@@ -364,8 +349,8 @@ def _write(df: pd.DataFrame, path: Path) -> None:
     R.write_text_atomic(path, df.to_csv(index=False))
 
 
-def summary_paths(run: RunData) -> tuple[Path, Path]:
-    return run.paths.summary, run.paths.summary_groups
+def summary_paths(run: RunData) -> tuple[Path, Path, Path]:
+    return run.paths.summary, run.paths.summary_groups, run.paths.summary_generators
 
 
 def summaries(run: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -381,6 +366,7 @@ def write_summaries(run: RunData, df: pd.DataFrame, groups: pd.DataFrame) -> Non
     with writing(run.root):
         _write(df, run.paths.summary)
         _write(groups, run.paths.summary_groups)
+        _write(generator_frame(run), run.paths.summary_generators)
 
 
 def summarize(run_dir: Path | str, write: bool = True) -> pd.DataFrame:

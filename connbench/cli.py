@@ -97,6 +97,14 @@ def cmd_run(args, console: Console) -> int:
     from connbench.run.matrix import MatrixRunner, new_run_id
 
     scen = _load(args.scenario, args)  # every scenario error surfaces here, before anything starts
+    if args.generator_workers is not None:
+        try:
+            scen.generator = scen.generator.with_workers(args.generator_workers)
+        except ValueError as e:
+            raise ScenarioError(f"--generator-workers {args.generator_workers}: {e}") from None
+    if scen.generator.workers and args.locust_processes > 1:
+        raise ScenarioError("--locust-processes and [generator] workers (or --generator-workers): choose one; "
+                            "workers use Locust's master/worker mode and can join from other machines")
     external = None
     source = "--database-url"
     if not args.database_url and scen.server is not None:  # [server] url: the same as --database-url
@@ -161,15 +169,10 @@ def _damaged(summary: Path) -> list[tuple[str, str]]:
         return [(r["cell_id"], r.get("damage") or "") for r in csv.DictReader(fh) if r.get("status") == "damaged"]
 
 
-def cmd_report(args, console: Console) -> int:
-    return _report(Path(args.run_dir), console)
-
-
 def cmd_compare(args, console: Console) -> int:
     from analysis.compare import compare
 
-    out = compare(Path(args.run_a), Path(args.run_b), threshold=args.threshold, fmt=args.format)
-    print(out)
+    print(compare(Path(args.run_a), Path(args.run_b), threshold=args.threshold, fmt=args.format))
     return EXIT_OK
 
 
@@ -254,6 +257,13 @@ def _fraction(text: str) -> float:
     return v
 
 
+def cmd_worker(args, console: Console) -> int:
+    from connbench.run.worker import run
+
+    return run(args.master, args.name, args.locustfile, args.once, args.allow_remote, console.print,
+               Path(args.reports) / "workers")
+
+
 def _max_cells(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cells", type=_positive, default=expand.DEFAULT_MAX_CELLS,
                         help=f"refuse matrices larger than this (default {expand.DEFAULT_MAX_CELLS})")
@@ -269,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-dir", help="where to write the run (default: REPORTS/<timestamp>-<name>)")
     r.add_argument("--reports", default="reports", help="output root (default: reports)")
     r.add_argument("--sample-interval", type=_interval, default=0.1, help="sampler period in seconds (default 0.1)")
-    r.add_argument("--locust-processes", type=_positive, default=1, help="Locust generator processes (default 1)")
+    r.add_argument("--locust-processes", type=_positive, default=1, help="Locust's --processes (default 1)")
+    r.add_argument("--generator-workers", type=int, metavar="N", help="Locust master + N workers ([generator] workers)")
     r.add_argument("--no-report", action="store_true", help="skip building the HTML report")
     r.add_argument("--keep-data", action="store_true", help="keep the PostgreSQL cluster (and its credentials, "
                    "in pg/) after the run; delete pg/ before sharing the run directory")
@@ -289,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="rebuild summary, charts and index.html from a run's raw files")
     rep.add_argument("run_dir")
-    rep.set_defaults(func=cmd_report)
+    rep.set_defaults(func=lambda args, console: _report(Path(args.run_dir), console))
 
     ini = sub.add_parser("init", help="write a commented starter scenario, connbench.toml, in DIR")
     ini.add_argument("dir", nargs="?", default=".", help="default: the current directory")
@@ -323,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--reports", default="reports")
     pr.add_argument("--no-report", action="store_true")
     pr.set_defaults(func=cmd_probe)
+
+    w = sub.add_parser("worker", help="a Locust worker joining a run's master (on this machine or another)")
+    w.add_argument("--master", required=True, help="HOST:PORT: the scenario's [generator] bind and port")
+    w.add_argument("--name", help="this worker's name in requests.csv (default: host-pid)")
+    w.add_argument("--locustfile", help="the scenario's [load] locustfile, if it has one")
+    w.add_argument("--once", action="store_true", help="exit after one test (default: join each cell's master)")
+    w.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --master")
+    w.add_argument("--reports", default="reports", help="its logs go to REPORTS/workers (default: reports)")
+    w.set_defaults(func=cmd_worker)
 
     c = sub.add_parser("compare", help="compare two runs cell by cell")
     c.add_argument("run_a")

@@ -17,6 +17,7 @@ from typing import Any
 
 APP_ENV = "CONNBENCH_APP"  # AppConfig as JSON, for target_app/settings.py
 LOAD_ENV = "CONNBENCH_LOAD"  # LoadConfig as JSON, for locustfiles/app.py
+GENERATOR_ENV = "CONNBENCH_GENERATOR"  # a Locust worker's name in requests.csv (`connbench worker --name`)
 DYNO_ENV = "CONNBENCH_DYNO"  # which simulated dyno a gunicorn master is (gunicorn_hooks)
 APPNAME_PREFIX = "cb"  # application_name = "cb:d<dyno>:w<worker>": every connection attributed
 
@@ -56,9 +57,21 @@ ERROR_CLASSES = (
 # t_start = t_intended, blank latency_ms and service_ms, status 0 and error_class "dropped".
 # connect_ms, pool_ms, db_ms, app_ms, new_conn: the app's Server-Timing header (SERVER_TIMING), blank when the
 # response carried none (no response, a dropped request, a server that is not the test app).
+# generator: the Locust process that sent it: "local" (one process), or a worker's name (GENERATOR_ENV, else
+# "w<worker index>").
+TIMING_COLUMNS = ("connect_ms", "pool_ms", "db_ms", "app_ms", "new_conn")
 REQUESTS_COLUMNS = ("t_intended", "t_start", "endpoint", "latency_ms", "service_ms", "status", "error_class",
-                    "dyno", "connect_ms", "pool_ms", "db_ms", "app_ms", "new_conn")
-TIMING_COLUMNS = REQUESTS_COLUMNS[-5:]
+                    "dyno", *TIMING_COLUMNS, "generator")
+
+# Locust's master/worker mode: every worker, local or remote, sends its rows to the master in ROWS_MESSAGE
+# batches ({"generator", "pid", "rows", "usage": [t, cpu_seconds, rss_bytes]}); the master writes them beside
+# the rows of request_log_dir, the workers' own CPU to GENERATORS_FILE and a worker lost mid-test to
+# GENERATOR_EVENTS_FILE (events.csv's columns: t, kind, detail), which the harness reads as the test runs.
+ROWS_MESSAGE = "connbench_rows"
+GENERATORS_FILE = "generators.csv"
+GENERATORS_COLUMNS = ("t", "generator", "pid", "cpu_seconds", "rss_bytes", "t_master")
+GENERATOR_EVENTS_FILE = "generator-events.csv"
+GENERATOR_LOST = "generator_lost"
 
 # The W3C Server-Timing header: `connect;dur=1.2, pool;dur=0, db;dur=0.4, app;dur=0.3, conn;desc=new`.
 # connect: ms opening a physical connection in this request; pool: ms waiting for a pooled one; db: ms
@@ -124,6 +137,11 @@ class AppConfig:
     secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
     connect_timeout: int = 10
     view: str = "sync"  # "async": the database endpoints are async views using Django's async ORM
+    host: str = "127.0.0.1"  # the address the app is served on: Django's ALLOWED_HOSTS holds it
+
+    def allowed_hosts(self) -> list[str]:
+        return list(dict.fromkeys(["127.0.0.1", "localhost", "[::1]", f"[{self.host}]" if ":" in self.host
+                                   else self.host]))
 
     def to_env(self) -> dict[str, str]:
         return {APP_ENV: json.dumps(asdict(self))}
@@ -176,6 +194,7 @@ class LoadConfig:
     processes: int = 1
     drain_s: float = 10.0  # after the schedule: how long requests in flight may still be answered
     paths: dict[str, float] | None = None  # [load] paths: GET path -> weight, instead of the mix's endpoints
+    run_time_s: float | None = None  # a Locust master ends the test itself after this (requestlog.end_after)
 
     def to_env(self) -> dict[str, str]:
         return {LOAD_ENV: json.dumps(asdict(self))}

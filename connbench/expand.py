@@ -20,18 +20,16 @@ from pydantic import ValidationError
 
 from connbench.project import Project, redact_scenario
 from connbench.project import resolve as resolve_project
+from connbench.sections import SECTIONS, GeneratorSpec, ScenarioFile, ServerSpec
 from connbench.spec import (
     KNOB_NAMES,
     SAFE_NAME,
-    SECTIONS,
     Expect,
     Fault,
     Knobs,
     ProbeSettings,
     ScenarioError,
-    ScenarioFile,
     ScenarioMeta,
-    ServerSpec,
     allowed,
     clip,
     clip_list,
@@ -86,6 +84,7 @@ class Scenario:
     expect: list[Expect] = field(default_factory=list)
     project: Project = field(default_factory=Project)
     server: ServerSpec | None = None  # [server] url: an existing PostgreSQL
+    generator: GeneratorSpec = field(default_factory=GeneratorSpec)  # [generator]: Locust's master/workers
 
     @property
     def hash(self) -> str:
@@ -207,7 +206,7 @@ def from_dict(raw: dict[str, Any], path: Path | str = Path("<scenario>"), *,
     cells, pruned = _expand(sf, path, defaults, axes, exclude, include, include_ids, project)
     _check_selectors(sf, cells, where)
     return Scenario(path, sf.scenario, defaults, axes, exclude, cells, pruned, raw, list(sf.faults), sf.probe,
-                    list(sf.expect), project, sf.server)
+                    list(sf.expect), project, sf.server, sf.generator)
 
 
 def _check_counts(raw: dict[str, Any], where: str) -> None:

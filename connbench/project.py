@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from connbench.spec import AppSpec, Knobs, LoadSpec, ScenarioError, clip
+from connbench.sections import AppSpec, LoadSpec
+from connbench.spec import Knobs, ScenarioError, clip
 
 SHIM_SETTINGS = "target_app.byo_settings"  # imports yours, overrides only the database knobs
 

@@ -12,7 +12,7 @@ import time
 
 import gevent
 import gevent.pool
-from locust import constant, constant_throughput, task
+from locust import constant, constant_throughput, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
@@ -21,30 +21,39 @@ import requestlog  # noqa: E402
 
 from connbench.contract import LoadConfig, arrival_times  # noqa: E402
 
-LOAD = LoadConfig.from_env()
-requestlog.install(LOAD)
-TARGETS = LOAD.targets
-MIX = LOAD.mix
+requestlog.install()
+# Set when the test starts, before any user exists: on a worker the configuration is the master's, which
+# Locust hands over then (a worker on another machine has no environment of the harness's).
+LOAD: LoadConfig
+TARGETS: list[str] = []
+ENDPOINTS: dict[str, tuple[str, str]] = {}  # endpoint -> (path, name in the stats)
+NAMES: list[str] = []
+WEIGHTS: list[float] = []
 _next_user = itertools.count()
 
 
-# endpoint -> (path, name in the stats): the bundled app's, weighted by the mix; or the scenario's [load] paths
-if LOAD.paths:
-    ENDPOINTS = {p: (p, p) for p in LOAD.paths}
-    NAMES, WEIGHTS = list(LOAD.paths), list(LOAD.paths.values())
-else:
-    ENDPOINTS = {"health": ("/health", "/health"), "read": ("/db/read", "/db/read"),
-                 "write": ("/db/write", "/db/write"),
-                 "slow": (f"/db/slow?ms={int(MIX.get('slow_ms', 50))}", "/db/slow")}
-    NAMES = [e for e in ENDPOINTS if MIX.get(e, 0) > 0]
-    WEIGHTS = [MIX[e] for e in NAMES]
+@events.test_start.add_listener
+def _configure(environment, **_kw):
+    global LOAD, TARGETS, ENDPOINTS, NAMES, WEIGHTS
+    LOAD = requestlog.config(environment)
+    TARGETS = LOAD.targets
+    mix = LOAD.mix
+    # the bundled app's endpoints, weighted by the mix; or the scenario's [load] paths
+    if LOAD.paths:
+        ENDPOINTS = {p: (p, p) for p in LOAD.paths}
+        NAMES, WEIGHTS = list(LOAD.paths), list(LOAD.paths.values())
+    else:
+        ENDPOINTS = {"health": ("/health", "/health"), "read": ("/db/read", "/db/read"),
+                     "write": ("/db/write", "/db/write"),
+                     "slow": (f"/db/slow?ms={int(mix.get('slow_ms', 50))}", "/db/slow")}
+        NAMES = [e for e in ENDPOINTS if mix.get(e, 0) > 0]
+        WEIGHTS = [mix[e] for e in NAMES]
+    OpenUser.concurrency = LOAD.max_in_flight  # the connection pool: one connection per request in flight
 
 
 class AppUser(FastHttpUser):
     """Closed model: each user sends its next request when the last one answered (or at `rate`)."""
 
-    host = TARGETS[0]
-    wait_time = constant_throughput(LOAD.rate) if LOAD.rate else constant(0)
     # Connection errors are what we measure: never retry them away.
     max_retries = 0
     network_timeout = 60.0
@@ -56,6 +65,9 @@ class AppUser(FastHttpUser):
         self.dyno = (share + next(_next_user) * LOAD.processes) % len(TARGETS)
         self.base = TARGETS[self.dyno]
         self.ctx = {"dyno": self.dyno}
+
+    def wait_time(self):
+        return constant_throughput(LOAD.rate)(self) if LOAD.rate else 0
 
     @task
     def request(self):
@@ -70,9 +82,7 @@ class OpenUser(FastHttpUser):
     Latency counts from when the schedule said to send; a request that finds max_in_flight requests
     out is dropped and logged, never silently skipped."""
 
-    host = TARGETS[0]
     wait_time = constant(0)
-    concurrency = LOAD.max_in_flight  # the connection pool: one connection per request in flight
     max_retries = 0
     network_timeout = 60.0
     connection_timeout = 10.0

@@ -7,6 +7,4 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 import requestlog  # noqa: E402
 
-from connbench.contract import LoadConfig  # noqa: E402
-
-requestlog.install(LoadConfig.from_env())
+requestlog.install()

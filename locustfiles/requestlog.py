@@ -1,22 +1,39 @@
 """Locust `request` hook: one raw row per request, at full precision, on the unix clock.
 
-Locust's own statistics round response times into buckets; the report's percentiles come
-from these rows instead. Each Locust process writes its own file (requests-<pid>.csv); the
-harness merges them. Rows are buffered and written in batches to keep the hook cheap.
+Locust's own statistics round response times into buckets; the report's percentiles come from these
+rows instead. One Locust process writes its rows to requests-<pid>.csv. In master/worker mode (the
+harness's [generator] workers, Locust's --processes, `connbench worker` on another machine) every worker
+sends its rows to the master with Locust's own messaging, with its CPU, and the master writes them all,
+each row naming its worker: a remote worker needs no shared disk. Rows are batched to keep the hook cheap.
+
+The configuration travels the same way: the master reads it from the environment (--connbench-load's
+default) and Locust hands custom options to every worker when the test starts, before any user exists.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import time
 
+import gevent
+import psutil
 from locust import events
+from locust.rpc import Message
+from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
 
 from connbench.contract import (
     DROPPED,
     ERROR_HEADER,
+    GENERATOR_ENV,
+    GENERATOR_EVENTS_FILE,
+    GENERATOR_LOST,
+    GENERATORS_COLUMNS,
+    GENERATORS_FILE,
+    LOAD_ENV,
     REQUESTS_COLUMNS,
+    ROWS_MESSAGE,
     SERVER_TIMING,
     TIMING_COLUMNS,
     UNANSWERED,
@@ -25,18 +42,34 @@ from connbench.contract import (
 )
 from connbench.errorclass import classify_response
 
-_FLUSH_EVERY = 2000
+_FLUSH_EVERY = 2000  # rows, or
+_SEND_EVERY_S = 1.0  # a worker's batch: also its CPU sample
 _NO_TIMING = ("",) * len(TIMING_COLUMNS)
+LOCAL = "local"
+STOP_MESSAGE = "connbench_stop"  # master -> worker: the run time is over
+
+
+def _csv(path: str, header: tuple):
+    fh = open(path, "w", newline="", encoding="utf-8")
+    writer = csv.writer(fh)
+    writer.writerow(header)
+    return fh, writer
 
 
 class RequestLog:
-    def __init__(self, directory: str):
-        os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, f"requests-{os.getpid()}.csv")
-        self._fh = open(self.path, "w", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._fh)
-        self._writer.writerow(REQUESTS_COLUMNS)
+    """Rows of this process's requests: written to a file (one process) or sent to the master (a worker)."""
+
+    def __init__(self, directory: str | None, runner=None):
+        self.runner = runner  # a WorkerRunner: rows go to the master
+        self.name = LOCAL
+        self._fh = self._writer = None
+        self.path = None
+        if runner is None:
+            os.makedirs(directory, exist_ok=True)
+            self.path = os.path.join(directory, f"requests-{os.getpid()}.csv")
+            self._fh, self._writer = _csv(self.path, REQUESTS_COLUMNS)
         self._rows: list[tuple] = []
+        self._me = psutil.Process()
 
     def on_request(self, request_type, name, response_time, response_length, response=None,
                    context=None, exception=None, start_time=None, url=None, **_kw):
@@ -64,34 +97,134 @@ class RequestLog:
         # open model: latency counts from when the schedule said to send (no coordinated omission)
         intended = context.get("t_intended", start_time)
         latency = (start_time - intended) * 1000.0 + response_time
-        self._rows.append((repr(intended), repr(start_time), name, repr(latency), repr(response_time), status,
-                           error_class, context.get("dyno", ""), *timing))
-        if len(self._rows) >= _FLUSH_EVERY:
-            self.flush()
+        self._add((repr(intended), repr(start_time), name, repr(latency), repr(response_time), status,
+                   error_class, context.get("dyno", ""), *timing))
 
     def dropped(self, intended: float, name: str, dyno: int) -> None:
         """A scheduled request not sent (max_in_flight reached): a row of its own, never silently skipped."""
-        self._rows.append((repr(intended), repr(intended), name, "", "", 0, DROPPED, dyno, *_NO_TIMING))
+        self._add((repr(intended), repr(intended), name, "", "", 0, DROPPED, dyno, *_NO_TIMING))
 
     def unanswered(self, ctx: dict) -> None:
         """Sent but not answered by the end of the drain: the times waited so far are lower bounds."""
         now, intended, sent = time.time(), ctx["t_intended"], ctx.get("t_sent", ctx["t_intended"])
-        self._rows.append((repr(intended), repr(sent), ctx.get("name", ""), repr((now - intended) * 1000.0),
-                           repr((now - sent) * 1000.0), 0, UNANSWERED, ctx.get("dyno", ""), *_NO_TIMING))
+        self._add((repr(intended), repr(sent), ctx.get("name", ""), repr((now - intended) * 1000.0),
+                   repr((now - sent) * 1000.0), 0, UNANSWERED, ctx.get("dyno", ""), *_NO_TIMING))
+
+    def _add(self, row: tuple) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= _FLUSH_EVERY:
+            self.flush()
 
     def flush(self) -> None:
+        if self.runner is not None:
+            self._send()
+            return
         if self._rows:
-            self._writer.writerows(self._rows)
+            self._writer.writerows(r + (LOCAL,) for r in self._rows)
             self._rows.clear()
         self._fh.flush()
 
+    def _send(self, final: bool = False) -> None:
+        if self.name == LOCAL:  # the index is the master's, known once connected
+            self.name = os.environ.get(GENERATOR_ENV) or f"w{self.runner.worker_index}"
+        rows, self._rows = self._rows, []
+        ct = self._me.cpu_times()
+        usage = [time.time(), round(ct.user + ct.system, 4), self._me.memory_info().rss]
+        self.runner.send_message(ROWS_MESSAGE, {"generator": self.name, "pid": os.getpid(), "rows": rows,
+                                                "usage": usage, "final": final})
+
     def close(self) -> None:
-        if not self._fh.closed:
+        if self._fh is not None and not self._fh.closed:  # a worker sent its last rows when the test stopped
             self.flush()
             self._fh.close()
 
 
+class MasterLog:
+    """The master's side: every worker's rows and CPU into files, and a worker lost mid-test as an event."""
+
+    def __init__(self, directory: str, runner):
+        os.makedirs(directory, exist_ok=True)
+        self.runner = runner
+        self._req = _csv(os.path.join(directory, "requests-master.csv"), REQUESTS_COLUMNS)
+        self._gen = _csv(os.path.join(directory, GENERATORS_FILE), GENERATORS_COLUMNS)
+        self._events = _csv(os.path.join(directory, GENERATOR_EVENTS_FILE), ("t", "kind", "detail"))
+        self.names: dict[str, str] = {}  # Locust's node id -> the worker's name
+        self.lost: set[str] = set()
+        self.known: set[str] = set()
+        self.final: set[str] = set()  # workers whose last stats and rows are in
+        runner.register_message(ROWS_MESSAGE, self.on_rows)
+        gevent.spawn(self._watch)
+
+    def _name(self, node: str, wanted: str | None = None) -> str:
+        if node not in self.names:
+            name = wanted or f"w{self.runner.get_worker_index(node)}"
+            if name in self.names.values():  # two workers given one name: told apart, never merged
+                name = f"{name}#{self.runner.get_worker_index(node)}"
+            self.names[node] = name
+        return self.names[node]
+
+    def on_rows(self, environment, msg, **_kw) -> None:
+        data = msg.data
+        if self._req[0].closed:
+            return
+        name = self._name(msg.node_id, str(data.get("generator") or "") or None)
+        fh, writer = self._req
+        writer.writerows([*row, name] for row in data["rows"])
+        fh.flush()
+        t, cpu, rss = data["usage"]
+        fh, writer = self._gen
+        writer.writerow((repr(t), name, data["pid"], cpu, rss, repr(time.time())))
+        fh.flush()
+        if data.get("final"):
+            self.final.add(msg.node_id)
+
+    def end_after(self, seconds: float) -> None:
+        """The run time's end, without Locust's races. Its headless master sends workers "quit" and gives them
+        0.5 s, while a worker may take its whole --stop-timeout to stop (the open model drains): what it sends
+        later is lost. And a worker told "stop" is unregistered at once, so the master discards its last
+        statistics. So: every worker stops its users while still registered, sends its rows, its last
+        statistics and then a final message; the master quits when every worker's final message is in."""
+        gevent.sleep(seconds)
+        workers = self.known - self.lost
+        for node in workers:
+            self.runner.server.send_to_client(Message(STOP_MESSAGE, None, node))
+        deadline = time.monotonic() + (self.runner.environment.stop_timeout or 0) + 15
+        while not workers <= self.final | self.lost and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        self.runner.quit()
+
+    def _watch(self) -> None:
+        """A worker that stops answering heartbeats (killed, its machine gone) or quits while the test runs."""
+        while True:
+            gevent.sleep(0.25)
+            running = self.runner.state in (STATE_SPAWNING, STATE_RUNNING)
+            self.known.update(c.id for c in self.runner.clients.all)
+            for node in sorted(self.known - self.lost):
+                client = self.runner.clients.get(node)
+                if running and (client is None or client.state == STATE_MISSING):
+                    self.lost.add(node)
+                    why = "quit" if client is None else "stopped sending heartbeats"
+                    fh, writer = self._events
+                    writer.writerow((repr(time.time()), GENERATOR_LOST, f"{self._name(node)} {why}"))
+                    fh.flush()
+
+    def close(self) -> None:
+        for fh, _ in (self._req, self._gen, self._events):
+            fh.close()
+
+
 _log: RequestLog | None = None
+_master: MasterLog | None = None
+_load: LoadConfig | None = None
+
+
+def config(environment) -> LoadConfig:
+    """The harness's LoadConfig: on a worker, as the master handed it over at the test's start."""
+    global _load
+    if _load is None:
+        raw = getattr(environment.parsed_options, "connbench_load", "") if environment.parsed_options else ""
+        _load = LoadConfig.from_dict(json.loads(raw)) if raw else LoadConfig.from_env()
+    return _load
 
 
 def dropped(intended: float, name: str, dyno: int) -> None:
@@ -104,35 +237,69 @@ def unanswered(ctx: dict) -> None:
         _log.unanswered(ctx)
 
 
-def install(load: LoadConfig) -> None:
-    @events.test_start.add_listener
-    def _mark_start(environment, **_kw):  # the harness's measure window starts from this mark
-        started = load.started_file
-        if started and not os.path.exists(started):
-            with open(started, "w") as fh:
-                fh.write(repr(time.time()))
-
-    directory = load.request_log_dir
-    if not directory:
-        return
+def install() -> None:
+    @events.init_command_line_parser.add_listener
+    def _options(parser, **_kw):
+        parser.add_argument("--connbench-load", default=os.environ.get(LOAD_ENV, ""), include_in_web_ui=False,
+                            help="connbench's LoadConfig as JSON (set by the harness; workers get the master's)")
 
     @events.init.add_listener
     def _on_init(environment, **_kw):
-        global _log
-        # With --processes, the master only aggregates: only processes that send requests log.
-        from locust.runners import MasterRunner
+        global _master
+        runner = environment.runner
+        if isinstance(runner, MasterRunner):
+            directory = config(environment).request_log_dir
+            if directory:
+                _master = MasterLog(directory, runner)
+        elif isinstance(runner, WorkerRunner):
+            runner.register_message(STOP_MESSAGE, _stop_worker, concurrent=True)
 
-        if isinstance(environment.runner, MasterRunner):
+    @events.test_start.add_listener
+    def _on_start(environment, **_kw):
+        global _log
+        load, runner = config(environment), environment.runner
+        if not isinstance(runner, WorkerRunner):  # the harness's measure window starts from this mark
+            if load.started_file and not os.path.exists(load.started_file):
+                with open(load.started_file, "w") as fh:
+                    fh.write(repr(time.time()))
+        if isinstance(runner, MasterRunner):
+            if _master is not None and load.run_time_s:
+                gevent.spawn(_master.end_after, load.run_time_s)
             return
-        _log = RequestLog(directory)
-        environment.events.request.add_listener(_log.on_request)
+        if _log is not None:
+            return
+        if isinstance(runner, WorkerRunner):
+            _log = RequestLog(None, runner)
+            gevent.spawn(_send_loop, _log)
+        elif isinstance(runner, LocalRunner) and load.request_log_dir:
+            _log = RequestLog(load.request_log_dir)
+        if _log is not None:
+            environment.events.request.add_listener(_log.on_request)
 
     @events.test_stop.add_listener
     def _on_stop(**_kw):
         if _log is not None:
-            _log.flush()
+            _log.flush()  # a worker: before Locust tells the master it stopped, so no row arrives late
 
     @events.quit.add_listener
     def _on_quit(**_kw):
         if _log is not None:
             _log.close()
+        if _master is not None:
+            _master.close()
+
+
+def _stop_worker(environment, **_kw) -> None:
+    """The master's STOP_MESSAGE: stop the users (they get --stop-timeout), then send the rows, Locust's last
+    statistics and a final message, in that order on the one connection to the master."""
+    runner = environment.runner
+    runner.stop()  # fires test_stop: the rows are sent
+    runner._send_stats()  # Locust's own final report (a private method: locust is pinned below 3)
+    if _log is not None:
+        _log._send(final=True)
+
+
+def _send_loop(log: RequestLog) -> None:
+    while True:
+        gevent.sleep(_SEND_EVERY_S)
+        log.flush()

@@ -8,6 +8,7 @@ import filecmp
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,7 @@ def test_sampler_config_round_trips_privately_and_never_shows_its_password(tmp_p
     ({"cell_id": "c"}, "cell.json has no valid schema_version"),
     ({"schema_version": "2"}, "cell.json has no valid schema_version"),
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": 0, "params": {}, "predicted": {},
-      "status": "done"}, "cell.json does not match schema 3: status: Input should be 'pending', 'running'"),
+      "status": "done"}, "cell.json does not match schema 4: status: Input should be 'pending', 'running'"),
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": "0", "params": {}, "predicted": {},
       "status": "completed"}, "repeat: Input should be a valid integer"),  # strict: "0" is not 0
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": 0, "params": {}, "predicted": {},
@@ -107,7 +108,7 @@ def test_the_probe_shape_analysis_used_to_tolerate_is_refused():
            "headroom": [{"dynos": 1, "connections": 6, "fits": True}]}
     with pytest.raises(R.ResultsError, match="probe.json has no valid schema_version"):
         R.ProbeDoc.from_dict(old)
-    with pytest.raises(R.ResultsError, match=r"probe.json does not match schema 3: query: Field required; "
+    with pytest.raises(R.ResultsError, match=r"probe.json does not match schema 4: query: Field required; "
                                              r".* and 9 more"):
         R.ProbeDoc.from_dict({**old, "schema_version": 2})
     doc = json.loads((FIXTURES / "run_probe" / R.PROBE_JSON).read_text())
@@ -156,7 +157,8 @@ def test_processes_csv_cpu_percent_integrates_into_cumulative_seconds():
         ("10.5", "7", 0.25),
         ("12.0", "8", 3.0)]  # 2 s x 150 %
     assert all("cpu_percent" not in r and r["rss_bytes"] == "9" for r in v2)
-    assert R.upgrade(R.PROCESSES_CSV, v1, 1) == v2 and R.upgrade(R.PROCESSES_CSV, v2, 2) is v2
+    assert R.upgrade(R.PROCESSES_CSV, v1, 1) == R.update_to_4(R.PROCESSES_CSV, v2)  # 2 -> 3 leaves it as it is
+    assert R.upgrade(R.PROCESSES_CSV, v2, 2) == R.update_to_4(R.PROCESSES_CSV, v2)
 
 
 def test_upgrade_refuses_a_newer_schema_and_fills_what_schema_1_left_out():
@@ -191,8 +193,9 @@ def test_a_schema_1_run_summarizes_as_it_did_under_schema_1(tmp_path):
     assert added == ["offered_rps", "achieved_rps", "dropped", "lag_p99_ms", "svc_p50", "svc_p95", "svc_p99",
                      *timing, "new_conn_share", "new_conn_per_s", "connect_cost_ms", "connect_s_per_s",
                      "predicted_connections_max", "inflight_max", "conn_rise", "conn_rise_per_s", "conn_bounded",
-                     "predicted_bounded", "locust_cpu_warning", "generator_lagged",
-                     "machine_cpus", "machine_cpu_pct", "machine_saturated",
+                     "predicted_bounded", "locust_cpu_warning", "generator_lagged", "generators",
+                     "generator_busiest", "generator_cpu_max", "generator_laggiest", "generator_lag_p99_max",
+                     "generators_lost", "generators_lost_names", "machine_cpus", "machine_cpu_pct", "machine_saturated",
                      *INTERVAL_COLUMNS]
     pd.testing.assert_frame_equal(new.drop(columns=[*cpu, *added]), old.drop(columns=cpu))
     done = new[new["status"] == "completed"]
@@ -258,5 +261,32 @@ def test_fixtures_are_what_the_writers_write(tmp_path, capsys):
 def test_update_to_3_adds_blank_server_timing_columns():
     row = {c: "1" for c in REQUESTS_COLUMNS[:8]}
     (up,) = R.update_to_3(R.REQUESTS_CSV, [row])
-    assert list(up) == list(REQUESTS_COLUMNS) and all(up[c] == "" for c in TIMING_COLUMNS)
+    assert list(up) == list(REQUESTS_COLUMNS[:-1]) and all(up[c] == "" for c in TIMING_COLUMNS)
     assert R.update_to_3(R.CELL_JSON, {"schema_version": 2})["schema_version"] == 3
+
+
+def test_update_to_4_names_the_one_local_generator():
+    row = {c: "1" for c in REQUESTS_COLUMNS[:-1]}
+    (up,) = R.update_to_4(R.REQUESTS_CSV, [row])
+    assert list(up) == list(REQUESTS_COLUMNS) and up["generator"] == "local"
+    (proc,) = R.update_to_4(R.PROCESSES_CSV, [{c: "1" for c in R.PROCESSES_COLUMNS[:-1]}])
+    assert list(proc) == list(R.PROCESSES_COLUMNS) and proc["generator"] == ""
+    assert R.update_to_4(R.MANIFEST_JSON, {"schema_version": 3})["schema_version"] == 4
+
+
+def test_a_schema_3_run_reads_as_sent_by_one_local_generator(tmp_path):
+    """A run recorded before schema 4 (no generator column) summarizes, its requests from "local"."""
+    from analysis.load import load_run
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "run_a", run)
+    for doc in [run / "manifest.json", *run.glob("cells/*/cell.json")]:
+        data = json.loads(doc.read_text())
+        doc.write_text(json.dumps({**data, "schema_version": 3}))
+    for name, columns in ((R.REQUESTS_CSV, REQUESTS_COLUMNS), (R.PROCESSES_CSV, R.PROCESSES_COLUMNS)):
+        for path in run.glob(f"cells/*/{name}"):
+            lines = path.read_text().splitlines()
+            assert lines[0] == ",".join(columns)
+            path.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
+    cell = next(c for c in load_run(run).cells if c.cell_id == "pool-direct_cma-0")
+    assert len(cell.requests.df) and set(cell.requests.df["generator"]) == {"local"}

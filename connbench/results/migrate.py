@@ -88,7 +88,19 @@ def update_to_3(name: str, data: Any) -> Any:
     return data
 
 
-UPDATES = {1: update_to_2, 2: update_to_3}  # version N -> N + 1
+def update_to_4(name: str, data: Any) -> Any:
+    """One file of a schema-3 run as schema 4 reads it: its requests came from Locust on this machine, not told
+    apart by process ("local"); its processes rows name no generator."""
+    if name == REQUESTS_CSV:
+        return [{**row, "generator": row.get("generator") or "local"} for row in data]
+    if name == PROCESSES_CSV:
+        return [{**row, "generator": row.get("generator", "")} for row in data]
+    if name in (MANIFEST_JSON, CELL_JSON, PROBE_JSON):
+        return {**data, "schema_version": 4}
+    return data
+
+
+UPDATES = {1: update_to_2, 2: update_to_3, 3: update_to_4}  # version N -> N + 1
 
 
 def upgrade(name: str, data: Any, version: int) -> Any:

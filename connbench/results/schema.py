@@ -24,7 +24,11 @@ from typing import Literal
 # 3: requests.csv gained the app's Server-Timing: connect_ms, pool_ms, db_ms, app_ms and new_conn (the
 #    contract's TIMING_COLUMNS); db.csv gained ssl_backends. Schema 2's rows are read with them blank: not
 #    measured (update_to_3).
-SCHEMA_VERSION = 3
+# 4: Locust's master/worker mode. requests.csv gained `generator` (the Locust process that sent the request:
+#    "local", or a worker's name); processes.csv gained `generator` and the component locust-worker (each
+#    worker's own CPU, as it reported it). Schema 3's requests are read as sent by "local" (one Locust process
+#    or --processes, not told apart then), its processes rows with a blank generator (update_to_4).
+SCHEMA_VERSION = 4
 
 # requests.csv's columns are connbench.contract.REQUESTS_COLUMNS: the locustfile writes it, and it
 # imports nothing of connbench but the contract.
@@ -51,9 +55,10 @@ PGBOUNCER_COLUMNS = (
 # One row per sample per process root, raw counters only. cpu_seconds: cumulative user + system CPU.
 # component: postgres (postmaster + all backends, reaped ones included), pgbouncer, gunicorn-master
 # (the dyno's whole tree: master + workers), gunicorn-worker (one worker's own CPU, a row per worker),
-# locust (all its processes), sampler. dyno is set for gunicorn rows.
-PROCESSES_COLUMNS = ("t", "component", "dyno", "pid", "cpu_seconds", "rss_bytes")
-COMPONENTS = ("postgres", "pgbouncer", "gunicorn-master", "gunicorn-worker", "locust", "sampler")
+# locust (all its processes on this machine), locust-worker (one Locust worker's own CPU as it reported it to the
+# master with its rows, local or remote; generator names it), sampler. dyno is set for gunicorn rows.
+PROCESSES_COLUMNS = ("t", "component", "dyno", "pid", "cpu_seconds", "rss_bytes", "generator")
+COMPONENTS = ("postgres", "pgbouncer", "gunicorn-master", "gunicorn-worker", "locust", "locust-worker", "sampler")
 
 # Phase changes and injected faults.
 EVENTS_COLUMNS = ("t", "kind", "detail")
@@ -69,8 +74,8 @@ MANIFEST_JSON, CELL_JSON, PROBE_JSON, PROCS_JSON, PIDS_JSON = (
     "manifest.json", "cell.json", "probe.json", "procs.json", "pids.json")
 REQUESTS_CSV, CONNECTIONS_CSV, DB_CSV, PGBOUNCER_CSV, PROCESSES_CSV, EVENTS_CSV = (
     "requests.csv", "connections.csv", "db.csv", "pgbouncer.csv", "processes.csv", "events.csv")
-SUMMARY_CSV, SUMMARY_GROUPS_CSV, EXPECTATIONS_JSON, REPORT_HTML = (
-    "summary.csv", "summary_groups.csv", "expectations.json", "index.html")
+SUMMARY_CSV, SUMMARY_GROUPS_CSV, SUMMARY_GENERATORS_CSV, EXPECTATIONS_JSON, REPORT_HTML = (
+    "summary.csv", "summary_groups.csv", "summary_generators.csv", "expectations.json", "index.html")
 LOCUST_DIR = "locust"
 
 
@@ -83,6 +88,7 @@ class RunPaths:
         self.cells = self.root / "cells"
         self.summary = self.root / SUMMARY_CSV
         self.summary_groups = self.root / SUMMARY_GROUPS_CSV  # one row per repeat group
+        self.summary_generators = self.root / SUMMARY_GENERATORS_CSV  # one row per cell per Locust process
         self.expectations = self.root / EXPECTATIONS_JSON  # the scenario's [[expect]], evaluated
         self.charts = self.root / "charts"
         self.report = self.root / REPORT_HTML
@@ -158,8 +164,16 @@ SUMMARY_COLUMNS = (
     "pgb_clients_peak", "pgb_servers_peak", "pgb_waiting_peak", "pgb_maxwait_s",
     "cpu_postgres", "cpu_pgbouncer", "cpu_gunicorn_master", "cpu_gunicorn_worker", "cpu_locust",
     "cpu_sampler", "cpu_total", "locust_procs", "locust_cpu_per_proc", "locust_cpu_warning", "generator_saturated",
-    "generator_lagged", "machine_cpus", "machine_cpu_pct", "machine_saturated",
+    "generator_lagged", "generators", "generator_busiest", "generator_cpu_max", "generator_laggiest",
+    "generator_lag_p99_max", "generators_lost", "generators_lost_names",
+    "machine_cpus", "machine_cpu_pct", "machine_saturated",
     # the cell's setting (group) across its completed repeats: interval of each compared figure, its method,
     # and the setting's rank group (1 = best; settings sharing a rank are indistinguishable)
     *(f"{f}_{side}" for f in INTERVAL_FIGURES for side in ("lo", "hi")), "interval_method", "rank",
 )  # fmt: skip
+
+# summary_generators.csv (analysis/generators.py): one row per completed cell per generator (requests.csv's
+# generator). requests/rps: requests it sent in the measure window; lag_p99_ms: its schedule lag p99 (0 in a
+# closed loop); cpu_pct: its own CPU in percent of one core (a worker's report; blank for one Locust process,
+# whose CPU is summary.csv's cpu_locust); saturated: cpu_pct >= 90; lagged: lag_p99_ms > 10.
+GENERATOR_SUMMARY_COLUMNS = ("cell_id", "generator", "requests", "rps", "lag_p99_ms", "cpu_pct", "saturated", "lagged")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from subprocess import Popen
 
 from connbench import results as R
 from connbench.expand import Cell
@@ -18,7 +17,8 @@ from connbench.project import Project
 from connbench.results import CellPaths, append_event
 from connbench.run.calibrate import calibrate
 from connbench.run.faults import FaultInjector
-from connbench.run.stack import Stack, load_config, locust_config
+from connbench.run.stack import Stack, load_config, load_shares, locust_config
+from connbench.sections import GeneratorSpec
 from connbench.services import gunicorn, locust
 from connbench.services.postgres import PostgresServer
 from connbench.services.procs import RunAs, ServiceError, Supervisor
@@ -31,8 +31,10 @@ class CellRunner:
     def __init__(self, cell: Cell, paths: CellPaths, server: PostgresServer, sup: Supervisor,
                  user: RunAs | None, on_phase: PhaseCallback | None = None, sample_interval: float = 0.1,
                  locust_processes: int = 1, faults: list[Fault] | None = None, seed: int = 0,
-                 calibration: dict[str, R.ConnectCost] | None = None, project: Project | None = None):
+                 calibration: dict[str, R.ConnectCost] | None = None, project: Project | None = None,
+                 generator: GeneratorSpec | None = None):
         self.project = project or Project()
+        self.generator = generator or GeneratorSpec()
         self.calibration = {} if calibration is None else calibration  # shared by the run's cells
         self.cell = cell
         self.k = cell.knobs
@@ -42,9 +44,10 @@ class CellRunner:
         self.locust_processes = locust_processes
         self.faults = faults or []
         self.seed = seed  # the open model's schedule: scenario.seed + repeat, so repeats differ but rerun alike
-        self.stack = Stack(self.k, server, sup, user, paths, sample_interval, project=self.project)
+        self.stack = Stack(self.k, server, sup, user, paths, sample_interval, project=self.project,
+                           host=self.generator.bind)
         self.doc = _doc(cell, "running", predict(self.k, app_slots=server.app_slots))
-        self._locust: Popen | None = None
+        self._locust: locust.LocustRun | None = None
 
     # -- bookkeeping --------------------------------------------------------------------
     def _event(self, kind: str, detail: str = "", t: float | None = None) -> float:
@@ -107,6 +110,7 @@ class CellRunner:
             self._phase("stop", t0, time.time())
             n = locust.merge_request_logs(self.paths.locust_raw, self.paths.requests) \
                 if self.paths.locust_raw.exists() else 0
+            locust.merge_generators(self.paths)
             self.doc.requests = n
             if self.doc.status == "completed" and n == 0:
                 self.doc.status, self.doc.error = "failed", "no requests were recorded (see locust/locust.log)"
@@ -126,15 +130,19 @@ class CellRunner:
         return out
 
     def _load(self) -> float:
-        k = self.k
+        k, gen = self.k, self.generator
         t_begin = self._begin("warmup", k.warmup)
-        load = load_config(k, [d.url for d in self.stack.dynos], self.paths, self.locust_processes, self.seed,
-                           self.project)
-        cfg = locust_config(k, self.locust_processes, self.project)
-        self._locust = locust.start(cfg, load, self.sup, self.paths, self.stack.root)
-        self.stack.track("locust", [{"pid": self._locust.pid, "tree": True}])
-        self.doc.services.locust = {"processes": self.locust_processes}
-        t0 = locust.wait_started(self._locust, self.paths)
+        shares = load_shares(self.locust_processes, gen)
+        load = load_config(k, [d.url for d in self.stack.dynos], self.paths, shares, self.seed, self.project)
+        cfg = locust_config(k, self.locust_processes, self.project, gen)
+        run = self._locust = locust.start(cfg, load, self.sup, self.paths, self.stack.root)
+        self.stack.track("locust", [{"pid": p.pid, "tree": True} for p in run.procs])
+        self.doc.services.locust = {"processes": shares, **({"workers": gen.workers, "remote": gen.remote,
+                                                             "master": run.address} if gen.workers else {})}
+        if gen.remote:
+            self.on_phase(f"waiting for {gen.remote} remote Locust worker(s): `connbench worker --master "
+                          f"{run.address}`", gen.wait_s)
+        t0 = locust.wait_started(run, self.paths, cfg)
         self._phase("warmup", t0, t0 + k.warmup)
         self.on_phase("measure", k.duration)
         self._event("phase_begin:measure", "", t0 + k.warmup)
@@ -142,24 +150,42 @@ class CellRunner:
         if injector:
             injector.start()
         try:
-            rc = self.sup.wait(self._locust, timeout=k.warmup + k.duration + 60)
-            if rc is None:
-                raise ServiceError(f"locust did not finish within its run time + 60 s (log: {self.paths.locust_log})")
+            rc = self._wait_load(run, t0 + k.warmup + k.duration + 60)
         finally:
             if injector:
                 injector.stop()
         t_end = time.time()
         self._phase("measure", t0 + k.warmup, min(t_end, t0 + k.warmup + k.duration))
-        self.sup.stop(self._locust, timeout=0)  # exited: forget it now, while its pid is surely still its own
+        for proc in run.procs:
+            self.sup.stop(proc, timeout=0 if proc is run.master else 10)  # the workers quit with their master
         self._locust = None
         self.stack.track("locust", None)
         if rc != 0:
             raise ServiceError(f"locust exited with code {rc} (log: {self.paths.locust_log})")
         return t_end - t_begin
 
+    def _wait_load(self, run: locust.LocustRun, deadline: float) -> int:
+        """Wait for the master to finish; a worker it loses on the way is an event, and fails the cell unless
+        the scenario says to go on ([generator] on_worker_lost)."""
+        seen = 0
+        while True:
+            rc = self.sup.wait(run.master, timeout=0.25)
+            lost = locust.lost_workers(self.paths, seen)
+            for t, kind, detail in lost:
+                self._event(kind, detail, t)
+            seen += len(lost)
+            if lost and self.generator.on_worker_lost == "fail":
+                raise ServiceError(f"Locust worker {lost[0][2]} mid-test; the cell fails "
+                                   "([generator] on_worker_lost = \"continue\" goes on without it)")
+            if rc is not None:
+                return rc
+            if time.time() > deadline:
+                raise ServiceError(f"locust did not finish within its run time + 60 s (log: {self.paths.locust_log})")
+
     def _stop_load(self) -> None:
         if self._locust is not None:
-            self.sup.stop(self._locust, timeout=5)
+            for proc in self._locust.procs:
+                self.sup.stop(proc, timeout=5)
             self._locust = None
 
 

@@ -277,7 +277,7 @@ class MatrixRunner:
                                                 locust_processes=self.locust_processes,
                                                 faults=self.scenario.faults_for(cell),
                                                 seed=self.scenario.meta.seed + cell.repeat,
-                                                project=self.scenario.project,
+                                                project=self.scenario.project, generator=self.scenario.generator,
                                                 calibration=self.manifest.calibration)
                             doc = runner.run()
                     self._record(doc)

@@ -22,6 +22,7 @@ from connbench import results as R
 from connbench.contract import AppConfig, Database, LoadConfig
 from connbench.project import Project
 from connbench.results import CellPaths, write_json_atomic
+from connbench.sections import GeneratorSpec
 from connbench.services import gunicorn
 from connbench.services.locust import LocustConfig
 from connbench.services.pgbouncer import PgBouncer, PgBouncerConfig
@@ -38,19 +39,19 @@ from connbench.services.procs import (
 from connbench.spec import PGBOUNCER_MODES, Knobs
 
 
-def app_config(k: Knobs, db: Database) -> AppConfig:
+def app_config(k: Knobs, db: Database, host: str = "127.0.0.1") -> AppConfig:
     return AppConfig(
         db=db, conn_max_age=None if k.conn_max_age == "none" else k.conn_max_age, health_checks=k.health_checks,
-        pooling=k.pooling, view=k.view,
+        pooling=k.pooling, view=k.view, host=host,
         pool={"min_size": k.pool_min_size, "max_size": k.pool_max_size, "timeout": k.pool_timeout},
         dbcp={"POOL_SIZE": k.dbcp_pool_size, "MAX_OVERFLOW": k.dbcp_max_overflow, "RECYCLE": k.dbcp_recycle,
               "PRE_PING": k.dbcp_pre_ping, "TIMEOUT": k.dbcp_timeout},
     )
 
 
-def gunicorn_config(k: Knobs) -> gunicorn.GunicornConfig:
+def gunicorn_config(k: Knobs, host: str = "127.0.0.1") -> gunicorn.GunicornConfig:
     return gunicorn.GunicornConfig(dynos=k.dynos, workers=k.workers, threads=k.threads,
-                                   worker_class=k.worker_class, worker_connections=k.gevent_connections)
+                                   worker_class=k.worker_class, worker_connections=k.gevent_connections, host=host)
 
 
 def pgbouncer_config(k: Knobs) -> PgBouncerConfig:
@@ -68,20 +69,31 @@ def load_config(k: Knobs, targets: list[str], paths: CellPaths, processes: int =
                       schedule_s=k.warmup + k.duration, seed=seed, processes=processes)
 
 
-def locust_config(k: Knobs, processes: int, project: Project | None = None) -> LocustConfig:
+def load_shares(processes: int, gen: GeneratorSpec | None) -> int:
+    """How many Locust processes generate load (the open model's schedule is split over them)."""
+    return gen.workers if gen is not None and gen.workers else processes
+
+
+def locust_config(k: Knobs, processes: int, project: Project | None = None,
+                  gen: GeneratorSpec | None = None) -> LocustConfig:
     mine = project.locustfile if project else None
     run_time = max(1, math.ceil(k.warmup + k.duration))  # never shorter than the windows it covers
+    shares = load_shares(processes, gen)
+    # [generator] workers: a master and its workers, instead of Locust's --processes
+    dist = {"local_workers": gen.local, "expect_workers": gen.workers, "bind": gen.bind, "port": gen.port,
+            "wait_s": gen.wait_s, "processes": 1} if gen is not None and gen.workers else {"processes": processes}
     if k.open_model:  # one dispatcher per process; the schedule, not users, sets the load
-        return LocustConfig(users=processes, spawn_rate=processes, run_time_s=run_time, processes=processes,
-                            user_class="OpenUser", stop_timeout_s=LoadConfig.drain_s + 5)
-    return LocustConfig(users=k.users, spawn_rate=k.spawn_rate, run_time_s=run_time, processes=processes,
-                        locustfile=mine, user_class=None if mine else "AppUser")
+        return LocustConfig(users=shares, spawn_rate=shares, run_time_s=run_time, user_class="OpenUser",
+                            stop_timeout_s=LoadConfig.drain_s + 5, **dist)
+    return LocustConfig(users=k.users, spawn_rate=k.spawn_rate, run_time_s=run_time, locustfile=mine,
+                        user_class=None if mine else "AppUser", **dist)
 
 
 class Stack:
     def __init__(self, k: Knobs, server: PostgresServer, sup: Supervisor, user: RunAs | None, paths: CellPaths,
-                 sample_interval: float = 0.1, project: Project | None = None):
+                 sample_interval: float = 0.1, project: Project | None = None, host: str = "127.0.0.1"):
         self.k, self.server, self.sup, self.user, self.paths = k, server, sup, user, paths
+        self.host = host  # the dynos' address: loopback unless [generator] bind says otherwise
         self.project = project or Project()
         self.sample_interval = sample_interval
         self.root = project_root()
@@ -119,8 +131,8 @@ class Stack:
             db = self.bouncer.app_database()
             self._procs["pgbouncer"] = [{"pid": self.bouncer.proc.pid}]
             services["pgbouncer"] = self.bouncer.public()
-        self.dynos = gunicorn.start_dynos(gunicorn_config(self.k), app_config(self.k, db), self.sup,
-                                          self.paths.logs, self.root, project=self.project)
+        self.dynos = gunicorn.start_dynos(gunicorn_config(self.k, self.host), app_config(self.k, db, self.host),
+                                          self.sup, self.paths.logs, self.root, project=self.project)
         self._procs["gunicorn-master"] = [{"pid": d.proc.pid, "dyno": d.index, "tree": True} for d in self.dynos]
         services["dynos"] = [{"dyno": d.index, "port": d.port} for d in self.dynos]
         self._write_procs()

@@ -57,12 +57,12 @@ class ProcessProbe:
                             if component.startswith("gunicorn"):
                                 # each worker gets its own row too
                                 rows.append((now, "gunicorn-worker", dyno, kid.pid,
-                                             round(kct.user + kct.system, 4), kid.memory_info().rss))
+                                             round(kct.user + kct.system, 4), kid.memory_info().rss, ""))
                             total += kct.user + kct.system
                             rss += kid.memory_info().rss
                         except psutil.Error:
                             continue
                 except psutil.Error:
                     continue
-                rows.append((now, component, dyno, pid, round(total, 4), rss))
+                rows.append((now, component, dyno, pid, round(total, 4), rss, ""))
         return rows

@@ -21,10 +21,11 @@ class Dyno:
     port: int
     proc: Popen
     log: Path
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://[{self.host}]:{self.port}" if ":" in self.host else f"http://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class GunicornConfig:
     threads: int
     worker_class: str
     worker_connections: int
+    host: str = "127.0.0.1"  # [generator] bind: where generators on other machines reach the app
 
 
 def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: Path,
@@ -43,12 +45,12 @@ def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: P
     project = project or Project()
     dynos = []
     for d in range(cfg.dynos):
-        port = free_port()
+        port = free_port(cfg.host)
         log = log_dir / f"gunicorn-d{d}.log"
         asgi = cfg.worker_class == "asgi"
         cmd = [
             sys.executable, "-m", "gunicorn", project.asgi if asgi else project.wsgi,
-            "--bind", f"127.0.0.1:{port}",
+            "--bind", f"[{cfg.host}]:{port}" if ":" in cfg.host else f"{cfg.host}:{port}",
             "--workers", str(cfg.workers),
             "--worker-class", "uvicorn_worker.UvicornWorker" if asgi else cfg.worker_class,
             *([] if asgi else ["--threads", str(cfg.threads), "--worker-connections", str(cfg.worker_connections)]),
@@ -62,10 +64,10 @@ def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: P
                "PYTHONPATH": app_pythonpath(project)}
         env.pop("PGAPPNAME", None)
         proc = sup.spawn(f"gunicorn-d{d}", cmd, log=log, env=env, cwd=project.path or root)
-        dynos.append(Dyno(d, port, proc, log))
+        dynos.append(Dyno(d, port, proc, log, cfg.host))
     try:
         for dyno in dynos:
-            wait_port(dyno.port, timeout, dyno.proc, f"gunicorn dyno {dyno.index} (log: {dyno.log})")
+            wait_port(dyno.port, timeout, dyno.proc, f"gunicorn dyno {dyno.index} (log: {dyno.log})", dyno.host)
     except BaseException:
         for dyno in dynos:  # the caller never gets them: stop them here, not at the end of the run
             sup.stop(dyno.proc, timeout=5)

@@ -172,9 +172,9 @@ class PrivateDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -197,17 +197,18 @@ def exited(proc: subprocess.Popen | None, what: str) -> None:
         raise ServiceError(f"{what} exited with code {proc.returncode}")
 
 
-def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "",
+              host: str = "127.0.0.1") -> None:
     def listening() -> bool:
         exited(proc, f"{what}, before listening on port {port},")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return True
         except OSError:
             return False
 
     if not wait_until(listening, timeout):
-        raise ServiceError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+        raise ServiceError(f"{what} did not listen on {host}:{port} within {timeout:.0f} s")
 
 
 class Supervisor:

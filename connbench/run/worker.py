@@ -1,0 +1,76 @@
+"""`connbench worker`: a Locust worker for a connbench master, on this machine or another.
+
+Each cell of a run starts a new master at the scenario's [generator] bind:port; this joins it, runs the
+cell's load with the master's settings (Locust hands them over when the test starts), sends its rows and
+CPU to the master, and joins the next cell's master, until Ctrl-C (or after one test with --once).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from connbench.contract import GENERATOR_ENV
+from connbench.services import locust
+from connbench.services.postgres import project_root
+from connbench.services.procs import Supervisor
+from connbench.spec import ScenarioError
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+
+
+class WorkerError(ScenarioError):
+    """Bad arguments: a message naming the flag and what is allowed (exit 2, as a scenario error)."""
+
+
+def parse_master(value: str, allow_remote: bool) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise WorkerError(f"--master {value!r}: expected HOST:PORT, e.g. 127.0.0.1:5557 (the scenario's "
+                          "[generator] bind and port)")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not allow_remote:
+        raise WorkerError(f"--master {value!r} is not a loopback address; pass --allow-remote to generate load "
+                          "for another machine on purpose")
+    return host, int(port)
+
+
+def run(master: str, name: str | None, locustfile: str | None, once: bool, allow_remote: bool,
+        say: Callable[[str], None], log_dir: Path) -> int:
+    host, port = parse_master(master, allow_remote)
+    if name is not None and not NAME.fullmatch(name):
+        raise WorkerError(f"--name {name!r}: 1-40 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    if locustfile is not None and not Path(locustfile).is_file():
+        raise WorkerError(f"--locustfile {locustfile!r}: no such file")
+    root = project_root()
+    name = name or f"{os.uname().nodename.split('.')[0]}-{os.getpid()}"
+    env = {**os.environ, GENERATOR_ENV: name, "PYTHONPATH": str(root)}
+    env.pop("CONNBENCH_LOAD", None)  # the master's settings, never this machine's
+    log_dir.mkdir(parents=True, exist_ok=True)
+    sup = Supervisor()
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    cmd = locust.worker_command(address, str(Path(locustfile).absolute()) if locustfile else None, root)
+    tests = 0
+    try:
+        while True:
+            log = log_dir / f"worker-{name}-{tests + 1}.log"
+            say(f"worker {name}: joining the master at {address} (log: {log})")
+            proc = sup.spawn("locust-worker", cmd, log=log, env=env, cwd=root)
+            while (rc := sup.wait(proc, timeout=3600)) is None:
+                pass
+            sup.stop(proc, timeout=0)
+            tests += 1
+            say(f"worker {name}: test {tests} ended (exit {rc})")
+            if once:
+                return 0 if rc == 0 else 1
+            time.sleep(1)  # the next cell's master starts in a moment
+    finally:
+        sup.stop_all()

@@ -1,0 +1,198 @@
+"""Issue 18: Locust's master/worker mode as the generator, on real processes.
+
+One run, two cells (closed and open model), [generator] workers = 2 with one of them remote: the harness starts
+the master and one local worker per cell, and a `connbench worker` started here (as on another machine) rejoins
+each cell's master at the fixed port. Every row travels to the master with Locust's messaging: requests.csv's
+rows equal Locust's own total, both workers contributed, and the open model's total offered rate holds.
+Then a worker killed mid-measure: an event, and the cell fails (or goes on, when the scenario says so), and
+no process is left.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from connbench.services.procs import free_port
+from tests.conftest import CLI, ROOT, assert_no_leftovers, cell_data, read_json, write_scenario
+
+pytestmark = pytest.mark.e2e
+
+RATE, WARMUP, DURATION = 150.0, 1.0, 6.0
+
+SCENARIO = """
+[scenario]
+name = "generators"
+[defaults]
+dynos = 1
+workers = 2
+conn_max_age = 60
+warmup = {warmup}
+duration = {duration}
+cooldown = 0.5
+[generator]
+workers = 2
+remote = 1
+port = {port}
+wait_s = 60
+
+[[matrix.include]]
+id = "closed"
+users = 4
+
+[[matrix.include]]
+id = "open"
+arrival_rate = {rate}
+arrival = "uniform"
+"""
+
+
+def locust_total(cell_dir: Path) -> int:
+    return sum(s["num_requests"] for s in json.loads((cell_dir / "locust" / "stats.json").read_text()))
+
+
+def request_rows(cell_dir: Path) -> list[dict]:
+    with open(cell_dir / "requests.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("generators")
+    run_dir, port = tmp / "run", free_port()
+    path = write_scenario(tmp / "g.toml", SCENARIO.format(port=port, rate=RATE, warmup=WARMUP, duration=DURATION))
+    # the remote worker: joins the first cell's master, then the next one's, until stopped
+    worker = subprocess.Popen([*CLI, "worker", "--master", f"127.0.0.1:{port}", "--name", "far",
+                               "--reports", str(tmp / "reports")], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        res = subprocess.run([*CLI, "run", str(path), "--run-dir", str(run_dir)], capture_output=True, text=True,
+                             timeout=600, cwd=ROOT)
+    finally:
+        worker.send_signal(signal.SIGINT)
+        out, _ = worker.communicate(timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert_no_leftovers(run_dir)
+    return run_dir, out
+
+
+@pytest.mark.parametrize("cell_id", ["closed", "open"])
+def test_rows_travel_to_the_master_and_equal_locusts_total(run, cell_id):
+    run_dir, worker_out = run
+    cell_dir = run_dir / "cells" / cell_id
+    rows = request_rows(cell_dir)
+    assert len(rows) == locust_total(cell_dir) > 0  # no row lost on the way, none counted twice
+    by = {g: sum(r["generator"] == g for r in rows) for g in {r["generator"] for r in rows}}
+    assert set(by) == {"w0", "far"} or set(by) == {"w1", "far"}, by  # one local worker (by index), one remote
+    assert min(by.values()) > 0.3 * len(rows), by  # both carried a share
+    assert "worker far: test 2 ended" in worker_out  # it rejoined the second cell's master
+    doc = read_json(cell_dir / "cell.json")
+    assert doc["services"]["locust"]["workers"] == 2 and doc["services"]["locust"]["remote"] == 1
+    procs = cell_data(run_dir, cell_id).csv("processes.csv")
+    own = procs[procs["component"] == "locust-worker"]
+    assert set(own["generator"]) == set(by) and (own["cpu_seconds"] > 0).all()  # each worker's own CPU
+
+
+def test_open_model_offers_the_total_rate_split_over_workers(run):
+    run_dir, _ = run
+    cell = cell_data(run_dir, "open")
+    m0, m1 = cell.phase("measure")
+    req = cell.requests.df
+    scheduled = req[(req["t_intended"] >= m0) & (req["t_intended"] < m1)]
+    offered = len(scheduled) / (m1 - m0)
+    assert abs(offered - RATE) <= 0.05 * RATE, offered
+    per = scheduled.groupby("generator").size()
+    assert len(per) == 2 and abs(per.iloc[0] - per.iloc[1]) <= 2, per  # every other arrival each
+    with open(run_dir / "summary_generators.csv", newline="") as fh:
+        gens = [r for r in csv.DictReader(fh) if r["cell_id"] == "open"]
+    assert {r["generator"] for r in gens} == set(per.index) and all(r["cpu_pct"] for r in gens)
+
+
+LOST = """
+[scenario]
+name = "lost"
+[defaults]
+dynos = 1
+workers = 2
+conn_max_age = 60
+users = 4
+warmup = 0.5
+duration = {duration}
+cooldown = 0.5
+[generator]
+workers = 2
+on_worker_lost = "{policy}"
+"""
+
+
+def _kill_a_worker_mid_measure(proc: subprocess.Popen, run_dir: Path) -> tuple[int, float]:
+    """Wait (with a deadline) for the measure window and both workers' first rows, then SIGKILL one worker."""
+    cell_dir, deadline = run_dir / "cells" / "default", time.monotonic() + 120
+    while time.monotonic() < deadline:
+        events = (cell_dir / "events.csv").read_text() if (cell_dir / "events.csv").exists() else ""
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if _is_worker(p)]
+        gens = (cell_dir / "locust" / "raw" / "generators.csv")
+        named = {line.split(",")[1] for line in gens.read_text().splitlines()[1:]} if gens.exists() else set()
+        if "phase_begin:measure" in events and len(workers) == 2 and len(named) == 2:
+            time.sleep(1.0)
+            victim = workers[0].pid
+            os.kill(victim, signal.SIGKILL)
+            return victim, time.time()
+        assert proc.poll() is None, "the run ended before the measure window"
+        time.sleep(0.1)
+    raise AssertionError("no measure window with two workers within 120 s")
+
+
+def _is_worker(p: psutil.Process) -> bool:
+    try:
+        return "--worker" in p.cmdline()
+    except psutil.Error:  # gone meanwhile
+        return False
+
+
+def _name_of(run_dir: Path, pid: int) -> str:
+    with open(run_dir / "cells" / "default" / "locust" / "raw" / "generators.csv", newline="") as fh:
+        return next(r["generator"] for r in csv.DictReader(fh) if int(r["pid"]) == pid)
+
+
+@pytest.mark.parametrize("policy", ["fail", "continue"])
+def test_a_worker_killed_mid_measure_is_an_event_and_fails_the_cell_unless_told(tmp_path, policy):
+    run_dir = tmp_path / "run"
+    # long enough that Locust's heartbeat check (3 missed beats, 1 s apart) sees it well inside the window
+    path = write_scenario(tmp_path / "lost.toml", LOST.format(duration=20 if policy == "fail" else 12,
+                                                              policy=policy))
+    proc = subprocess.Popen([*CLI, "run", str(path), "--run-dir", str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        victim, killed_at = _kill_a_worker_mid_measure(proc, run_dir)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    name = _name_of(run_dir, victim)
+    cell = cell_data(run_dir, "default")
+    lost = cell.csv("events.csv")
+    lost = lost[lost["kind"] == "generator_lost"]
+    assert len(lost) == 1 and lost["detail"].iloc[0].startswith(f"{name} ") and lost["t"].iloc[0] > killed_at
+    if policy == "fail":
+        assert proc.returncode == 1, out
+        assert cell.status == "failed" and f"Locust worker {name} " in cell.error
+    else:
+        assert proc.returncode == 0, out
+        assert cell.status == "completed"
+        req = cell.requests.df
+        survivor = req[req["generator"] != name]
+        assert (req.loc[req["generator"] == name, "t_start"] < killed_at).all()  # nothing after its death
+        assert survivor["t_start"].max() > lost["t"].iloc[0] + 1  # the other one went on
+        summary = next(csv.DictReader(open(run_dir / "summary.csv", newline="")))
+        assert summary["generators_lost"] == "1" and name in summary["generators_lost_names"]
+        assert f"Locust worker(s) lost mid-test: {name}" in (run_dir / "index.html").read_text()
+    assert_no_leftovers(run_dir)
