@@ -95,16 +95,10 @@ def cmd_init(args, console: Console) -> int:
 
 def cmd_run(args, console: Console) -> int:
     from connbench.run.matrix import MatrixRunner, new_run_id
+    from connbench.run.worker import generator_for
 
     scen = _load(args.scenario, args)  # every scenario error surfaces here, before anything starts
-    if args.generator_workers is not None:
-        try:
-            scen.generator = scen.generator.with_workers(args.generator_workers)
-        except ValueError as e:
-            raise ScenarioError(f"--generator-workers {args.generator_workers}: {e}") from None
-    if scen.generator.workers and args.locust_processes > 1:
-        raise ScenarioError("--locust-processes and [generator] workers (or --generator-workers): choose one; "
-                            "workers use Locust's master/worker mode and can join from other machines")
+    scen.generator = generator_for(scen, args.generator_workers, args.locust_processes)
     external = None
     source = "--database-url"
     if not args.database_url and scen.server is not None:  # [server] url: the same as --database-url
@@ -133,7 +127,7 @@ def cmd_run(args, console: Console) -> int:
         run_dir = Path(args.run_dir) if args.run_dir else Path(args.reports) / new_run_id(scen)
     run_dir = run_dir.absolute()  # children (the sampler, gunicorn) run in other directories
     runner = MatrixRunner(scen, run_dir, resume=bool(args.resume), console=console,
-                          sample_interval=args.sample_interval, locust_processes=args.locust_processes,
+                          sample_interval=args.sample_interval,
                           argv=sys.argv, keep_data=args.keep_data, external=external)
     console.print(f"run {run_dir}: {len(scen.cells)} cells of {scen.meta.name}")
     code = runner.run()
@@ -279,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-dir", help="where to write the run (default: REPORTS/<timestamp>-<name>)")
     r.add_argument("--reports", default="reports", help="output root (default: reports)")
     r.add_argument("--sample-interval", type=_interval, default=0.1, help="sampler period in seconds (default 0.1)")
-    r.add_argument("--locust-processes", type=_positive, default=1, help="Locust's --processes (default 1)")
+    r.add_argument("--locust-processes", type=_positive, default=1, help="as --generator-workers N (default 1)")
     r.add_argument("--generator-workers", type=int, metavar="N", help="Locust master + N workers ([generator] workers)")
     r.add_argument("--no-report", action="store_true", help="skip building the HTML report")
     r.add_argument("--keep-data", action="store_true", help="keep the PostgreSQL cluster (and its credentials, "

@@ -64,14 +64,19 @@ REQUESTS_COLUMNS = ("t_intended", "t_start", "endpoint", "latency_ms", "service_
                     "dyno", *TIMING_COLUMNS, "generator")
 
 # Locust's master/worker mode: every worker, local or remote, sends its rows to the master in ROWS_MESSAGE
-# batches ({"generator", "pid", "rows", "usage": [t, cpu_seconds, rss_bytes]}); the master writes them beside
-# the rows of request_log_dir, the workers' own CPU to GENERATORS_FILE and a worker lost mid-test to
-# GENERATOR_EVENTS_FILE (events.csv's columns: t, kind, detail), which the harness reads as the test runs.
-ROWS_MESSAGE = "connbench_rows"
+# batches ({"v": ROWS_PROTOCOL, "generator", "pid", "rows", "usage": [t, cpu_seconds, rss_bytes], "final"}); the
+# master hands each worker its share of the schedule (SHARE_MESSAGE: {"share", "shares"}) when the test starts and
+# ends the run (STOP_MESSAGE); it writes the rows beside the rows of request_log_dir, the workers' own CPU to
+# GENERATORS_FILE and what happened to its workers to GENERATOR_EVENTS_FILE (events.csv's columns: t, kind,
+# detail), which the harness reads as the test runs.
+ROWS_MESSAGE, SHARE_MESSAGE, STOP_MESSAGE = "connbench_rows", "connbench_share", "connbench_stop"
+ROWS_PROTOCOL = 1
 GENERATORS_FILE = "generators.csv"
 GENERATORS_COLUMNS = ("t", "generator", "pid", "cpu_seconds", "rss_bytes", "t_master")
 GENERATOR_EVENTS_FILE = "generator-events.csv"
-GENERATOR_LOST = "generator_lost"
+GENERATOR_LOST = "generator_lost"  # a worker stopped answering or quit mid-test: [generator] on_worker_lost decides
+GENERATOR_BROKEN = "generator_broken"  # the cell fails: not the workers expected, rows of another shape, no final
+GENERATOR_END = "generator_end"  # the master ended the run itself, every worker's last rows in
 
 # The W3C Server-Timing header: `connect;dur=1.2, pool;dur=0, db;dur=0.4, app;dur=0.3, conn;desc=new`.
 # connect: ms opening a physical connection in this request; pool: ms waiting for a pooled one; db: ms

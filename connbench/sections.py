@@ -100,6 +100,9 @@ class GeneratorSpec(BaseModel):
             address = ipaddress.ip_address(self.bind)
         except ValueError:
             raise ValueError(f"bind: {clip(self.bind)} is not an IP address") from None
+        if address.is_unspecified:
+            raise ValueError(f"bind: {self.bind} is every address, not one that workers and the app's URL can "
+                             "use: give this machine's address on the network the generators share")
         if not address.is_loopback and not self.allow_remote:
             raise ValueError(f"bind: {self.bind} is not a loopback address: the master and the app would be "
                              "reachable from other machines; set allow_remote = true to do that on purpose")

@@ -30,6 +30,7 @@ ENDPOINTS: dict[str, tuple[str, str]] = {}  # endpoint -> (path, name in the sta
 NAMES: list[str] = []
 WEIGHTS: list[float] = []
 _next_user = itertools.count()
+_dispatched = False
 
 
 @events.test_start.add_listener
@@ -60,9 +61,11 @@ class AppUser(FastHttpUser):
     connection_timeout = 10.0
 
     def on_start(self):
+        if requestlog.stopped:  # Locust spawned it after the master ended the run
+            raise StopUser()
         # users go round-robin over dynos across every Locust process (process i takes users i, i+n, ...)
-        share = max(0, getattr(self.environment.runner, "worker_index", 0))
-        self.dyno = (share + next(_next_user) * LOAD.processes) % len(TARGETS)
+        share, shares = requestlog.share(self.environment)
+        self.dyno = (share + next(_next_user) * shares) % len(TARGETS)
         self.base = TARGETS[self.dyno]
         self.ctx = {"dyno": self.dyno}
 
@@ -89,8 +92,14 @@ class OpenUser(FastHttpUser):
 
     @task
     def dispatch(self):
-        share = max(0, getattr(self.environment.runner, "worker_index", 0))
-        offsets = arrival_times(LOAD.arrival_rate, LOAD.schedule_s, LOAD.arrival, LOAD.seed, share, LOAD.processes)
+        global _dispatched
+        if _dispatched or requestlog.stopped:
+            # one schedule share per process: a second OpenUser here (Locust hands a lost worker's users to the
+            # others) would send this share twice, from a later origin; the lost share stays lost, and says so
+            raise StopUser()
+        _dispatched = True
+        share, shares = requestlog.share(self.environment)
+        offsets = arrival_times(LOAD.arrival_rate, LOAD.schedule_s, LOAD.arrival, LOAD.seed, share, shares)
         rng = random.Random(LOAD.seed * 1_000_003 + share)
         picks = rng.choices(NAMES, weights=WEIGHTS, k=len(offsets))
         out = gevent.pool.Pool(LOAD.max_in_flight)
@@ -101,7 +110,7 @@ class OpenUser(FastHttpUser):
             delay = intended - time.time()
             if delay > 0:
                 gevent.sleep(delay)
-            dyno = (share + i * LOAD.processes) % len(TARGETS)
+            dyno = (share + i * shares) % len(TARGETS)
             if out.full():
                 requestlog.dropped(intended, ENDPOINTS[endpoint][1], dyno)
                 continue

@@ -20,21 +20,20 @@ import time
 import gevent
 import psutil
 from locust import events
-from locust.rpc import Message
-from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from masterlog import MasterLog
 
 from connbench.contract import (
     DROPPED,
     ERROR_HEADER,
     GENERATOR_ENV,
-    GENERATOR_EVENTS_FILE,
-    GENERATOR_LOST,
-    GENERATORS_COLUMNS,
-    GENERATORS_FILE,
     LOAD_ENV,
     REQUESTS_COLUMNS,
     ROWS_MESSAGE,
+    ROWS_PROTOCOL,
     SERVER_TIMING,
+    SHARE_MESSAGE,
+    STOP_MESSAGE,
     TIMING_COLUMNS,
     UNANSWERED,
     LoadConfig,
@@ -46,14 +45,6 @@ _FLUSH_EVERY = 2000  # rows, or
 _SEND_EVERY_S = 1.0  # a worker's batch: also its CPU sample
 _NO_TIMING = ("",) * len(TIMING_COLUMNS)
 LOCAL = "local"
-STOP_MESSAGE = "connbench_stop"  # master -> worker: the run time is over
-
-
-def _csv(path: str, header: tuple):
-    fh = open(path, "w", newline="", encoding="utf-8")
-    writer = csv.writer(fh)
-    writer.writerow(header)
-    return fh, writer
 
 
 class RequestLog:
@@ -67,7 +58,9 @@ class RequestLog:
         if runner is None:
             os.makedirs(directory, exist_ok=True)
             self.path = os.path.join(directory, f"requests-{os.getpid()}.csv")
-            self._fh, self._writer = _csv(self.path, REQUESTS_COLUMNS)
+            self._fh = open(self.path, "w", newline="", encoding="utf-8")
+            self._writer = csv.writer(self._fh)
+            self._writer.writerow(REQUESTS_COLUMNS)
         self._rows: list[tuple] = []
         self._me = psutil.Process()
 
@@ -125,13 +118,14 @@ class RequestLog:
         self._fh.flush()
 
     def _send(self, final: bool = False) -> None:
-        if self.name == LOCAL:  # the index is the master's, known once connected
-            self.name = os.environ.get(GENERATOR_ENV) or f"w{self.runner.worker_index}"
-        rows, self._rows = self._rows, []
+        if self.name == LOCAL:  # a worker: named by you (`connbench worker --name`), else by the master
+            self.name = os.environ.get(GENERATOR_ENV, "")
+        rows = self._rows[:]
         ct = self._me.cpu_times()
         usage = [time.time(), round(ct.user + ct.system, 4), self._me.memory_info().rss]
-        self.runner.send_message(ROWS_MESSAGE, {"generator": self.name, "pid": os.getpid(), "rows": rows,
-                                                "usage": usage, "final": final})
+        self.runner.send_message(ROWS_MESSAGE, {"v": ROWS_PROTOCOL, "generator": self.name, "pid": os.getpid(),
+                                                "rows": rows, "usage": usage, "final": final})
+        del self._rows[:len(rows)]  # only once sent: a failed send keeps them for the next batch
 
     def close(self) -> None:
         if self._fh is not None and not self._fh.closed:  # a worker sent its last rows when the test stopped
@@ -139,83 +133,11 @@ class RequestLog:
             self._fh.close()
 
 
-class MasterLog:
-    """The master's side: every worker's rows and CPU into files, and a worker lost mid-test as an event."""
-
-    def __init__(self, directory: str, runner):
-        os.makedirs(directory, exist_ok=True)
-        self.runner = runner
-        self._req = _csv(os.path.join(directory, "requests-master.csv"), REQUESTS_COLUMNS)
-        self._gen = _csv(os.path.join(directory, GENERATORS_FILE), GENERATORS_COLUMNS)
-        self._events = _csv(os.path.join(directory, GENERATOR_EVENTS_FILE), ("t", "kind", "detail"))
-        self.names: dict[str, str] = {}  # Locust's node id -> the worker's name
-        self.lost: set[str] = set()
-        self.known: set[str] = set()
-        self.final: set[str] = set()  # workers whose last stats and rows are in
-        runner.register_message(ROWS_MESSAGE, self.on_rows)
-        gevent.spawn(self._watch)
-
-    def _name(self, node: str, wanted: str | None = None) -> str:
-        if node not in self.names:
-            name = wanted or f"w{self.runner.get_worker_index(node)}"
-            if name in self.names.values():  # two workers given one name: told apart, never merged
-                name = f"{name}#{self.runner.get_worker_index(node)}"
-            self.names[node] = name
-        return self.names[node]
-
-    def on_rows(self, environment, msg, **_kw) -> None:
-        data = msg.data
-        if self._req[0].closed:
-            return
-        name = self._name(msg.node_id, str(data.get("generator") or "") or None)
-        fh, writer = self._req
-        writer.writerows([*row, name] for row in data["rows"])
-        fh.flush()
-        t, cpu, rss = data["usage"]
-        fh, writer = self._gen
-        writer.writerow((repr(t), name, data["pid"], cpu, rss, repr(time.time())))
-        fh.flush()
-        if data.get("final"):
-            self.final.add(msg.node_id)
-
-    def end_after(self, seconds: float) -> None:
-        """The run time's end, without Locust's races. Its headless master sends workers "quit" and gives them
-        0.5 s, while a worker may take its whole --stop-timeout to stop (the open model drains): what it sends
-        later is lost. And a worker told "stop" is unregistered at once, so the master discards its last
-        statistics. So: every worker stops its users while still registered, sends its rows, its last
-        statistics and then a final message; the master quits when every worker's final message is in."""
-        gevent.sleep(seconds)
-        workers = self.known - self.lost
-        for node in workers:
-            self.runner.server.send_to_client(Message(STOP_MESSAGE, None, node))
-        deadline = time.monotonic() + (self.runner.environment.stop_timeout or 0) + 15
-        while not workers <= self.final | self.lost and time.monotonic() < deadline:
-            gevent.sleep(0.1)
-        self.runner.quit()
-
-    def _watch(self) -> None:
-        """A worker that stops answering heartbeats (killed, its machine gone) or quits while the test runs."""
-        while True:
-            gevent.sleep(0.25)
-            running = self.runner.state in (STATE_SPAWNING, STATE_RUNNING)
-            self.known.update(c.id for c in self.runner.clients.all)
-            for node in sorted(self.known - self.lost):
-                client = self.runner.clients.get(node)
-                if running and (client is None or client.state == STATE_MISSING):
-                    self.lost.add(node)
-                    why = "quit" if client is None else "stopped sending heartbeats"
-                    fh, writer = self._events
-                    writer.writerow((repr(time.time()), GENERATOR_LOST, f"{self._name(node)} {why}"))
-                    fh.flush()
-
-    def close(self) -> None:
-        for fh, _ in (self._req, self._gen, self._events):
-            fh.close()
-
-
 _log: RequestLog | None = None
 _master: MasterLog | None = None
 _load: LoadConfig | None = None
+_share: tuple[int, int] | None = None  # a worker's (share, shares) of the schedule, from the master
+stopped = False  # a worker the master stopped: a user Locust starts after that sends nothing
 
 
 def config(environment) -> LoadConfig:
@@ -225,6 +147,13 @@ def config(environment) -> LoadConfig:
         raw = getattr(environment.parsed_options, "connbench_load", "") if environment.parsed_options else ""
         _load = LoadConfig.from_dict(json.loads(raw)) if raw else LoadConfig.from_env()
     return _load
+
+
+def share(environment) -> tuple[int, int]:
+    """This process's share of the load: (i, n), i in 0..n-1."""
+    if _share is not None:
+        return _share
+    return 0, 1
 
 
 def dropped(intended: float, name: str, dyno: int) -> None:
@@ -248,10 +177,11 @@ def install() -> None:
         global _master
         runner = environment.runner
         if isinstance(runner, MasterRunner):
-            directory = config(environment).request_log_dir
-            if directory:
-                _master = MasterLog(directory, runner)
+            load = config(environment)
+            if load.request_log_dir:
+                _master = MasterLog(load.request_log_dir, runner, load.processes)
         elif isinstance(runner, WorkerRunner):
+            runner.register_message(SHARE_MESSAGE, _take_share)
             runner.register_message(STOP_MESSAGE, _stop_worker, concurrent=True)
 
     @events.test_start.add_listener
@@ -263,8 +193,8 @@ def install() -> None:
                 with open(load.started_file, "w") as fh:
                     fh.write(repr(time.time()))
         if isinstance(runner, MasterRunner):
-            if _master is not None and load.run_time_s:
-                gevent.spawn(_master.end_after, load.run_time_s)
+            if _master is not None:
+                _master.start(load.run_time_s)
             return
         if _log is not None:
             return
@@ -289,9 +219,16 @@ def install() -> None:
             _master.close()
 
 
+def _take_share(environment, msg, **_kw) -> None:
+    global _share
+    _share = (int(msg.data["share"]), int(msg.data["shares"]))
+
+
 def _stop_worker(environment, **_kw) -> None:
     """The master's STOP_MESSAGE: stop the users (they get --stop-timeout), then send the rows, Locust's last
     statistics and a final message, in that order on the one connection to the master."""
+    global stopped
+    stopped = True
     runner = environment.runner
     runner.stop()  # fires test_stop: the rows are sent
     runner._send_stats()  # Locust's own final report (a private method: locust is pinned below 3)

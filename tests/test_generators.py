@@ -33,6 +33,7 @@ users = 2
     ("workers = 2\nremote = 1", "generator", "remote workers need a fixed port"),
     ('workers = 2\nbind = "10.1.2.3"', "generator", "not a loopback address"),
     ('workers = 2\nbind = "somewhere"', "generator", "is not an IP address"),
+    ('workers = 2\nbind = "0.0.0.0"\nallow_remote = true', "generator", "is every address"),
     ('workers = 2\non_worker_lost = "ignore"', "generator.on_worker_lost", "'fail' or 'continue'"),
     ("workers = 2\nprocesses = 3", "generator.processes", "allowed: workers, remote, wait_s"),
 ])
@@ -64,6 +65,20 @@ def test_bad_worker_arguments_are_one_clean_error(tmp_path, args, says):
     res = run_cli("worker", *args, "--once", "--reports", str(tmp_path / "reports"))
     assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert not (tmp_path / "reports").exists()  # nothing started
+
+
+def test_worker_logs_that_cannot_be_written_are_one_clean_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    res = run_cli("worker", "--master", "127.0.0.1:5557", "--once", "--reports", str(tmp_path / "file"))
+    assert res.returncode == 2 and "--reports: cannot write its logs" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_bind_address_this_machine_lacks_is_refused_before_anything_starts(tmp_path):
+    path = write_scenario(tmp_path / "g.toml", BASE + '[generator]\nworkers = 1\nbind = "192.0.2.7"\n'
+                                                      'allow_remote = true\n')  # TEST-NET-1: never ours
+    res = run_cli("run", str(path), "--run-dir", str(tmp_path / "run"))
+    assert res.returncode == 2 and "generator.bind 192.0.2.7: cannot listen there" in res.stderr, res.stderr
+    assert not (tmp_path / "run").exists()
 
 
 # Two workers over the measure window [4, 12): w0 sends 200 requests on time; w1 sends 200, each 20 ms late, and

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from connbench import results as R
+from connbench.contract import GENERATOR_BROKEN, GENERATOR_END, GENERATOR_LOST
 from connbench.expand import Cell
 from connbench.predict import predict
 from connbench.project import Project
@@ -30,7 +31,7 @@ PhaseCallback = Callable[[str, float], None]
 class CellRunner:
     def __init__(self, cell: Cell, paths: CellPaths, server: PostgresServer, sup: Supervisor,
                  user: RunAs | None, on_phase: PhaseCallback | None = None, sample_interval: float = 0.1,
-                 locust_processes: int = 1, faults: list[Fault] | None = None, seed: int = 0,
+                 faults: list[Fault] | None = None, seed: int = 0,
                  calibration: dict[str, R.ConnectCost] | None = None, project: Project | None = None,
                  generator: GeneratorSpec | None = None):
         self.project = project or Project()
@@ -41,7 +42,6 @@ class CellRunner:
         self.paths = paths
         self.sup = sup
         self.on_phase = on_phase or (lambda name, seconds: None)
-        self.locust_processes = locust_processes
         self.faults = faults or []
         self.seed = seed  # the open model's schedule: scenario.seed + repeat, so repeats differ but rerun alike
         self.stack = Stack(self.k, server, sup, user, paths, sample_interval, project=self.project,
@@ -73,8 +73,8 @@ class CellRunner:
         for stale in (self.paths.requests, self.paths.connections, self.paths.db, self.paths.pgbouncer,
                       self.paths.processes, self.paths.events):
             stale.unlink(missing_ok=True)  # a rerun of a failed cell starts clean
-        for raw in self.paths.locust_raw.glob("requests-*.csv"):
-            raw.unlink()  # an earlier attempt's per-process logs would be merged with this one's
+        for raw in self.paths.locust_raw.glob("*.csv"):
+            raw.unlink()  # an earlier attempt's request logs and worker reports would be merged with this one's
         t_cell = time.time()
         self._save()
         measured = 0.0
@@ -132,13 +132,14 @@ class CellRunner:
     def _load(self) -> float:
         k, gen = self.k, self.generator
         t_begin = self._begin("warmup", k.warmup)
-        shares = load_shares(self.locust_processes, gen)
+        shares = load_shares(gen)
         load = load_config(k, [d.url for d in self.stack.dynos], self.paths, shares, self.seed, self.project)
-        cfg = locust_config(k, self.locust_processes, self.project, gen)
+        cfg = locust_config(k, self.project, gen)
         run = self._locust = locust.start(cfg, load, self.sup, self.paths, self.stack.root)
         self.stack.track("locust", [{"pid": p.pid, "tree": True} for p in run.procs])
-        self.doc.services.locust = {"processes": shares, **({"workers": gen.workers, "remote": gen.remote,
-                                                             "master": run.address} if gen.workers else {})}
+        # processes: Locust's load-generating processes on this machine (the sampler's locust CPU is theirs)
+        self.doc.services.locust = {"processes": max(1, gen.local), **({"workers": gen.workers, "remote": gen.remote,
+                                                                        "master": run.address} if gen.workers else {})}
         if gen.remote:
             self.on_phase(f"waiting for {gen.remote} remote Locust worker(s): `connbench worker --master "
                           f"{run.address}`", gen.wait_s)
@@ -165,19 +166,27 @@ class CellRunner:
         return t_end - t_begin
 
     def _wait_load(self, run: locust.LocustRun, deadline: float) -> int:
-        """Wait for the master to finish; a worker it loses on the way is an event, and fails the cell unless
-        the scenario says to go on ([generator] on_worker_lost)."""
-        seen = 0
+        """Wait for the master to finish. What it says of its workers becomes events: a worker lost on the way
+        fails the cell unless the scenario says to go on ([generator] on_worker_lost); workers not as expected, or
+        rows missing at the end, always fail it, and so does a master that ended before it ended the run."""
+        seen, ended = 0, not self.generator.workers
         while True:
             rc = self.sup.wait(run.master, timeout=0.25)
-            lost = locust.lost_workers(self.paths, seen)
-            for t, kind, detail in lost:
-                self._event(kind, detail, t)
-            seen += len(lost)
-            if lost and self.generator.on_worker_lost == "fail":
-                raise ServiceError(f"Locust worker {lost[0][2]} mid-test; the cell fails "
-                                   "([generator] on_worker_lost = \"continue\" goes on without it)")
+            news = locust.generator_events(self.paths, seen)
+            seen += len(news)
+            for t, kind, detail in news:
+                if kind != GENERATOR_END:
+                    self._event(kind, detail, t)
+                ended = ended or kind == GENERATOR_END
+                if kind == GENERATOR_BROKEN:
+                    raise ServiceError(f"Locust's workers: {detail}")
+                if kind == GENERATOR_LOST and self.generator.on_worker_lost == "fail":
+                    raise ServiceError(f"Locust worker {detail} mid-test; the cell fails "
+                                       "([generator] on_worker_lost = \"continue\" goes on without it)")
             if rc is not None:
+                if rc == 0 and not ended:
+                    raise ServiceError("the Locust master stopped before the run time was over (every worker "
+                                       f"gone?); log: {self.paths.locust_log}")
                 return rc
             if time.time() > deadline:
                 raise ServiceError(f"locust did not finish within its run time + 60 s (log: {self.paths.locust_log})")

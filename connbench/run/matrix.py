@@ -101,7 +101,7 @@ def git_commit() -> dict:
 
 class MatrixRunner:
     def __init__(self, scenario: Scenario, run_dir: Path, *, resume: bool = False, console: Console | None = None,
-                 sample_interval: float = 0.1, locust_processes: int = 1, argv: list[str] | None = None,
+                 sample_interval: float = 0.1, argv: list[str] | None = None,
                  keep_data: bool = False, external: ExternalServer | None = None):
         self.keep_data = keep_data
         self.external = external  # --database-url: the one server, never started or stopped by the run
@@ -110,7 +110,6 @@ class MatrixRunner:
         self.resume = resume
         self.console = console or Console(stderr=True)
         self.sample_interval = sample_interval
-        self.locust_processes = locust_processes
         self.argv = argv or sys.argv
         self.sup = Supervisor(self.paths.pids)  # its PrivateDir is made when the run starts
         self.user = service_user()
@@ -274,7 +273,6 @@ class MatrixRunner:
                         else:
                             runner = CellRunner(cell, paths, server, self.sup, self.user, on_phase=ticker.phase,
                                                 sample_interval=self.sample_interval,
-                                                locust_processes=self.locust_processes,
                                                 faults=self.scenario.faults_for(cell),
                                                 seed=self.scenario.meta.seed + cell.repeat,
                                                 project=self.scenario.project, generator=self.scenario.generator,

@@ -69,19 +69,18 @@ def load_config(k: Knobs, targets: list[str], paths: CellPaths, processes: int =
                       schedule_s=k.warmup + k.duration, seed=seed, processes=processes)
 
 
-def load_shares(processes: int, gen: GeneratorSpec | None) -> int:
+def load_shares(gen: GeneratorSpec | None) -> int:
     """How many Locust processes generate load (the open model's schedule is split over them)."""
-    return gen.workers if gen is not None and gen.workers else processes
+    return gen.workers if gen is not None and gen.workers else 1
 
 
-def locust_config(k: Knobs, processes: int, project: Project | None = None,
-                  gen: GeneratorSpec | None = None) -> LocustConfig:
+def locust_config(k: Knobs, project: Project | None = None, gen: GeneratorSpec | None = None) -> LocustConfig:
     mine = project.locustfile if project else None
     run_time = max(1, math.ceil(k.warmup + k.duration))  # never shorter than the windows it covers
-    shares = load_shares(processes, gen)
-    # [generator] workers: a master and its workers, instead of Locust's --processes
+    shares = load_shares(gen)
+    # [generator] workers: a master and its workers; else one Locust process
     dist = {"local_workers": gen.local, "expect_workers": gen.workers, "bind": gen.bind, "port": gen.port,
-            "wait_s": gen.wait_s, "processes": 1} if gen is not None and gen.workers else {"processes": processes}
+            "wait_s": gen.wait_s} if gen is not None and gen.workers else {}
     if k.open_model:  # one dispatcher per process; the schedule, not users, sets the load
         return LocustConfig(users=shares, spawn_rate=shares, run_time_s=run_time, user_class="OpenUser",
                             stop_timeout_s=LoadConfig.drain_s + 5, **dist)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from connbench.contract import GENERATOR_ENV
+from connbench.expand import Scenario
+from connbench.sections import GeneratorSpec
 from connbench.services import locust
 from connbench.services.postgres import project_root
-from connbench.services.procs import Supervisor
+from connbench.services.procs import Supervisor, free_port
 from connbench.spec import ScenarioError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
@@ -43,6 +46,31 @@ def parse_master(value: str, allow_remote: bool) -> tuple[str, int]:
     return host, int(port)
 
 
+def generator_for(scen: Scenario, workers: int | None, locust_processes: int) -> GeneratorSpec:
+    """The scenario's [generator] with --generator-workers (or --locust-processes: N local workers) applied,
+    its address checked; a ScenarioError (exit 2) says what is wrong before anything starts."""
+    if locust_processes > 1 and (workers is not None or scen.generator.workers):
+        raise ScenarioError("--locust-processes and [generator] workers (or --generator-workers): choose one")
+    workers = workers if workers is not None else (locust_processes if locust_processes > 1 else None)
+    gen = scen.generator
+    if workers is not None:
+        try:
+            gen = gen.with_workers(workers)
+        except ValueError as e:
+            raise ScenarioError(f"--generator-workers {workers}: {e}") from None
+    if gen.workers:
+        try:  # an address this machine does not have fails here, not in every cell
+            free_port(gen.bind)
+        except OSError as e:
+            raise ScenarioError(f"{scen.path}: generator.bind {gen.bind}: cannot listen there ({e.strerror}); "
+                                "give an address of this machine") from None
+    return gen
+
+
+def _hangup(*_a):
+    raise KeyboardInterrupt
+
+
 def run(master: str, name: str | None, locustfile: str | None, once: bool, allow_remote: bool,
         say: Callable[[str], None], log_dir: Path) -> int:
     host, port = parse_master(master, allow_remote)
@@ -54,7 +82,11 @@ def run(master: str, name: str | None, locustfile: str | None, once: bool, allow
     name = name or f"{os.uname().nodename.split('.')[0]}-{os.getpid()}"
     env = {**os.environ, GENERATOR_ENV: name, "PYTHONPATH": str(root)}
     env.pop("CONNBENCH_LOAD", None)  # the master's settings, never this machine's
-    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WorkerError(f"--reports: cannot write its logs to {log_dir} ({e.strerror})") from None
+    signal.signal(signal.SIGHUP, _hangup)  # a closed terminal stops it as Ctrl-C does: its Locust with it
     sup = Supervisor()
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     cmd = locust.worker_command(address, str(Path(locustfile).absolute()) if locustfile else None, root)

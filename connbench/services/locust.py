@@ -12,6 +12,7 @@ from pathlib import Path
 from subprocess import Popen
 
 from connbench.contract import (
+    GENERATOR_ENV,
     GENERATOR_EVENTS_FILE,
     GENERATORS_COLUMNS,
     GENERATORS_FILE,
@@ -31,12 +32,11 @@ class LocustConfig:
     users: int
     spawn_rate: float
     run_time_s: int  # warm-up + measure, as one Locust run
-    processes: int = 1
     user_class: str | None = "AppUser"  # AppUser: closed model; OpenUser: one per process; None: your file's
     locustfile: str | None = None  # yours: connbench's request log (locustfiles/logonly.py) rides along
     stop_timeout_s: float = 5  # how long users may finish what they are doing when the run time ends
     # Locust's master/worker mode ([generator]): the master waits for expect_workers, local_workers of them
-    # started here; 0: one Locust process (or --processes).
+    # started here; 0: one Locust process.
     expect_workers: int = 0
     local_workers: int = 0
     bind: str = "127.0.0.1"
@@ -87,9 +87,7 @@ def start(cfg: LocustConfig, load: LoadConfig, sup: Supervisor, paths: CellPaths
         "--loglevel", "WARNING",
         *([cfg.user_class] if cfg.user_class else []),
     ]  # fmt: skip
-    if cfg.processes > 1:
-        cmd += ["--processes", str(cfg.processes)]
-    if cfg.expect_workers or cfg.processes > 1:  # a master: it ends the run itself, waiting for its workers
+    if cfg.expect_workers:  # a master: it ends the run itself, waiting for its workers
         i = cmd.index("--run-time")
         del cmd[i:i + 2]
         load = replace(load, run_time_s=float(cfg.run_time_s))
@@ -102,7 +100,8 @@ def start(cfg: LocustConfig, load: LoadConfig, sup: Supervisor, paths: CellPaths
             "--expect-workers", str(cfg.expect_workers), "--expect-workers-max-wait", f"{cfg.wait_s:g}"]
     run = LocustRun(sup.spawn("locust", cmd, log=paths.locust_log, env=env, cwd=root),
                     address=f"[{cfg.bind}]:{port}" if ":" in cfg.bind else f"{cfg.bind}:{port}")
-    worker_env = {k: v for k, v in env.items() if k != LOAD_ENV}  # a worker's settings are the master's
+    # a worker's settings are the master's, and its name the master's too (by its share)
+    worker_env = {k: v for k, v in env.items() if k not in (LOAD_ENV, GENERATOR_ENV)}
     try:
         for i in range(cfg.local_workers):
             run.workers.append(sup.spawn(f"locust-worker-{i}", worker_command(run.address, cfg.locustfile, root),
@@ -150,8 +149,8 @@ def _connected(log: Path) -> str:
     return f"{found[-1][0]} of {found[-1][1]}" if found else "none"
 
 
-def lost_workers(paths: CellPaths, seen: int) -> list[tuple[float, str, str]]:
-    """Workers the master lost mid-test (its generator-events.csv), after the first `seen`."""
+def generator_events(paths: CellPaths, seen: int) -> list[tuple[float, str, str]]:
+    """What the master said of its workers (its generator-events.csv), after the first `seen`."""
     path = paths.locust_raw / GENERATOR_EVENTS_FILE
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -188,16 +187,19 @@ def merge_generators(paths: CellPaths) -> int:
     """The workers' own CPU (the master's generators.csv) into processes.csv as component locust-worker.
     Called once the sampler has stopped: processes.csv is then complete, and rewritten whole."""
     src = paths.locust_raw / GENERATORS_FILE
-    if not src.exists():
-        return 0
-    with open(src, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        if tuple(next(reader, ())) != GENERATORS_COLUMNS:
-            raise ServiceError(f"{src}: unexpected columns")
-        mine = [r for r in reader if len(r) == len(GENERATORS_COLUMNS)]
+    try:
+        with open(src, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = tuple(next(reader, ()))
+            mine = [r for r in reader if len(r) == len(GENERATORS_COLUMNS)] if header == GENERATORS_COLUMNS else []
+    except OSError:
+        mine = []  # no master
+    if not mine:
+        return 0  # or one killed before its first report: nothing to add
     named = dict(zip(GENERATORS_COLUMNS, range(len(GENERATORS_COLUMNS)), strict=True))
-    extra = [(r[named["t"]], "locust-worker", "", r[named["pid"]], r[named["cpu_seconds"]], r[named["rss_bytes"]],
-              r[named["generator"]]) for r in mine]
+    # on the master's clock (this machine's, the measure window's), not the worker's: a remote clock may be off
+    extra = [(r[named["t_master"]], "locust-worker", "", r[named["pid"]], r[named["cpu_seconds"]],
+              r[named["rss_bytes"]], r[named["generator"]]) for r in mine]
     rows: list = []
     if paths.processes.exists():
         with open(paths.processes, newline="", encoding="utf-8") as fh:
