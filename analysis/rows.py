@@ -34,7 +34,15 @@ def window_rows(cell: CellData) -> pd.DataFrame:
 
 
 def measured_requests(cell: CellData) -> pd.DataFrame:
-    """Requests sent inside the measure window (dropped ones left out), with a `failed` flag and an `err` class."""
+    """Requests sent inside the measure window (dropped ones left out), with a `failed` flag and an `err` class.
+    Computed once per cell (with its files, in CellData's cache): every figure reads it, none changes it."""
+    cache = cell.__dict__.setdefault("_csv", {})
+    if "_measured" not in cache:
+        cache["_measured"] = _measured(cell)
+    return cache["_measured"]
+
+
+def _measured(cell: CellData) -> pd.DataFrame:
     req = window_rows(cell)
     req = req[~is_dropped(req) & req["latency_ms"].notna()].copy()
     cls = req["error_class"].astype(str).str.strip()

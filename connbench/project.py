@@ -103,6 +103,12 @@ def resolve(app: AppSpec | None, load: LoadSpec | None, scenario_path: Path) -> 
                    load_paths=paths, locustfile=locustfile)
 
 
+def redact_password(text: str) -> str:
+    """A password in a URL's userinfo, in a conninfo string's password=... or a URL's ?password=..., as ***."""
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", r"\1***", text, flags=re.IGNORECASE)
+
+
 def redact_scenario(raw: dict) -> dict:
     """The scenario as recorded and hashed: [app] env values left out (they may hold secrets), their names
     kept; a password in [server] url redacted. Hashing the raw text would let a weak password be guessed
@@ -112,7 +118,5 @@ def redact_scenario(raw: dict) -> dict:
     if isinstance(app, dict) and isinstance(app.get("env"), dict):
         out["app"] = {**app, "env": {k: "<not recorded>" for k in app["env"]}}
     if isinstance(server, dict) and isinstance(server.get("url"), str):
-        url = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", server["url"])
-        url = re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", r"\1***", url, flags=re.IGNORECASE)
-        out["server"] = {**server, "url": url}
+        out["server"] = {**server, "url": redact_password(server["url"])}
     return out

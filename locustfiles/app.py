@@ -79,6 +79,12 @@ class AppUser(FastHttpUser):
         self.client.get(self.base + path, name=name, context=self.ctx)
 
 
+def _abandon(waiting: dict[int, dict]) -> None:
+    for ctx in list(waiting.values()):
+        ctx["state"]["abandoned"] = True  # an inner dict: Locust copies the context, not this
+        requestlog.unanswered(ctx)
+
+
 class OpenUser(FastHttpUser):
     """Open model: one per Locust process sends its share of a schedule drawn from the seed, each request
     in its own greenlet through the user's connection pool (so Locust's own stats see every request).
@@ -104,23 +110,31 @@ class OpenUser(FastHttpUser):
         picks = rng.choices(NAMES, weights=WEIGHTS, k=len(offsets))
         out = gevent.pool.Pool(LOAD.max_in_flight)
         waiting: dict[int, dict] = {}  # requests in flight: their context
-        origin = time.time()
-        for i, (offset, endpoint) in enumerate(zip(offsets, picks, strict=True)):
-            intended = origin + offset
-            delay = intended - time.time()
-            if delay > 0:
-                gevent.sleep(delay)
-            dyno = (share + i * shares) % len(TARGETS)
-            if out.full():
-                requestlog.dropped(intended, ENDPOINTS[endpoint][1], dyno)
-                continue
-            out.spawn(self._send, endpoint, {"dyno": dyno, "t_intended": intended, "state": {}}, waiting)
-        # The schedule is over (so is Locust's run time): requests still queued are the finding, so wait
-        # for them (--stop-timeout lets this task finish); what is still out then is logged, not lost.
-        if not out.join(timeout=LOAD.drain_s):
-            for ctx in list(waiting.values()):
-                ctx["state"]["abandoned"] = True  # an inner dict: Locust copies the context, not this
-                requestlog.unanswered(ctx)
+        origin, done = time.time(), 0
+        try:
+            for i, (offset, endpoint) in enumerate(zip(offsets, picks, strict=True)):
+                intended = origin + offset
+                delay = intended - time.time()
+                if delay > 0:
+                    gevent.sleep(delay)
+                dyno = (share + i * shares) % len(TARGETS)
+                done = i + 1
+                if out.full():
+                    requestlog.dropped(intended, ENDPOINTS[endpoint][1], dyno)
+                    continue
+                out.spawn(self._send, endpoint, {"dyno": dyno, "t_intended": intended, "state": {}}, waiting)
+            # The schedule is over (so is Locust's run time): requests still queued are the finding, so wait
+            # for them (--stop-timeout lets this task finish); what is still out then is logged, not lost.
+            if not out.join(timeout=LOAD.drain_s):
+                _abandon(waiting)
+        except gevent.GreenletExit:
+            # stopped first (a generator too far behind its schedule for the stop timeout): what it never sent is
+            # dropped, what is out unanswered, each a row; never lost
+            for j in range(done, len(offsets)):
+                requestlog.dropped(origin + offsets[j], ENDPOINTS[picks[j]][1], (share + j * shares) % len(TARGETS))
+            _abandon(waiting)
+            out.kill(block=True, timeout=1)
+            raise
         raise StopUser()
 
     def _send(self, endpoint, ctx, waiting):

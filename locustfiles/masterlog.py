@@ -9,6 +9,7 @@ cannot number shares. A worker lost mid-test is an event; the harness decides wh
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import time
 
@@ -31,6 +32,8 @@ from connbench.contract import (
 )
 
 FINAL_GRACE_S = 15.0  # after the workers' stop timeout: how long the master waits for their last rows
+SILENT_S = 10.0  # a worker sends every second: one silent this long after the start is not logging
+logger = logging.getLogger(__name__)
 
 
 def _csv(path: str, header: tuple):
@@ -53,6 +56,8 @@ class MasterLog:
         self.lost: set[str] = set()
         self.final: set[str] = set()  # workers whose rows and Locust's last statistics are all in
         self.bad: set[str] = set()
+        self.heard: set[str] = set()
+        self.started = 0.0
         self.active = False  # from the test's start to the run time's end: a worker gone then is lost
         self.ramp: gevent.Greenlet | None = None
         runner.register_message(ROWS_MESSAGE, self.on_rows)
@@ -73,11 +78,18 @@ class MasterLog:
         for share, node in enumerate(self.workers):
             self.runner.server.send_to_client(Message(SHARE_MESSAGE, {"share": share, "shares": len(self.workers)},
                                                       node))
-        self.active = True
+        self.active, self.started = True, time.monotonic()
         self.ramp = gevent.getcurrent()  # Locust's runner.start fires test_start, then ramps users up in it
+        # Locust redistributes users when a worker joins, quits or is dropped after going missing: a late joiner
+        # would take users without a share, a lost worker's users would reappear elsewhere unannounced, and a
+        # spawn could follow the stop. The users stay where the test started them; a loss is an event.
+        self.runner.start = self._no_rebalance
         gevent.spawn(self._watch)
         if run_time_s:
             gevent.spawn(self.end_after, run_time_s)
+
+    def _no_rebalance(self, *_a, **_kw) -> None:
+        logger.info("connbench: users are not redistributed after the start (a lost worker's load stays lost)")
 
     def _name(self, node: str, wanted: str | None = None) -> str:
         if node not in self.names:
@@ -93,6 +105,13 @@ class MasterLog:
             return  # a worker that joined after the start carries no load: it sends nothing that counts
         name = self._name(node, str(data.get("generator") or "") or None)
         width = len(REQUESTS_COLUMNS) - 1
+        self.heard.add(node)
+        if data.get("share") != self.workers.index(node):
+            if node not in self.bad:
+                self.bad.add(node)
+                self.event(GENERATOR_BROKEN, f"{name} did not get its share of the load before its users "
+                                             "started: its schedule would overlap another's")
+            return
         if data.get("v") != ROWS_PROTOCOL or any(len(row) != width for row in data["rows"]):
             if node not in self.bad:
                 self.bad.add(node)
@@ -126,6 +145,9 @@ class MasterLog:
         deadline = time.monotonic() + (self.runner.environment.stop_timeout or 0) + FINAL_GRACE_S
         while not set(present) <= self.final and time.monotonic() < deadline:
             gevent.sleep(0.1)
+            for node in [n for n in present if n not in self.final and self._gone(n)]:
+                present.remove(node)  # died at the end: lost, as mid-test (on_worker_lost decides)
+                self._lose(node)
         missing = [self._name(n) for n in present if n not in self.final]
         if missing:
             self.event(GENERATOR_BROKEN, f"no last rows from {', '.join(missing)} within its stop timeout + "
@@ -138,11 +160,22 @@ class MasterLog:
         while True:
             gevent.sleep(0.25)
             for node in self.workers:
-                client = self.runner.clients.get(node)
-                if self.active and node not in self.lost and (client is None or client.state == STATE_MISSING):
-                    self.lost.add(node)
-                    why = "quit" if client is None else "stopped sending heartbeats"
-                    self.event(GENERATOR_LOST, f"{self._name(node)} {why}")
+                if self.active and self._gone(node):
+                    self._lose(node)
+            silent = [n for n in self.workers if n not in self.heard | self.lost | self.bad]
+            if self.active and silent and time.monotonic() - self.started > SILENT_S:
+                self.bad.update(silent)  # its request hook never started: a different connbench, an error
+                self.event(GENERATOR_BROKEN, f"{', '.join(self._name(n) for n in silent)} sent nothing in "
+                                             f"{SILENT_S:g} s of load (see its log)")
+
+    def _gone(self, node: str) -> bool:
+        client = self.runner.clients.get(node)
+        return node not in self.lost and (client is None or client.state == STATE_MISSING)
+
+    def _lose(self, node: str) -> None:
+        self.lost.add(node)
+        why = "quit" if self.runner.clients.get(node) is None else "stopped sending heartbeats"
+        self.event(GENERATOR_LOST, f"{self._name(node)} {why}")
 
     def close(self) -> None:
         for fh, _ in (self._req, self._gen, self._events):

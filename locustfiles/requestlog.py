@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import time
 
@@ -120,12 +121,16 @@ class RequestLog:
     def _send(self, final: bool = False) -> None:
         if self.name == LOCAL:  # a worker: named by you (`connbench worker --name`), else by the master
             self.name = os.environ.get(GENERATOR_ENV, "")
-        rows = self._rows[:]
+        rows, self._rows = self._rows, []
         ct = self._me.cpu_times()
         usage = [time.time(), round(ct.user + ct.system, 4), self._me.memory_info().rss]
-        self.runner.send_message(ROWS_MESSAGE, {"v": ROWS_PROTOCOL, "generator": self.name, "pid": os.getpid(),
-                                                "rows": rows, "usage": usage, "final": final})
-        del self._rows[:len(rows)]  # only once sent: a failed send keeps them for the next batch
+        try:
+            self.runner.send_message(ROWS_MESSAGE, {
+                "v": ROWS_PROTOCOL, "generator": self.name, "pid": os.getpid(), "rows": rows, "usage": usage,
+                "final": final, "share": _share[0] if _share else None})
+        except Exception:
+            self._rows[:0] = rows  # a failed send keeps them, in order, for the next batch
+            raise
 
     def close(self) -> None:
         if self._fh is not None and not self._fh.closed:  # a worker sent its last rows when the test stopped
@@ -230,6 +235,7 @@ def _stop_worker(environment, **_kw) -> None:
     global stopped
     stopped = True
     runner = environment.runner
+    runner.start_worker = lambda *_a, **_kw: None  # a "spawn" still on its way after the stop starts no one
     runner.stop()  # fires test_stop: the rows are sent
     runner._send_stats()  # Locust's own final report (a private method: locust is pinned below 3)
     if _log is not None:
@@ -239,4 +245,7 @@ def _stop_worker(environment, **_kw) -> None:
 def _send_loop(log: RequestLog) -> None:
     while True:
         gevent.sleep(_SEND_EVERY_S)
-        log.flush()
+        try:
+            log.flush()
+        except Exception as e:  # noqa: BLE001 - the rows stay; the next batch tries again
+            logging.getLogger(__name__).warning("connbench: rows not sent to the master yet: %s", e)

@@ -12,6 +12,7 @@ from django.db import connection
 from django.http import HttpResponseBadRequest, JsonResponse
 
 from target_app.bench.models import SEED_ROWS, Item
+from target_app.views import sleep_in_db, slow_ms
 
 
 async def db_read(request):
@@ -25,19 +26,11 @@ async def db_write(request):
     return JsonResponse({"updated": updated, "id": pk})
 
 
-def _sleep(ms: int) -> None:
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_sleep(%s)", [ms / 1000.0])
-
-
 async def db_slow(request):
-    try:
-        ms = int(request.GET.get("ms", "50"))
-    except ValueError:
-        return HttpResponseBadRequest("ms must be an integer")
-    if not 0 <= ms <= 60_000:
-        return HttpResponseBadRequest("ms must be between 0 and 60000")
-    await sync_to_async(_sleep)(ms)
+    ms = slow_ms(request)
+    if isinstance(ms, HttpResponseBadRequest):
+        return ms
+    await sync_to_async(sleep_in_db)(ms)
     return JsonResponse({"slept_ms": ms})
 
 

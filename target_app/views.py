@@ -25,15 +25,27 @@ def db_write(request):
     return JsonResponse({"updated": updated, "id": pk})
 
 
-def db_slow(request):
+def slow_ms(request) -> int | HttpResponseBadRequest:
+    """/db/slow's ?ms=: milliseconds to hold the connection in pg_sleep, or the 400 that says what is allowed."""
     try:
         ms = int(request.GET.get("ms", "50"))
     except ValueError:
         return HttpResponseBadRequest("ms must be an integer")
     if not 0 <= ms <= 60_000:
         return HttpResponseBadRequest("ms must be between 0 and 60000")
+    return ms
+
+
+def sleep_in_db(ms: int) -> None:
     with connection.cursor() as cur:
         cur.execute("SELECT pg_sleep(%s)", [ms / 1000.0])
+
+
+def db_slow(request):
+    ms = slow_ms(request)
+    if isinstance(ms, HttpResponseBadRequest):
+        return ms
+    sleep_in_db(ms)
     return JsonResponse({"slept_ms": ms})
 
 

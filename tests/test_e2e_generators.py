@@ -53,6 +53,13 @@ users = 4
 id = "open"
 arrival_rate = {rate}
 arrival = "uniform"
+
+# every user waits 1.5 s on the database when the run time ends: Locust's own end (quit, then 0.5 s) would
+# lose those requests' rows and statistics
+[[matrix.include]]
+id = "slow"
+users = 8
+mix = {{ read = 0, slow = 1, slow_ms = 1500 }}
 """
 
 
@@ -99,7 +106,7 @@ def run(tmp_path_factory):
     return run_dir, out
 
 
-@pytest.mark.parametrize("cell_id", ["closed", "open"])
+@pytest.mark.parametrize("cell_id", ["closed", "open", "slow"])
 def test_rows_travel_to_the_master_and_equal_locusts_total(run, cell_id):
     run_dir, worker_out = run
     cell_dir = run_dir / "cells" / cell_id
@@ -108,7 +115,7 @@ def test_rows_travel_to_the_master_and_equal_locusts_total(run, cell_id):
     by = {g: sum(r["generator"] == g for r in rows) for g in {r["generator"] for r in rows}}
     assert set(by) == {"w0", "far"} or set(by) == {"w1", "far"}, by  # one local worker (by index), one remote
     assert min(by.values()) > 0.3 * len(rows), by  # both carried a share
-    assert "worker far: test 2 ended" in worker_out  # it rejoined the second cell's master
+    assert "worker far: test 3 ended" in worker_out  # it rejoined each cell's master
     doc = read_json(cell_dir / "cell.json")
     assert doc["services"]["locust"]["workers"] == 2 and doc["services"]["locust"]["remote"] == 1
     procs = cell_data(run_dir, cell_id).csv("processes.csv")
@@ -152,18 +159,24 @@ def _kill_a_worker_mid_measure(proc: subprocess.Popen, run_dir: Path, expected: 
     """Wait (with a deadline) for the measure window and every worker's first rows, then SIGKILL one worker."""
     cell_dir, deadline = run_dir / "cells" / "default", time.monotonic() + 120
     while time.monotonic() < deadline:
-        events = (cell_dir / "events.csv").read_text() if (cell_dir / "events.csv").exists() else ""
+        measure = _measure_begins(cell_dir)
         workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if _is_worker(p)]
-        gens = (cell_dir / "locust" / "raw" / "generators.csv")
-        named = {line.split(",")[1] for line in gens.read_text().splitlines()[1:]} if gens.exists() else set()
-        if "phase_begin:measure" in events and len(workers) == expected and len(named) == expected:
-            time.sleep(1.0)
+        gens = cell_dir / "locust" / "raw" / "generators.csv"
+        named = {r[1] for r in csv.reader(gens.read_text().splitlines()[1:]) if len(r) == 6} if gens.exists() else set()
+        if measure is not None and time.time() > measure + 1 and len(workers) == expected and len(named) == expected:
             victim = workers[0].pid
             os.kill(victim, signal.SIGKILL)
             return victim, time.time()
         assert proc.poll() is None, "the run ended before the measure window"
         time.sleep(0.1)
     raise AssertionError(f"no measure window with {expected} workers within 120 s")
+
+
+def _measure_begins(cell_dir: Path) -> float | None:
+    """When the measure window begins (events.csv: written when Locust starts, with the warm-up's end)."""
+    path = cell_dir / "events.csv"
+    rows = list(csv.reader(path.read_text().splitlines())) if path.exists() else []
+    return next((float(r[0]) for r in rows if len(r) == 3 and r[1] == "phase_begin:measure"), None)
 
 
 def _is_worker(p: psutil.Process) -> bool:
@@ -208,4 +221,31 @@ def test_a_worker_killed_mid_measure_is_an_event_and_fails_the_cell_unless_told(
         summary = next(csv.DictReader(open(run_dir / "summary.csv", newline="")))
         assert summary["generators_lost"] == "1" and name in summary["generators_lost_names"]
         assert f"Locust worker(s) lost mid-test: {name}" in (run_dir / "index.html").read_text()
+    assert_no_leftovers(run_dir)
+
+
+def test_workers_that_never_come_fail_the_cell_saying_how_to_start_them(tmp_path):
+    """A remote worker nobody starts: the master gives up after wait_s, and the message says what to run."""
+    port = fixed_port()
+    path = write_scenario(tmp_path / "alone.toml", f"""
+[scenario]
+name = "alone"
+[defaults]
+users = 2
+warmup = 0.5
+duration = 2
+cooldown = 0.5
+[generator]
+workers = 2
+remote = 1
+port = {port}
+wait_s = 3
+""")
+    run_dir = tmp_path / "run"
+    res = subprocess.run([*CLI, "run", str(path), "--run-dir", str(run_dir)], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert res.returncode == 1, res.stdout + res.stderr
+    cell = cell_data(run_dir, "default")
+    assert cell.status == "failed" and "gave up waiting for its 2 workers after 3 s" in cell.error
+    assert "1 of 2 connected" in cell.error and f"connbench worker --master 127.0.0.1:{port}" in cell.error
     assert_no_leftovers(run_dir)

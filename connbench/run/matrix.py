@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import re
 import shutil
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from rich.text import Text
 
 from connbench import results as R
 from connbench.expand import Cell, Scenario, redact_scenario
+from connbench.project import redact_password
 from connbench.results import RunPaths
 from connbench.run.cell import CellRunner, failed_to_start, load_cell_doc, skipped
 from connbench.services import pgbouncer as pgb
@@ -315,13 +315,8 @@ def _cell_line(n: int, total: int, doc: R.CellDoc) -> Text:
 
 
 def redact_argv(argv: list[str]) -> list[str]:
-    """A password on the command line never reaches the manifest: in a URL's userinfo, in a conninfo
-    string's password=..., or in a URL's ?password=... parameter."""
-    def one(a: str) -> str:
-        a = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", a)
-        a = re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", r"\1***", a, flags=re.IGNORECASE)
-        return a
-    return [one(a) for a in argv]
+    """A password on the command line never reaches the manifest."""
+    return [redact_password(a) for a in argv]
 
 
 class _PhaseTicker(threading.Thread):

@@ -121,7 +121,7 @@ def wait_started(run: LocustRun, paths: CellPaths, cfg: LocustConfig) -> float:
     def began() -> float | None:
         if run.master.poll() is not None and cfg.expect_workers and "Gave up waiting for workers" in _text(log):
             raise ServiceError(f"the Locust master gave up waiting for its {cfg.expect_workers} workers after "
-                               f"{cfg.wait_s:g} s ([generator] wait_s): {_connected(log)} connected"
+                               f"{cfg.wait_s:g} s ([generator] wait_s): {_connected(log, cfg.expect_workers)} connected"
                                + (f"; start each remote one with `connbench worker --master {run.address}`"
                                   if cfg.expect_workers > cfg.local_workers else "")
                                + f" (logs: {paths.locust})")
@@ -143,10 +143,10 @@ def _text(path: Path) -> str:
         return ""
 
 
-def _connected(log: Path) -> str:
-    """How many workers had connected, from the master's last "Waiting for workers" line."""
-    found = re.findall(r"(\d+) of (\d+) connected", _text(log))
-    return f"{found[-1][0]} of {found[-1][1]}" if found else "none"
+def _connected(log: Path, expected: int) -> str:
+    """How many workers had connected, from the master's last word on it (it logs each one ready)."""
+    found = re.findall(r"(\d+) (?:of \d+ connected|workers connected)", _text(log))
+    return f"{found[-1]} of {expected}" if found else f"0 of {expected}"
 
 
 def generator_events(paths: CellPaths, seen: int) -> list[tuple[float, str, str]]:
