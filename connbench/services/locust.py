@@ -119,6 +119,8 @@ def wait_started(run: LocustRun, paths: CellPaths, cfg: LocustConfig) -> float:
     timeout = 30.0 + (cfg.wait_s if cfg.expect_workers else 0.0)
 
     def began() -> float | None:
+        if any(w.poll() is not None for w in run.workers):  # a master giving up quits its workers first
+            wait_until(lambda: run.master.poll() is not None, 3.0)
         if run.master.poll() is not None and cfg.expect_workers and "Gave up waiting for workers" in _text(log):
             raise ServiceError(f"the Locust master gave up waiting for its {cfg.expect_workers} workers after "
                                f"{cfg.wait_s:g} s ([generator] wait_s): {_connected(log, cfg.expect_workers)} connected"
