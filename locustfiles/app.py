@@ -80,8 +80,12 @@ class AppUser(FastHttpUser):
 
 
 def _abandon(waiting: dict[int, dict]) -> None:
-    for ctx in list(waiting.values()):
-        ctx["state"]["abandoned"] = True  # an inner dict: Locust copies the context, not this
+    """Requests still out: each an `unanswered` row, once. Marked first (an inner dict: Locust copies the
+    context, not this), so one that answers while these rows are logged is not logged twice."""
+    out = [ctx for ctx in list(waiting.values()) if not ctx["state"].get("abandoned")]
+    for ctx in out:
+        ctx["state"]["abandoned"] = True
+    for ctx in out:
         requestlog.unanswered(ctx)
 
 
@@ -127,6 +131,7 @@ class OpenUser(FastHttpUser):
             # for them (--stop-timeout lets this task finish); what is still out then is logged, not lost.
             if not out.join(timeout=LOAD.drain_s):
                 _abandon(waiting)
+                out.kill(block=True, timeout=1)  # nothing of it may answer after this worker's last rows
         except gevent.GreenletExit:
             # stopped first (a generator too far behind its schedule for the stop timeout): what it never sent is
             # dropped, what is out unanswered, each a row; never lost

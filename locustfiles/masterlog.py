@@ -84,6 +84,11 @@ class MasterLog:
         # would take users without a share, a lost worker's users would reappear elsewhere unannounced, and a
         # spawn could follow the stop. The users stay where the test started them; a loss is an event.
         self.runner.start = self._no_rebalance
+        dispatcher = self.runner._users_dispatcher  # and inside this first start's ramp (a private attribute:
+        dispatcher.add_worker = dispatcher.remove_worker = self._no_rebalance  # locust is pinned below 3)
+        if self.runner.environment.shape_class is not None:
+            self.event(GENERATOR_BROKEN, "a LoadTestShape in your locustfile: with [generator] workers the load "
+                                         "each worker carries is fixed at the start; use one Locust process")
         gevent.spawn(self._watch)
         if run_time_s:
             gevent.spawn(self.end_after, run_time_s)
@@ -101,8 +106,13 @@ class MasterLog:
 
     def on_rows(self, environment, msg, **_kw) -> None:
         data, node = msg.data, msg.node_id
-        if self._req[0].closed or node not in self.workers:
-            return  # a worker that joined after the start carries no load: it sends nothing that counts
+        if self._req[0].closed:
+            return
+        if node not in self.workers:  # joined after the start: it gets no users, so it should send no rows
+            if data.get("rows") and self.active and node not in self.bad:
+                self.bad.add(node)
+                self.event(GENERATOR_BROKEN, "a Locust worker that joined after the start sent requests")
+            return
         name = self._name(node, str(data.get("generator") or "") or None)
         width = len(REQUESTS_COLUMNS) - 1
         self.heard.add(node)
@@ -145,7 +155,7 @@ class MasterLog:
         deadline = time.monotonic() + (self.runner.environment.stop_timeout or 0) + FINAL_GRACE_S
         while not set(present) <= self.final and time.monotonic() < deadline:
             gevent.sleep(0.1)
-            for node in [n for n in present if n not in self.final and self._gone(n)]:
+            for node in [n for n in present if n not in self.final and self._absent(n)]:
                 present.remove(node)  # died at the end: lost, as mid-test (on_worker_lost decides)
                 self._lose(node)
         missing = [self._name(n) for n in present if n not in self.final]
@@ -168,9 +178,12 @@ class MasterLog:
                 self.event(GENERATOR_BROKEN, f"{', '.join(self._name(n) for n in silent)} sent nothing in "
                                              f"{SILENT_S:g} s of load (see its log)")
 
-    def _gone(self, node: str) -> bool:
+    def _absent(self, node: str) -> bool:
         client = self.runner.clients.get(node)
-        return node not in self.lost and (client is None or client.state == STATE_MISSING)
+        return client is None or client.state == STATE_MISSING
+
+    def _gone(self, node: str) -> bool:
+        return node not in self.lost and self._absent(node)
 
     def _lose(self, node: str) -> None:
         self.lost.add(node)

@@ -19,8 +19,10 @@ import os
 import time
 
 import gevent
+import gevent.lock
 import psutil
 from locust import events
+from locust.exception import StopUser
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 from masterlog import MasterLog
 
@@ -64,6 +66,7 @@ class RequestLog:
             self._writer.writerow(REQUESTS_COLUMNS)
         self._rows: list[tuple] = []
         self._me = psutil.Process()
+        self._sending = gevent.lock.Semaphore()
 
     def on_request(self, request_type, name, response_time, response_length, response=None,
                    context=None, exception=None, start_time=None, url=None, **_kw):
@@ -107,7 +110,10 @@ class RequestLog:
     def _add(self, row: tuple) -> None:
         self._rows.append(row)
         if len(self._rows) >= _FLUSH_EVERY:
-            self.flush()
+            try:
+                self.flush()
+            except Exception as e:  # noqa: BLE001 - kept: the next batch sends them; a request never fails here
+                logging.getLogger(__name__).warning("connbench: rows not sent to the master yet: %s", e)
 
     def flush(self) -> None:
         if self.runner is not None:
@@ -121,16 +127,17 @@ class RequestLog:
     def _send(self, final: bool = False) -> None:
         if self.name == LOCAL:  # a worker: named by you (`connbench worker --name`), else by the master
             self.name = os.environ.get(GENERATOR_ENV, "")
-        rows, self._rows = self._rows, []
-        ct = self._me.cpu_times()
-        usage = [time.time(), round(ct.user + ct.system, 4), self._me.memory_info().rss]
-        try:
-            self.runner.send_message(ROWS_MESSAGE, {
-                "v": ROWS_PROTOCOL, "generator": self.name, "pid": os.getpid(), "rows": rows, "usage": usage,
-                "final": final, "share": _share[0] if _share else None})
-        except Exception:
-            self._rows[:0] = rows  # a failed send keeps them, in order, for the next batch
-            raise
+        with self._sending:  # one batch at a time: the final message never overtakes rows still on their way
+            rows, self._rows = self._rows, []
+            ct = self._me.cpu_times()
+            usage = [time.time(), round(ct.user + ct.system, 4), self._me.memory_info().rss]
+            try:
+                self.runner.send_message(ROWS_MESSAGE, {
+                    "v": ROWS_PROTOCOL, "generator": self.name, "pid": os.getpid(), "rows": rows, "usage": usage,
+                    "final": final, "share": _share[0] if _share else None})
+            except BaseException:  # a failed send, or this greenlet killed while Locust retried it
+                self._rows[:0] = rows  # kept, in order, for the next batch
+                raise
 
     def close(self) -> None:
         if self._fh is not None and not self._fh.closed:  # a worker sent its last rows when the test stopped
@@ -155,9 +162,12 @@ def config(environment) -> LoadConfig:
 
 
 def share(environment) -> tuple[int, int]:
-    """This process's share of the load: (i, n), i in 0..n-1."""
+    """This process's share of the load: (i, n), i in 0..n-1. A worker without one from the master (it joined
+    late) carries none: a user there stops at once instead of sending another's share."""
     if _share is not None:
         return _share
+    if isinstance(environment.runner, WorkerRunner):
+        raise StopUser()
     return 0, 1
 
 
