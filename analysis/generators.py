@@ -8,19 +8,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from analysis.load import CellData, RunData
-from analysis.rows import cpu_rates, measured_requests
+from analysis.rows import LAG_LIMIT_MS, SATURATION_PCT, cached, cpu_rates, lag_p99_ms, measured_requests
 from connbench import results as R
 from connbench.contract import GENERATOR_LOST
 
-SATURATION_PCT = 90.0  # as summarize's: one Locust process tops out at one core
-LAG_LIMIT_MS = 10.0
-
 
 def generator_rows(cell: CellData) -> list[dict[str, Any]]:
+    """One row per Locust process of the cell (summary_generators.csv's), once per cell."""
+    return cached(cell, "_generators", _generator_rows)
+
+
+def _generator_rows(cell: CellData) -> list[dict[str, Any]]:
     m = cell.phase("measure")
     if not cell.completed or not m or m[1] <= m[0]:
         return []
@@ -31,8 +32,7 @@ def generator_rows(cell: CellData) -> list[dict[str, Any]]:
     out = []
     for name in (n for n in names if n):
         mine = req[req["generator"].astype(str) == name]
-        lag = (mine["t_start"].to_numpy(float) - mine["t_intended"].to_numpy(float)) * 1000.0
-        lag_p99 = float(np.percentile(lag, 99, method="linear")) if lag.size else math.nan
+        lag_p99 = lag_p99_ms(mine)
         # one counter per worker process: a remote machine's pid may repeat one here, so keyed by the name too
         own = workers[workers["generator"].astype(str) == name].assign(component="w", dyno=name)
         cpu = cpu_rates(own, m).get("w", math.nan) if len(own) else math.nan

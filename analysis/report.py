@@ -25,6 +25,7 @@ from analysis.hockey_chart import draw_hockey
 from analysis.load import CellData, RunData, load_run
 from analysis.outputs import check_outputs, writing
 from analysis.probe_chart import draw_probe
+from analysis.rows import LAG_LIMIT_MS, SATURATION_PCT
 from analysis.summarize import summary_frame, summary_paths, write_summaries
 from analysis.timing_chart import draw_timing
 from connbench import results as R
@@ -176,8 +177,8 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
                 f"max_in_flight ({fmt(row.get('max_in_flight'))} per Locust process) requests were already out; "
                 "never sent, so not "
                 "counted as requests, failures or response times")
-        busiest = row.get("generator_busiest")
-        if not _missing(busiest) and not _missing(row.get("generator_cpu_max")) and row["generator_cpu_max"] >= 90:
+        busiest, top = row.get("generator_busiest"), row.get("generator_cpu_max")
+        if not _missing(busiest) and not _missing(top) and top >= SATURATION_PCT:
             add("warn", cid, f"Locust worker {busiest} saturated: it used {fmt(row['generator_cpu_max'])} % of a "
                 "core during measure (summary_generators.csv has every worker), so its share of the load was its "
                 "limit, not the app's: add workers ([generator] workers) or machines")
@@ -185,7 +186,7 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
             add("warn", cid, f"load generator saturated: Locust averaged {fmt(row.get('locust_cpu_per_proc'))} % "
                 f"of a core per process ({fmt(row.get('locust_procs'))} process(es)) during measure, so req/s may "
                 "be the generator's limit, not the app's (run with more Locust processes)")
-        if not _missing(row.get("generator_lag_p99_max")) and row["generator_lag_p99_max"] > 10:
+        if not _missing(row.get("generator_lag_p99_max")) and row["generator_lag_p99_max"] > LAG_LIMIT_MS:
             add("warn", cid, f"Locust worker {row.get('generator_laggiest')} fell behind the schedule: its lag p99 "
                 f"was {fmt(row['generator_lag_p99_max'])} ms")
         if not _missing(row.get("generators_lost")) and row["generators_lost"]:

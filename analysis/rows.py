@@ -13,6 +13,23 @@ from analysis.load import CellData
 from connbench import results as R
 from connbench.contract import DROPPED
 
+SATURATION_PCT = 90.0  # CPU of a Locust process (one core), or of the machine's cores: it set the pace
+LAG_LIMIT_MS = 10.0  # schedule lag p99 above this: the generator, not the app, limited the test
+
+
+def cached(cell: CellData, key: str, compute):
+    """compute(cell), once per cell, in CellData's cache with its files: every figure reads it, none changes it."""
+    cache = cell.__dict__.setdefault("_csv", {})
+    if key not in cache:
+        cache[key] = compute(cell)
+    return cache[key]
+
+
+def lag_p99_ms(req: pd.DataFrame) -> float:
+    """p99 of (t_start - t_intended) in ms over these requests: how late the generator sent them; NaN for none."""
+    lag = (req["t_start"].to_numpy(dtype=float) - req["t_intended"].to_numpy(dtype=float)) * 1000.0
+    return float(np.percentile(lag, 99, method="linear")) if lag.size else np.nan
+
 
 def _window(df: pd.DataFrame, col: str, w: tuple[float, float]) -> pd.DataFrame:
     return df[(df[col] >= w[0]) & (df[col] < w[1])]
@@ -34,12 +51,8 @@ def window_rows(cell: CellData) -> pd.DataFrame:
 
 
 def measured_requests(cell: CellData) -> pd.DataFrame:
-    """Requests sent inside the measure window (dropped ones left out), with a `failed` flag and an `err` class.
-    Computed once per cell (with its files, in CellData's cache): every figure reads it, none changes it."""
-    cache = cell.__dict__.setdefault("_csv", {})
-    if "_measured" not in cache:
-        cache["_measured"] = _measured(cell)
-    return cache["_measured"]
+    """Requests sent inside the measure window (dropped ones left out), with a `failed` flag and an `err` class."""
+    return cached(cell, "_measured", _measured)
 
 
 def _measured(cell: CellData) -> pd.DataFrame:

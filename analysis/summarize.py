@@ -92,16 +92,24 @@ from analysis.groups import groups_frame, with_intervals
 from analysis.growth import growth
 from analysis.load import CellData, RunData, load_run
 from analysis.outputs import check_outputs, writing
-from analysis.rows import connection_totals, cpu_rates, is_dropped, measured_requests, offered_rps, window_rows
+from analysis.rows import (
+    LAG_LIMIT_MS,
+    SATURATION_PCT,
+    connection_totals,
+    cpu_rates,
+    is_dropped,
+    lag_p99_ms,
+    measured_requests,
+    offered_rps,
+    window_rows,
+)
 from connbench import results as R
 
 PERCENTILES = {"lat_p50": 50, "lat_p90": 90, "lat_p95": 95, "lat_p99": 99, "lat_p999": 99.9}
 # Server-Timing parts; "outside" = service time minus the rest: the network, gunicorn, the client's own work
 TIMING_PARTS = ("connect", "pool", "db", "app", "outside")
 SERVICE_PERCENTILES = {"svc_p50": 50, "svc_p95": 95, "svc_p99": 99}
-SATURATION_PCT = 90.0
 LOCUST_CPU_WARNING = "CPU usage above"  # Locust's own warning, logged when its process passes 90 %
-LAG_LIMIT_MS = 10.0  # schedule lag p99 above this: the generator, not the app, limited the test
 # Rows that break another component's figure down (see the module docstring): reported, never added.
 BREAKDOWN = {"gunicorn-worker": "gunicorn-master"}
 SUMMARY_COLUMNS = R.SUMMARY_COLUMNS
@@ -144,9 +152,8 @@ def request_metrics(cell: CellData) -> dict[str, Any]:
     out["offered_rps"] = offered_rps(cell)
     out["achieved_rps"] = per_s(int((req["status"] > 0).sum()))
     out["dropped"] = int(is_dropped(window_rows(cell)).sum())
-    lag = (req["t_start"].to_numpy(dtype=float) - req["t_intended"].to_numpy(dtype=float)) * 1000.0
-    out["lag_p99_ms"] = _percentile(lag, 99)
-    out["generator_lagged"] = bool(out["lag_p99_ms"] > LAG_LIMIT_MS) if lag.size else None
+    out["lag_p99_ms"] = lag_p99_ms(req)
+    out["generator_lagged"] = bool(out["lag_p99_ms"] > LAG_LIMIT_MS) if len(req) else None
     lat = req["latency_ms"].to_numpy(dtype=float)
     for col, q in PERCENTILES.items():
         out[col] = _percentile(lat, q)

@@ -36,7 +36,7 @@ SILENT_S = 10.0  # a worker sends every second: one silent this long after the s
 logger = logging.getLogger(__name__)
 
 
-def _csv(path: str, header: tuple):
+def csv_file(path: str, header: tuple):
     fh = open(path, "w", newline="", encoding="utf-8")
     writer = csv.writer(fh)
     writer.writerow(header)
@@ -48,9 +48,9 @@ class MasterLog:
     def __init__(self, directory: str, runner, expected: int):
         os.makedirs(directory, exist_ok=True)
         self.runner, self.expected = runner, expected
-        self._req = _csv(os.path.join(directory, "requests-master.csv"), REQUESTS_COLUMNS)
-        self._gen = _csv(os.path.join(directory, GENERATORS_FILE), GENERATORS_COLUMNS)
-        self._events = _csv(os.path.join(directory, GENERATOR_EVENTS_FILE), ("t", "kind", "detail"))
+        self._req = csv_file(os.path.join(directory, "requests-master.csv"), REQUESTS_COLUMNS)
+        self._gen = csv_file(os.path.join(directory, GENERATORS_FILE), GENERATORS_COLUMNS)
+        self._events = csv_file(os.path.join(directory, GENERATOR_EVENTS_FILE), ("t", "kind", "detail"))
         self.workers: list[str] = []  # Locust node ids, in share order, fixed when the test starts
         self.names: dict[str, str] = {}
         self.lost: set[str] = set()

@@ -12,7 +12,6 @@ default) and Locust hands custom options to every worker when the test starts, b
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ import psutil
 from locust import events
 from locust.exception import StopUser
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
-from masterlog import MasterLog
+from masterlog import MasterLog, csv_file
 
 from connbench.contract import (
     DROPPED,
@@ -61,9 +60,7 @@ class RequestLog:
         if runner is None:
             os.makedirs(directory, exist_ok=True)
             self.path = os.path.join(directory, f"requests-{os.getpid()}.csv")
-            self._fh = open(self.path, "w", newline="", encoding="utf-8")
-            self._writer = csv.writer(self._fh)
-            self._writer.writerow(REQUESTS_COLUMNS)
+            self._fh, self._writer = csv_file(self.path, REQUESTS_COLUMNS)
         self._rows: list[tuple] = []
         self._me = psutil.Process()
         self._sending = gevent.lock.Semaphore()
