@@ -1,8 +1,8 @@
 """Issue 16: ASGI's connection leak (Django ticket #33497) reproduced on real processes, and what bounds it.
 
 gunicorn + uvicorn-worker, 1 dyno x 2 workers. Nothing below depends on scheduling luck:
-- CONN_MAX_AGE=none leaks: every request leaves a connection behind, so after a few hundred requests the
-  server holds far more than the 2 workers could use (the garbage collector closes some, never most of
+- CONN_MAX_AGE=none leaks: every request leaves a connection behind, so after a few hundred requests (216 in
+  the slowest run seen) the server holds far more than the 2 workers could use (the garbage collector closes some, never most of
   them within a second: measured peaks 116-130 with 8 users over 6 s);
 - Django's pool caps each worker at max_size: asserted at every sample, whatever the load's spread;
 - CONN_MAX_AGE=0 opens a connection per request: the server's new sessions track the request rate.
@@ -97,8 +97,9 @@ def test_every_expectation_holds_and_the_run_exits_0(run):
 def test_conn_max_age_none_leaks_well_beyond_the_workers(run):
     run_dir, _ = run
     cell, (s, _pd) = _cell(run_dir, "leak"), _summary(run_dir)
-    assert s.loc["leak", "requests"] >= 300
-    assert s.loc["leak", "conn_peak"] >= 3 * 2  # at least 3x the 2 workers
+    # a bound, not a throughput: every connection left behind came from a request (216-1,000 requests here,
+    # by the machine's speed), and they are at least 3x the 2 workers
+    assert s.loc["leak", "requests"] >= s.loc["leak", "conn_peak"] >= 3 * 2
     assert not s.loc["leak", "conn_bounded"] and not s.loc["leak", "predicted_bounded"]
     reqs = cell.csv("requests.csv")
     assert (reqs["new_conn"].dropna() == 1).mean() > 0.95  # Server-Timing under ASGI: a new one nearly every time
