@@ -97,8 +97,8 @@ def test_every_expectation_holds_and_the_run_exits_0(run):
 def test_conn_max_age_none_leaks_well_beyond_the_workers(run):
     run_dir, _ = run
     cell, (s, _pd) = _cell(run_dir, "leak"), _summary(run_dir)
-    # a bound, not a throughput: every connection left behind came from a request (216-1,000 requests here,
-    # by the machine's speed), and they are at least 3x the 2 workers
+    # a bound, not a throughput: every connection left behind came from a request (one run under load sent 216,
+    # below the 300 once asserted), and they are at least 3x the 2 workers
     assert s.loc["leak", "requests"] >= s.loc["leak", "conn_peak"] >= 3 * 2
     assert not s.loc["leak", "conn_bounded"] and not s.loc["leak", "predicted_bounded"]
     reqs = cell.csv("requests.csv")
