@@ -2,8 +2,8 @@
 
 gunicorn + uvicorn-worker, 1 dyno x 2 workers. Nothing below depends on scheduling luck:
 - CONN_MAX_AGE=none leaks: every request leaves a connection behind, so after a few hundred requests (216 in
-  the slowest run seen) the server holds far more than the 2 workers could use (the garbage collector closes some, never most of
-  them within a second: measured peaks 116-130 with 8 users over 6 s);
+  the slowest run seen) the server holds far more than the 2 workers could use (the garbage collector closes
+  some, never most of them within a second: measured peaks 116-130 with 8 users over 6 s);
 - Django's pool caps each worker at max_size: asserted at every sample, whatever the load's spread;
 - CONN_MAX_AGE=0 opens a connection per request: the server's new sessions track the request rate.
 """
