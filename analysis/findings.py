@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.groups import HIGHER_IS_BETTER, MEDIANS, Settings
+from analysis.groups import HIGHER_IS_BETTER, MEDIANS, Settings, applies
 from connbench import results as R
 
 FIGURE_NAMES = {"rps": "req/s", "lat_p50": "p50", "lat_p95": "p95"}
@@ -45,12 +45,15 @@ def labels(groups: pd.DataFrame, axes: list[str] | None = None) -> dict[str, str
     """group -> the matrix axes (else knobs) that differ between settings, e.g. "pooling=direct, CONN_MAX_AGE=0"."""
     knobs = [c for c in groups.columns if c not in _GROUP_COLUMNS and not c.startswith("err_")]
     varying = [c for c in (axes or knobs) if c in knobs and groups[c].map(str).nunique() > 1]
-    out = {}
+    def part(c: str, v: Any) -> str:
+        return f"CONN_MAX_AGE={_cma(v)}" if c == "conn_max_age" else f"{c}={num(v) if isinstance(v, float) else v}"
+
+    full, short = {}, {}
     for row in groups.to_dict("records"):
-        parts = [f"{'CONN_MAX_AGE' if c == 'conn_max_age' else c}={_cma(row[c]) if c == 'conn_max_age' else row[c]}"
-                 for c in varying]
-        out[str(row["group"])] = ", ".join(parts) or str(row["group"])
-    return out
+        g = str(row["group"])
+        full[g] = ", ".join(part(c, row[c]) for c in varying) or g
+        short[g] = ", ".join(part(c, row[c]) for c in varying if applies(c, row)) or g  # no "arrival_rate=nan"
+    return short if len(set(short.values())) == len(short) else full
 
 
 def table(groups: pd.DataFrame, names: dict[str, str]) -> dict[str, Any]:
@@ -62,10 +65,13 @@ def table(groups: pd.DataFrame, names: dict[str, str]) -> dict[str, Any]:
         headers.insert(4, "bounded")
     rows = []
     ordered = groups.sort_values(["rank", "group"], na_position="last") if "rank" in groups else groups
-    for row in ordered.to_dict("records"):
+    alone = ordered["rank_within"].map(ordered["rank_within"].value_counts()) == 1 if "rank_within" in ordered \
+        else pd.Series(False, index=ordered.index)  # the only setting under its load: ranked against nothing
+    for i, row in zip(ordered.index, ordered.to_dict("records"), strict=True):
         if not row.get("completed"):
             continue
-        cells = [num(row.get("rank")), names[str(row["group"])], num(row.get("conn_plateau")),
+        rank = None if alone[i] else row.get("rank")
+        cells = [num(rank), names[str(row["group"])], num(row.get("conn_plateau")),
                  with_interval(row, "conn_peak"), with_interval(row, "churn_per_s"),
                  with_interval(row, "lat_p50"), with_interval(row, "lat_p95"), with_interval(row, "rps"),
                  "yes" if row.get("machine_saturated") else "no"]
@@ -144,13 +150,15 @@ def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> l
                        f"{_verdict(settings, z['group'], k['group'], 'lat_p50')}; throughput "
                        f"{with_interval(z, 'rps')} vs {with_interval(k, 'rps')} req/s, "
                        f"{_verdict(settings, z['group'], k['group'], 'rps')}.")
+    held_by: dict[tuple[Any, Any], list[str]] = {}  # settings that held the same: one sentence, not one each
     for k in [r for r in _pick(groups, pooling="direct") if _cma(r.get("conn_max_age")) != "0"]:
         pred, held = k.get("predicted_connections"), k.get("conn_plateau")
-        if _missing(pred) or _missing(held):
-            continue
+        if not _missing(pred) and not _missing(held):
+            held_by.setdefault((held, pred), []).append(names[str(k["group"])])
+    for (held, pred), who in held_by.items():
         match = "one per worker thread, as the articles predict" if held == pred else \
             f"not the {num(pred)} the articles' one-per-worker-thread rule predicts"
-        out.append(f"With persistent connections ({names[str(k['group'])]}) the app held "
+        out.append(f"With persistent connections ({'; '.join(who)}) the app held "
                    f"{num(held)} server connections for {num(pred)} worker threads: {match}.")
     out.extend(leaks(groups, settings, names))
     for p in _pick(groups, pooling="pgbouncer-transaction"):
@@ -203,12 +211,16 @@ def ranking(groups: pd.DataFrame, names: dict[str, str]) -> str | None:
     ranked = groups.dropna(subset=["rank"])
     within = ranked["rank_within"] if "rank_within" in ranked else pd.Series("", index=ranked.index)
     for level, part in ranked.groupby(within, sort=False):
+        if len(part) < 2:  # a load only one setting ran under: nothing to rank it against
+            continue
         parts = []
         for rank, g in part.groupby("rank"):
             members = sorted(names[str(x)] for x in g["group"])
             tie = " (indistinguishable)" if len(members) > 1 else ""
             parts.append(f"{int(rank)}: " + "; ".join(members) + tie)
         levels.append((f"at {level}: " if level else "") + " · ".join(parts))
+    if not levels:
+        return None
     basis = sorted({b for v in groups.get("rank_test", pd.Series(dtype=str)).dropna() for b in str(v).split(" and ")
                     if b})
     better = "higher" if HIGHER_IS_BETTER[fig] else "lower"

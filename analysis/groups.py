@@ -36,6 +36,22 @@ FIGURES: dict[str, tuple[str, float | None]] = {
 assert tuple(FIGURES) == R.INTERVAL_FIGURES
 HIGHER_IS_BETTER = {"rps": True, "lat_p95": False}
 LOAD_KNOBS = ("users", "rate", "spawn_rate", "arrival_rate", "arrival", "max_in_flight")
+OPEN_ONLY = ("arrival_rate", "arrival", "max_in_flight")  # knobs only an open-model cell uses
+CLOSED_ONLY = ("users", "spawn_rate", "rate")
+
+
+def applies(knob: str, row: dict[str, Any]) -> bool:
+    """Does this setting's load model use the knob, and has it a value? A matrix mixing open and closed cells
+    varies knobs some cells ignore: arrival_rate (NaN) on a closed cell, the default users on an open one."""
+    if knob not in OPEN_ONLY + CLOSED_ONLY:
+        return True
+    v, rate = row.get(knob), row.get("arrival_rate")
+    open_model = rate is not None and not pd.isna(rate)
+    return knob in (OPEN_ONLY if open_model else CLOSED_ONLY) and v is not None and not pd.isna(v)
+
+
+def _plain(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 @dataclass
@@ -170,8 +186,8 @@ def groups_frame(run: RunData, summary: pd.DataFrame, settings: Settings | None 
     fig = rank_figure(summary)
     # settings are ranked only against settings under the same load: a lighter load would simply win
     load = [c for c in out.columns if (c in LOAD_KNOBS or c.startswith("mix_")) and out[c].map(str).nunique() > 1]
-    within = out[load].astype(str).apply(lambda r: ", ".join(f"{k}={v}" for k, v in r.items()), axis=1) \
-        if load else pd.Series("", index=out.index)
+    within = pd.Series([", ".join(f"{k}={_plain(r[k])}" for k in load if applies(k, r))
+                        for r in out.to_dict("records")], index=out.index, dtype=str)
     by_name: dict[str, stats.Ranked] = {}
     for _, part in out.groupby(within, sort=False):
         ranked = stats.rank(dict(zip(part["group"].astype(str), part[fig].astype(float), strict=True)),

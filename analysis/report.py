@@ -185,7 +185,8 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
         elif row.get("generator_saturated") is True:
             add("warn", cid, f"load generator saturated: Locust averaged {fmt(row.get('locust_cpu_per_proc'))} % "
                 f"of a core per process ({fmt(row.get('locust_procs'))} process(es)) during measure, so req/s may "
-                "be the generator's limit, not the app's (run with more Locust processes)")
+                "be the generator's limit, not the app's: add Locust processes ([generator] workers, or "
+                "--generator-workers N)")
         if not _missing(row.get("generator_lag_p99_max")) and row["generator_lag_p99_max"] > LAG_LIMIT_MS:
             add("warn", cid, f"Locust worker {row.get('generator_laggiest')} fell behind the schedule: its lag p99 "
                 f"was {fmt(row['generator_lag_p99_max'])} ms")

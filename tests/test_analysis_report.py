@@ -82,6 +82,7 @@ def test_manifest_facts_warnings_and_hooks(built):
     assert "3 requests failed with 'too many clients'" in text
     assert "5 of 100 measured requests failed (5 %): client_timeout 1, http_503 1, too_many_clients 3" in text
     assert "load generator saturated: Locust averaged 95 % of a core" in text
+    assert "add Locust processes ([generator] workers, or --generator-workers N)" in text
     assert "cell failed: ServiceError: gunicorn dyno 0 did not answer" in text
     assert "cell skipped: PgBouncer is not installed" in text
     # the scenario's [[expect]], as the manifest stores the scenario: one holds, one does not

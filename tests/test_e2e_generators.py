@@ -10,6 +10,7 @@ no process is left.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -249,3 +250,29 @@ wait_s = 3
     assert cell.status == "failed" and "gave up waiting for its 2 workers after 3 s" in cell.error
     assert "1 of 2 connected" in cell.error and f"connbench worker --master 127.0.0.1:{port}" in cell.error
     assert_no_leftovers(run_dir)
+
+
+def test_a_killed_connbench_worker_takes_its_locust_with_it(tmp_path):
+    """SIGKILL leaves no handler to run: the Locust child (waiting for a master that never comes, which it does for
+    5 minutes) must still go, by the parent-death signal it was started with."""
+    worker = subprocess.Popen([*CLI, "worker", "--master", f"127.0.0.1:{fixed_port()}", "--name", "doomed",
+                               "--reports", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    child = None
+    try:
+        deadline = time.monotonic() + 60
+        while child is None and time.monotonic() < deadline:
+            kids = psutil.Process(worker.pid).children()
+            child = next((k for k in kids if "locust" in " ".join(k.cmdline())), None)
+            time.sleep(0.2)
+        assert child is not None, "connbench worker never started its Locust"
+        worker.kill()
+        worker.wait(timeout=10)
+        gone, alive = psutil.wait_procs([child], timeout=20)
+        assert not alive, f"Locust {child.pid} outlived its killed connbench worker"
+    finally:  # whatever is left, so that no test leaks a process
+        for p in ([child] if child is not None else []):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        if worker.poll() is None:
+            worker.kill()

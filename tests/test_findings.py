@@ -97,3 +97,29 @@ def test_the_connection_cost_is_put_beside_the_churn(tmp_path):
     run = copy_run("run_a", tmp_path)  # direct CONN_MAX_AGE=0: calibrated 8 ms, 99 new connections in 10 s
     first = found(run)["claims"][0]
     assert first.endswith("Each cost 8 ms to open (calibrated): 0.0792 s spent connecting each second.")
+
+
+def test_a_setting_is_named_by_the_knobs_its_load_model_uses():
+    from analysis.findings import labels
+    groups = pd.DataFrame([  # the capacity scenario's shape: open cells at two rates beside one closed cell
+        {"group": "open-800", "pooling": "direct", "users": 8, "arrival_rate": 800.0, "arrival": "poisson"},
+        {"group": "open-1600", "pooling": "direct", "users": 8, "arrival_rate": 1600.0, "arrival": "uniform"},
+        {"group": "closed", "pooling": "direct", "users": 16, "arrival_rate": float("nan"), "arrival": "poisson"}])
+    assert labels(groups) == {"open-800": "arrival_rate=800, arrival=poisson",
+                              "open-1600": "arrival_rate=1600, arrival=uniform", "closed": "users=16"}
+    # knobs a model does not use still name settings that nothing else tells apart
+    twin = pd.concat([groups, groups.iloc[[0]].assign(group="open-800-u16", users=16)], ignore_index=True)
+    assert labels(twin)["open-800-u16"] == "users=16, arrival_rate=800, arrival=poisson"
+
+
+def test_a_load_only_one_setting_ran_under_is_not_ranked():
+    from analysis.findings import ranking, table
+    g = pd.DataFrame([{"group": k, "rank": 1, "rank_by": "rps", "rank_within": f"arrival_rate={k}", "rank_test": "",
+                       "completed": 1} for k in ("300", "600")])  # the capacity scenario: one setting per rate
+    names = {"300": "A", "600": "B", "300b": "C"}
+    assert ranking(g, names) is None
+    assert [r[:2] for r in table(g, names)["rows"]] == [["–", "A"], ["–", "B"]]
+    g = pd.concat([g, g.iloc[[0]].assign(group="300b", rank=2)], ignore_index=True)
+    text = ranking(g, names)
+    assert "at arrival_rate=300: 1: A · 2: C." in text and "arrival_rate=600" not in text
+    assert [r[:2] for r in table(g, names)["rows"]] == [["1", "A"], ["–", "B"], ["2", "C"]]

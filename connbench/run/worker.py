@@ -10,7 +10,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +69,13 @@ def generator_for(scen: Scenario, workers: int | None, locust_processes: int) ->
     return gen
 
 
+def dies_with_parent(cmd: list[str]) -> list[str]:
+    """cmd run so that it gets SIGTERM when this process dies, even of SIGKILL (PR_SET_PDEATHSIG, kept across
+    exec): without it, a killed `connbench worker` leaves its Locust waiting up to 5 minutes for a master."""
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None  # util-linux, on every Debian
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else cmd
+
+
 def _hangup(*_a):
     raise KeyboardInterrupt
 
@@ -89,7 +98,8 @@ def run(master: str, name: str | None, locustfile: str | None, once: bool, allow
     signal.signal(signal.SIGHUP, _hangup)  # a closed terminal stops it as Ctrl-C does: its Locust with it
     sup = Supervisor()
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    cmd = locust.worker_command(address, str(Path(locustfile).absolute()) if locustfile else None, root)
+    cmd = dies_with_parent(locust.worker_command(address, str(Path(locustfile).absolute()) if locustfile else None,
+                                                 root))
     tests = 0
     try:
         while True:
