@@ -65,12 +65,11 @@ def table(groups: pd.DataFrame, names: dict[str, str]) -> dict[str, Any]:
         headers.insert(4, "bounded")
     rows = []
     ordered = groups.sort_values(["rank", "group"], na_position="last") if "rank" in groups else groups
-    alone = ordered["rank_within"].map(ordered["rank_within"].value_counts()) == 1 if "rank_within" in ordered \
-        else pd.Series(False, index=ordered.index)  # the only setting under its load: ranked against nothing
-    for i, row in zip(ordered.index, ordered.to_dict("records"), strict=True):
+    alone = _alone(ordered)
+    for row in ordered.to_dict("records"):
         if not row.get("completed"):
             continue
-        rank = None if alone[i] else row.get("rank")
+        rank = None if row.get("rank_within") in alone else row.get("rank")
         cells = [num(rank), names[str(row["group"])], num(row.get("conn_plateau")),
                  with_interval(row, "conn_peak"), with_interval(row, "churn_per_s"),
                  with_interval(row, "lat_p50"), with_interval(row, "lat_p95"), with_interval(row, "rps"),
@@ -202,6 +201,15 @@ def leaks(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> li
     return out
 
 
+def _alone(groups: pd.DataFrame) -> set[str]:
+    """Load levels only one ranked setting ran under: ranked against nothing, so neither the ranking sentence
+    nor the table gives them a rank."""
+    if "rank" not in groups or "rank_within" not in groups:
+        return set()
+    sizes = groups.dropna(subset=["rank"])["rank_within"].value_counts()
+    return set(sizes[sizes < 2].index)
+
+
 def ranking(groups: pd.DataFrame, names: dict[str, str]) -> str | None:
     """One sentence: the rank groups, best first; members of a group are listed alphabetically, unordered."""
     if "rank" not in groups or groups["rank"].isna().all():
@@ -210,8 +218,9 @@ def ranking(groups: pd.DataFrame, names: dict[str, str]) -> str | None:
     levels = []
     ranked = groups.dropna(subset=["rank"])
     within = ranked["rank_within"] if "rank_within" in ranked else pd.Series("", index=ranked.index)
+    alone = _alone(groups)
     for level, part in ranked.groupby(within, sort=False):
-        if len(part) < 2:  # a load only one setting ran under: nothing to rank it against
+        if level in alone:
             continue
         parts = []
         for rank, g in part.groupby("rank"):

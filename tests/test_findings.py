@@ -123,3 +123,5 @@ def test_a_load_only_one_setting_ran_under_is_not_ranked():
     text = ranking(g, names)
     assert "at arrival_rate=300: 1: A · 2: C." in text and "arrival_rate=600" not in text
     assert [r[:2] for r in table(g, names)["rows"]] == [["1", "A"], ["–", "B"], ["2", "C"]]
+    g.loc[g["group"] == "300b", "rank"] = None  # its cells failed: unranked, so A is alone under its load again
+    assert ranking(g, names) is None and table(g, names)["rows"][0][:2] == ["–", "A"]
