@@ -3,10 +3,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements-lock.txt
+UV_LOCK := requirements-bootstrap.txt
+LOCKED := $(VENV)/.locked
 SCENARIO ?= scenarios/quick.toml
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit e2e lint bootstrap system clean
+.PHONY: demo test unit e2e lint bootstrap system clean lock
 
 demo: bootstrap system
 	$(BIN)/connbench run $(SCENARIO)
@@ -15,10 +18,10 @@ test: bootstrap system lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: bootstrap
-	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 e2e: bootstrap system
-	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 lint: bootstrap
 	$(BIN)/ruff check connbench analysis target_app locustfiles tests scripts examples
@@ -27,12 +30,27 @@ lint: bootstrap
 
 bootstrap: $(STAMP)
 
-# Reinstalls only when pyproject.toml changes, so a second `make` is fast.
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# The venv is made from the lock, hash-checked, so every machine measures with the same versions:
+# pip installs uv (itself hash-pinned), and uv installs the lock exactly (seconds, not a minute).
+# A changed lock makes a new venv (nothing stale stays behind); an unchanged one installs nothing.
+$(LOCKED): $(LOCK) $(UV_LOCK)
+	rm -rf $(VENV)
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r $(UV_LOCK)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
 	touch $@
+
+# connbench itself, editable and without dependencies (the lock has them): again only when pyproject.toml changes.
+$(STAMP): $(LOCKED) pyproject.toml
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
+	touch $@
+
+# Regenerates both locks from pyproject.toml's ranges; commit the result (the next `make` then makes a new venv).
+lock: $(LOCKED)
+	$(BIN)/uv pip compile pyproject.toml --extra test $(LOCK_FLAGS) -o $(LOCK)
+	echo uv | $(BIN)/uv pip compile - $(LOCK_FLAGS) -o $(UV_LOCK)
+
+LOCK_FLAGS := --generate-hashes --no-header --quiet --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 
 # PgBouncer, Debian's postgresql (server = "system") and Chromium (the report's browser test), from Debian when root and missing.
 system:

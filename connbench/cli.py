@@ -129,7 +129,6 @@ def cmd_run(args, console: Console) -> int:
     runner = MatrixRunner(scen, run_dir, resume=bool(args.resume), console=console,
                           sample_interval=args.sample_interval,
                           argv=sys.argv, keep_data=args.keep_data, external=external)
-    console.print(f"run {run_dir}: {len(scen.cells)} cells of {scen.meta.name}")
     code = runner.run()
     if not args.no_report:
         code = max(code, _report(run_dir, console))
@@ -368,9 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - last resort: an actionable line, not a traceback
         from connbench.run.matrix import RunError
+        from connbench.run.preflight import PreflightError
         from connbench.run.probe_load import ProbeError
 
-        if isinstance(e, (RunError, ProbeError)):
+        if isinstance(e, (RunError, ProbeError, PreflightError)):
             _err(console, str(e))
             return EXIT_USAGE
         try:

@@ -110,7 +110,7 @@ MIX = {"health": Num(float, 0), "read": Num(float, 0), "write": Num(float, 0), "
        "slow_ms": Num(int, 0, 60_000)}
 KNOBS = {
     "dynos": Num(int, 1, 32), "workers": Num(int, 1, 64), "threads": Num(int, 1, 64),
-    "worker_class": enum("sync", "gthread", "gevent"), "gevent_connections": Num(int, 1, 10_000),
+    "worker_class": enum("sync", "gthread", "gevent", "asgi"), "gevent_connections": Num(int, 1, 10_000),
     "conn_max_age": cma, "health_checks": BOOL,
     "pooling": enum("direct", "django-pool", "pgbouncer-session", "pgbouncer-transaction", "dj-db-conn-pool"),
     "pool_min_size": Num(int, 0, 1000), "pool_max_size": Num(int, 1, 1000), "pool_timeout": Num(float, 0, 600, True),

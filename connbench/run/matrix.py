@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import platform
@@ -24,6 +25,7 @@ from connbench.expand import Cell, Scenario, redact_scenario
 from connbench.project import redact_password
 from connbench.results import RunPaths
 from connbench.run.cell import CellRunner, failed_to_start, load_cell_doc, skipped
+from connbench.run.preflight import preflight
 from connbench.services import pgbouncer as pgb
 from connbench.services.cleanup import cleanup_recorded
 from connbench.services.external import ExternalServer, public_url
@@ -37,11 +39,11 @@ from connbench.services.postgres import (
 )
 from connbench.services.procs import (
     PrivateDir,
+    RunAs,
     ServiceError,
     Supervisor,
     remove_service_dir,
     service_dir,
-    service_user,
 )
 from connbench.spec import PGBOUNCER_MODES
 
@@ -71,7 +73,21 @@ def versions() -> dict[str, str | None]:
     if system_bin_dir() is not None:  # what server = "system" runs
         out["postgresql_system"] = pg_version("system")
     out["pgbouncer"] = pgb.pgbouncer_version()
+    out["lock_sha256"] = lock_hash()
     return out
+
+
+LOCK_FILE = "requirements-lock.txt"  # what `make bootstrap` installs, hash-pinned
+
+
+def lock_hash() -> str | None:
+    """The checkout's lock file, by content: two runs with the same hash measured with the same versions.
+    None when connbench was installed from a wheel (then the package versions above are the record)."""
+    path = project_root() / LOCK_FILE
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def host_facts() -> dict:
@@ -112,7 +128,7 @@ class MatrixRunner:
         self.sample_interval = sample_interval
         self.argv = argv or sys.argv
         self.sup = Supervisor(self.paths.pids)  # its PrivateDir is made when the run starts
-        self.user = service_user()
+        self.user: RunAs | None = None  # the service user, known once the preflight has passed
         self.servers: dict[tuple, PostgresServer] = {}  # live ones, by server key, least recently used first
         self.manifest: R.Manifest | None = None
 
@@ -227,6 +243,9 @@ class MatrixRunner:
     # -- the run --------------------------------------------------------------------------
     def run(self) -> int:
         resumed = self.check_resumable() if self.resume else None
+        self.user = preflight(self.paths.root, {c.knobs.server for c in self.scenario.cells},
+                              local_server=self.external is None).user
+        self.console.print(f"run {self.paths.root}: {len(self.scenario.cells)} cells of {self.scenario.meta.name}")
         if resumed is not None:
             killed = cleanup_recorded(self.paths.pids)
             if killed:
@@ -235,14 +254,8 @@ class MatrixRunner:
             remove_service_dir(self.paths.root, "pg")
         self._init_manifest(resumed)
         self.sup.private = PrivateDir(self.user)
-        cells = self.scenario.cells
-        # Round-robin: every cell once, then every cell again, so drift (a warming cache, a busy neighbour)
-        # hits every setting alike; the servers stay up meanwhile. Past MAX_LIVE_SERVERS server settings,
-        # grouped by server first, so each starts once.
-        keys = {c.knobs.server_key() for c in cells}
-        by = (lambda c: (c.repeat,)) if len(keys) <= MAX_LIVE_SERVERS else (lambda c: (c.knobs.server_key(), c.repeat))
-        order = sorted(range(len(cells)), key=lambda i: (*by(cells[i]), i))
-        todo = [cells[i] for i in order]
+        todo = run_order(self.scenario.cells)
+        server_failed: dict[tuple, str] = {}  # a server setting that failed to start fails its other cells at once
         failed = 0
         progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
                             TimeElapsedColumn(), console=self.console, transient=False)
@@ -266,10 +279,15 @@ class MatrixRunner:
                     elif cell.knobs.server == "system" and system_bin_dir() is None:
                         doc = skipped(cell, paths, SYSTEM_MISSING)
                     else:
+                        key = cell.knobs.server_key()
                         try:
+                            if key in server_failed:
+                                raise ServiceError(server_failed[key])
                             server = self._server_for(cell)
                         except Exception as e:  # noqa: BLE001 - this cell fails; the next may still run
-                            doc = failed_to_start(cell, paths, f"PostgreSQL: {type(e).__name__}: {e}")
+                            why = str(e) if key in server_failed else f"PostgreSQL: {type(e).__name__}: {e}"
+                            server_failed.setdefault(key, f"{why} (the same server setting as {cell.cell_id})")
+                            doc = failed_to_start(cell, paths, why)
                         else:
                             runner = CellRunner(cell, paths, server, self.sup, self.user, on_phase=ticker.phase,
                                                 sample_interval=self.sample_interval,
@@ -306,6 +324,16 @@ class MatrixRunner:
             self.manifest.status = status if status != "completed" or not failed else "completed_with_failures"
             self._save_manifest()
         return 1 if failed else 0
+
+
+def run_order(cells: list[Cell]) -> list[Cell]:
+    """Round-robin: every cell once, then every cell again, so drift (a warming cache, a busy neighbour)
+    hits every setting alike; the servers stay up meanwhile. Past MAX_LIVE_SERVERS server settings,
+    grouped by server first, so each starts once."""
+    keys = {c.knobs.server_key() for c in cells}
+    by = (lambda c: (c.repeat,)) if len(keys) <= MAX_LIVE_SERVERS else (lambda c: (c.knobs.server_key(), c.repeat))
+    order = sorted(range(len(cells)), key=lambda i: (*by(cells[i]), i))
+    return [cells[i] for i in order]
 
 
 def _cell_line(n: int, total: int, doc: R.CellDoc) -> Text:

@@ -21,11 +21,12 @@ from connbench.project import Project
 from connbench.results import RunPaths
 from connbench.run import probe_load as probe
 from connbench.run.matrix import redact_argv
+from connbench.run.preflight import preflight
 from connbench.run.stack import Stack
 from connbench.sampler.probes import ARTICLE_QUERY, DbProbe
 from connbench.services import gunicorn
 from connbench.services.postgres import PostgresServer
-from connbench.services.procs import PrivateDir, Supervisor, remove_service_dir, service_dir, service_user
+from connbench.services.procs import PrivateDir, RunAs, Supervisor, remove_service_dir, service_dir
 from connbench.spec import Knobs, ProbeSettings
 
 
@@ -71,7 +72,7 @@ class ProbeRunner:
         self.target, self.database_url = target, database_url
         self.scenario_name = scenario_name
         self.sup = Supervisor(self.paths.pids)
-        self.user = service_user()
+        self.user: RunAs | None = None  # the service user, known once the preflight has passed
         self.server: PostgresServer | None = None
         self.stack: Stack | None = None
 
@@ -92,6 +93,7 @@ class ProbeRunner:
 
     # -- run --------------------------------------------------------------------------------
     def run(self) -> dict:
+        self.user = preflight(self.paths.root, {self.k.server}, local_server=not self.target).user
         self.paths.root.mkdir(parents=True, exist_ok=True)
         modes = ["sequential", "ramp"] if self.s.mode == "both" else [self.s.mode]
         results: dict[str, dict] = {}

