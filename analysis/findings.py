@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.groups import HIGHER_IS_BETTER, MEDIANS, Settings, applies
+from analysis.groups import HIGHER_IS_BETTER, MEDIANS, SPANS, Settings, applies
 from connbench import results as R
 
 FIGURE_NAMES = {"rps": "req/s", "lat_p50": "p50", "lat_p95": "p95"}
@@ -63,6 +63,12 @@ def table(groups: pd.DataFrame, names: dict[str, str]) -> dict[str, Any]:
     leak = "conn_bounded" in groups and (groups["conn_bounded"] == False).any()  # noqa: E712 - pandas NA
     if leak:  # only when some setting left connections behind: else every row would just say "yes"
         headers.insert(4, "bounded")
+    # through PgBouncer the server's churn is PgBouncer's; the app's own (app -> PgBouncer) stands beside it
+    bouncer = "pooling" in groups and groups["pooling"].astype(str).str.startswith("pgbouncer").any()
+    at = headers.index("new connections/s")
+    if bouncer:
+        headers[at] = "new server connections/s"
+        headers.insert(at + 1, "app → PgBouncer new connections/s")
     rows = []
     ordered = groups.sort_values(["rank", "group"], na_position="last") if "rank" in groups else groups
     alone = _alone(ordered)
@@ -74,6 +80,9 @@ def table(groups: pd.DataFrame, names: dict[str, str]) -> dict[str, Any]:
                  with_interval(row, "conn_peak"), with_interval(row, "churn_per_s"),
                  with_interval(row, "lat_p50"), with_interval(row, "lat_p95"), with_interval(row, "rps"),
                  "yes" if row.get("machine_saturated") else "no"]
+        if bouncer:
+            through = str(row.get("pooling", "")).startswith("pgbouncer")
+            cells.insert(at + 1 - leak, num(row.get("new_conn_per_s")) if through else "–")
         if leak:
             cells.insert(4, "NO: left behind" if row.get("conn_bounded") is False else "yes")
         rows.append(cells)
@@ -123,6 +132,40 @@ def _verdict(settings: Settings, a: str, b: str, fig: str) -> str:
     return f"{word} (Mann-Whitney p = {t.p:.2g} on {t.basis})"
 
 
+DISAGREE = 0.25  # two figures of one connection's cost further apart than this (of the smaller) are said to be
+
+
+def connect_cost_sentence(z: dict) -> str:
+    """What a new connection cost: the requests' own median (Server-Timing), else the calibration's, labelled;
+    beside it the calibration and PostgreSQL's own log when they exist, and a warning naming all of them when
+    two disagree by more than DISAGREE."""
+    paid, cal, server = z.get("connect_new_p50"), z.get("connect_cost_ms"), z.get("server_setup_p50")
+    per_s = z.get("connect_s_per_s")
+    spent = f": {num(per_s)} s spent connecting each second" if not _missing(per_s) else ""
+    if _missing(paid):
+        return f" Each cost {num(cal)} ms to open (calibrated){spent}." if not _missing(cal) else ""
+    n = z.get("connect_new_n")
+    ci = "" if _missing(z.get("connect_new_lo")) else f", 95 % CI {num(z['connect_new_lo'])}–{num(z['connect_new_hi'])}"
+    out = (f" Each cost {num(paid)} ms to open (median{' of ' + num(n) if not _missing(n) else ''} requests that "
+           f"opened one, by the app's Server-Timing{ci}){spent}.")
+    figures = {"the requests": paid}
+    why = ["the requests' figure is what this load paid, connects waiting for the CPU that the app, the generator "
+           "and the server share"]
+    if not _missing(cal):
+        out += f" Calibrated apart from the load: {num(cal)} ms."
+        figures["the calibration"] = cal
+        why.append("the calibration times one connection at a time, before the load")
+    if not _missing(server):
+        out += f" PostgreSQL's own log (setup total): {num(server)} ms."
+        figures["PostgreSQL"] = server
+        why.append("PostgreSQL counts only its own side (fork and authentication), not the client's")
+    lo, hi = min(figures.values()), max(figures.values())
+    if len(figures) > 1 and hi - lo > DISAGREE * lo:
+        named = ", ".join(f"{k} {num(v)} ms" for k, v in figures.items())
+        out += f" They disagree by more than {DISAGREE:.0%} ({named}): {'; '.join(why)}."
+    return out
+
+
 def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> list[str]:
     """One sentence per article claim the run can check, each naming the setting(s) it rests on."""
     out: list[str] = []
@@ -133,10 +176,7 @@ def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> l
         if _missing(share) and not _missing(z.get("churn_per_s")) and not _missing(z.get("rps")) and z["rps"] > 0:
             share = z["churn_per_s"] / z["rps"]  # no Server-Timing: the server's sessions per request
         if not _missing(share):
-            cost = ""
-            if not _missing(z.get("connect_cost_ms")) and not _missing(z.get("connect_s_per_s")):
-                cost = (f" Each cost {num(z['connect_cost_ms'])} ms to open (calibrated): "
-                        f"{num(z['connect_s_per_s'])} s spent connecting each second.")
+            cost = connect_cost_sentence(z)
             out.append(f"CONN_MAX_AGE=0{where} opened a new connection for {share:.0%} of requests: "
                        f"{with_interval(z, 'churn_per_s')} new server connections/s at {with_interval(z, 'rps')} "
                        f"req/s (the articles: Django opens one per request by default).{cost}")
@@ -259,4 +299,5 @@ def findings(groups: pd.DataFrame, settings: Settings) -> dict[str, Any] | None:
 _GROUP_COLUMNS = {"group", "cells", "completed", "interval_method", "rank", "rank_by", "rank_test", "rank_within",
                   "machine_saturated", "generator_saturated", "conn_bounded", "predicted_bounded",
                   *R.INTERVAL_FIGURES,
-                  *(f"{f}_{s}" for f in R.INTERVAL_FIGURES for s in ("lo", "hi")), *MEDIANS}
+                  *(f"{f}_{s}" for f in R.INTERVAL_FIGURES for s in ("lo", "hi")), *MEDIANS,
+                  *(col for col, _ in SPANS)}

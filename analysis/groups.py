@@ -121,7 +121,11 @@ def _param_columns(summary: pd.DataFrame) -> list[str]:
 
 MEDIANS = ("conn_plateau", "conn_held", "predicted_connections", "predicted_connections_max", "pgb_clients_peak",
            "pgb_servers_peak", "machine_cpu_pct", "new_conn_per_s", "new_conn_share", "connect_cost_ms",
-           "connect_s_per_s", "conn_rise_per_s", "inflight_max")  # per setting, without an interval
+           "connect_s_per_s", "conn_rise_per_s", "inflight_max", "connect_new_p50",
+           "server_setup_p50")  # per setting, no interval
+# per setting, across its repeats: the new-connection cost's interval from the lowest repeat's bound to the
+# highest's, and the connections it rests on
+SPANS = (("connect_new_lo", "min"), ("connect_new_hi", "max"), ("connect_new_n", "sum"))
 
 
 class Settings:
@@ -171,6 +175,9 @@ def groups_frame(run: RunData, summary: pd.DataFrame, settings: Settings | None 
         for col in MEDIANS:
             v = pd.to_numeric(done[col], errors="coerce").dropna() if col in done else pd.Series(dtype=float)
             row[col] = float(v.median()) if len(v) else np.nan
+        for col, how in SPANS:
+            v = pd.to_numeric(done[col], errors="coerce").dropna() if col in done else pd.Series(dtype=float)
+            row[col] = float(getattr(v, how)()) if len(v) else np.nan
         bounded = done["conn_bounded"].dropna() if "conn_bounded" in done else pd.Series(dtype="boolean")
         row["conn_bounded"] = bool(bounded.astype(bool).all()) if len(bounded) else None  # a leak in any repeat
         said = done["predicted_bounded"].dropna() if "predicted_bounded" in done else pd.Series(dtype="boolean")

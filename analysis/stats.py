@@ -146,3 +146,18 @@ def rank(centers: dict[str, float], tests: Callable[[str, str], Test], higher_is
         members.append(name)
         out.append(Ranked(name, group, " and ".join(basis)))
     return out
+
+
+def median_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """The median and a distribution-free interval for it: the order statistics whose ranks the binomial
+    (n, 1/2) puts around the middle (the sign-test interval). Exact for any distribution; (nan, nan, nan)
+    with no value, and the sample's extremes when n is too small for the confidence asked."""
+    from scipy.stats import binom
+
+    v = np.sort(_finite(values))
+    n = v.size
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    k = int(binom.ppf((1 - confidence) / 2, n, 0.5))  # P(B < k) <= alpha/2: ranks k+1 .. n-k (1-based)
+    lo, hi = (v[max(k - 1, 0)], v[min(n - k, n - 1)]) if k >= 1 else (v[0], v[-1])
+    return float(np.median(v)), float(lo), float(hi)

@@ -30,10 +30,19 @@ Definitions (all times are unix seconds; "measure" is cell.json phases["measure"
   outside the app (network, gunicorn, the client). new_conn_share: the share that opened a physical connection;
   new_conn_per_s: how many did per second of the window, the app's side of churn (through PgBouncer: new
   app -> PgBouncer connections, beside churn_per_s, PgBouncer -> PostgreSQL).
-* connect_cost_ms: cell.json connect_cost's mean for the app's path (through PgBouncer when it is in the path,
-  else direct): opening a connection with the cell's auth and TLS plus SELECT 1, timed before the load.
-  connect_s_per_s = new_conn_per_s (else churn_per_s) x connect_cost_ms / 1000: seconds spent connecting per
-  second of the window (1.0 = one core's worth of connecting, on the client side alone).
+* connect_new_p50: the headline cost of a new connection, what the requests that opened one paid: the median
+  of connect_ms over the measured requests with new_conn = 1 (connect_new_n of them), with connect_new_lo and
+  _hi its distribution-free 95 % interval (stats.median_interval). connect_s_per_s: the sum of connect_ms
+  over the window's requests / 1000 / the window: seconds spent connecting per second (1.0 = one core's
+  worth of connecting, on the client side alone).
+* connect_cost_ms: cell.json connect_cost's median for the app's path (through PgBouncer when it is in the
+  path, else direct): opening a connection with the cell's auth and TLS plus SELECT 1, timed apart from any
+  request (a second, independent figure). Without Server-Timing, connect_s_per_s is estimated from it:
+  new_conn_per_s (else churn_per_s) x connect_cost_ms / 1000.
+* server_setup_p50: the median of PostgreSQL 18's own `setup total` (log_connections = setup_durations:
+  from accepting the socket to ready for queries, fork and authentication included) over the connections
+  the server set up in the measure window (server_setup_n of them, server_setup.csv); the third figure of
+  a connection's cost, from the server's side (through PgBouncer: PgBouncer's server connections).
 * Server connections: connections.csv rows with source == "postgres", summed per sample time t.
   When every such t is also a db.csv sample time, db.csv is the sampling clock and a sample with
   no connection rows counts 0 (the sampler may write nothing when nobody is connected).
@@ -87,6 +96,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.connect_cost import cost_metrics, server_setup_metrics
 from analysis.generators import generator_frame, generator_metrics
 from analysis.groups import groups_frame, with_intervals
 from analysis.growth import growth
@@ -103,6 +113,7 @@ from analysis.rows import (
     offered_rps,
     window_rows,
 )
+from analysis.stats import median_interval
 from connbench import results as R
 
 PERCENTILES = {"lat_p50": 50, "lat_p90": 90, "lat_p95": 95, "lat_p99": 99, "lat_p999": 99.9}
@@ -183,20 +194,15 @@ def timing_metrics(cell: CellData) -> dict[str, Any]:
         out[f"{part}_ms_p95"] = _percentile(v, 95)
     new = req["new_conn"].to_numpy(float)
     m = cell.phase("measure")
+    span = (m[1] - m[0]) if m and m[1] > m[0] else np.nan
     out["new_conn_share"] = float(new.mean())
-    out["new_conn_per_s"] = float(new.sum()) / (m[1] - m[0]) if m and m[1] > m[0] else np.nan
+    out["new_conn_per_s"] = float(new.sum()) / span
+    # what a new connection cost the requests that paid for one: the headline, from the app's own timing
+    opened = parts["connect"][new == 1]
+    out["connect_new_n"] = int(opened.size)
+    out["connect_new_p50"], out["connect_new_lo"], out["connect_new_hi"] = median_interval(opened)
+    out["connect_s_per_s"] = float(parts["connect"].sum()) / 1000.0 / span  # measured, not multiplied
     return out
-
-
-def cost_metrics(cell: CellData, churn: float) -> dict[str, Any]:
-    """The calibrated cost of a new connection on the app's path (cell.json connect_cost), and the time the
-    cell spent connecting each second: new connections per second x that cost."""
-    costs = cell.doc.connect_cost if cell.doc else {}
-    cost = costs.get("pgbouncer") or costs.get("direct")
-    if cost is None:
-        return {}
-    return {"connect_cost_ms": cost.mean_ms,
-            "connect_s_per_s": churn * cost.mean_ms / 1000.0 if not np.isnan(churn) else np.nan}
 
 
 def connection_metrics(cell: CellData) -> dict[str, Any]:
@@ -309,13 +315,14 @@ def cell_row(cell: CellData) -> dict[str, Any]:
     row.update(flatten_params(cell.params))
     if cell.completed:  # partial files of a failed or damaged cell would give misleading numbers
         for part in (request_metrics, timing_metrics, connection_metrics, db_metrics, pgbouncer_metrics,
-                     cpu_metrics, generator_metrics):
+                     cpu_metrics, generator_metrics, server_setup_metrics):
             row.update(part(cell))
         if row.get("generator_cpu_max", 0) >= SATURATION_PCT:  # one worker at a core: its share was capped
             row["generator_saturated"] = True
         # the app's connections opened per second: Server-Timing's count, else the server's sessions
         churn = row.get("new_conn_per_s", np.nan)
-        row.update(cost_metrics(cell, row.get("churn_per_s", np.nan) if np.isnan(churn) else churn))
+        row.update(cost_metrics(cell, row.get("churn_per_s", np.nan) if np.isnan(churn) else churn,
+                                measured="connect_s_per_s" in row))
     return row
 
 

@@ -37,6 +37,9 @@ GUNICORN_WORKER_TIMEOUT = "gunicorn_worker_timeout"
 CONNECTION_REFUSED = "connection_refused"
 CLIENT_TIMEOUT = "client_timeout"
 HTTP_5XX = "http_5xx"
+# A view raised something outside the database and connection layers (a bug, a missing template):
+# Django answered it with its own 500, untouched; the class only says it was not a connection failure.
+APP_EXCEPTION = "app_exception"
 CLIENT_ERROR = "client_error"
 # Open model: the schedule said to send, but max_in_flight requests were already out. Never sent, so
 # never a failure of the app: counted apart (k6's dropped_iterations), never silently skipped.
@@ -47,7 +50,7 @@ UNANSWERED = "unanswered"
 ERROR_CLASSES = (
     TOO_MANY_CLIENTS, DJANGO_POOL_TIMEOUT, DBCP_POOL_TIMEOUT, PGBOUNCER_WAIT_TIMEOUT, PGBOUNCER_MAX_CLIENT_CONN,
     CONNECTION_LOST, DB_UNAVAILABLE, GUNICORN_WORKER_TIMEOUT, CONNECTION_REFUSED, CLIENT_TIMEOUT, HTTP_5XX,
-    CLIENT_ERROR, DROPPED, UNANSWERED,
+    APP_EXCEPTION, CLIENT_ERROR, DROPPED, UNANSWERED,
 )  # fmt: skip
 
 # requests.csv: one row per request, written by the locustfile's request hook. Unix seconds and

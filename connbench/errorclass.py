@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 
 from connbench.contract import (
+    APP_EXCEPTION,
     CLIENT_ERROR,
     CLIENT_TIMEOUT,
     CONNECTION_LOST,
@@ -192,6 +193,26 @@ def exception_chain(exc: BaseException, max_depth: int = MAX_CHAIN_DEPTH) -> lis
         chain.append(node)
         node = node.__cause__ if node.__cause__ is not None else node.__context__
     return chain
+
+
+# The database and connection layers: exceptions from these modules (or wrapping one) are the harness's to
+# classify. Everything else (Http404, PermissionDenied, a bug in a view) is the app's own business.
+_DB_MODULES = ("psycopg", "psycopg2", "psycopg_pool", "django.db", "sqlalchemy", "dj_db_conn_pool")
+
+
+def is_database_exception(exc: BaseException | None) -> bool:
+    """Does the exception, or anything in its chain, come from the database or connection layers?"""
+    if exc is None:
+        return False
+    return any(module == m or module.startswith(m + ".") for link in exception_chain(exc)
+               for module, _ in _names(link) for m in _DB_MODULES)
+
+
+def classify_app_exception(exc: BaseException | None) -> str:
+    """Class of an exception a view raised: a database class, else APP_EXCEPTION (the app's own failure)."""
+    if exc is None:
+        return OK
+    return classify_exception(exc) if is_database_exception(exc) else APP_EXCEPTION
 
 
 def classify_exception(exc: BaseException | None) -> str:

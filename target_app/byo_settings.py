@@ -3,8 +3,10 @@
 Imports the module named by CONNBENCH_USER_SETTINGS and takes every setting from it, then overrides:
 the default database's connection knobs (host, port, credentials, CONN_MAX_AGE, health checks, pool
 options, the engine for django-db-connection-pool, DISABLE_SERVER_SIDE_CURSORS for transaction pooling),
-ALLOWED_HOSTS (loopback), and puts connbench's middleware first (Server-Timing, error classes).
-Everything else -- apps, URLs, other databases' entries, caches -- stays yours.
+ALLOWED_HOSTS (loopback), DEBUG (False: no query log), and puts connbench's middleware first
+(Server-Timing; the error class, which also logs django.request's tracebacks to the dyno's log). Both
+only add headers: every status and body is your app's own. Everything else -- apps, URLs, LOGGING,
+other databases' entries, caches -- stays yours. The README lists each change and why.
 """
 
 import importlib

@@ -18,13 +18,8 @@ ROOT_URLCONF = "target_app.urls"
 WSGI_APPLICATION = "target_app.wsgi.application"
 USE_TZ = True
 INSTALLED_APPS = ["django.contrib.contenttypes", "target_app.bench"]
-# Server-Timing outermost: an error class's 503 says where its time went too.
+# Server-Timing outermost: a failed request's 500 says where its time went too. The error-class
+# middleware also sends django.request's errors, tracebacks included, to the dyno's log.
 MIDDLEWARE = ["target_app.timing.ServerTimingMiddleware", "target_app.middleware.ErrorClassMiddleware"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False}},
-}
 DATABASES = {"default": CONFIG.django_database()}

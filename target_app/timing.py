@@ -115,7 +115,7 @@ def install() -> None:
 
 
 class ServerTimingMiddleware:
-    """Outermost middleware: every response, an error class's 503 included, says where its time went."""
+    """Outermost middleware: every response, a failed request's 500 included, says where its time went."""
 
     def __init__(self, get_response):
         self.get_response = get_response

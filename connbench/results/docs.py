@@ -118,6 +118,8 @@ class ConnectCost(_Part):
     p95_ms: float
     min_ms: float
     cell_id: str | None = None  # the cell whose verify phase measured it (the first of its setting)
+    quiet: bool | None = None  # taken on a quiet machine (run/calibrate.py wait_quiet); None: not recorded
+    machine_cpu_pct: float | None = None  # the machine's CPU, % of all cores, just before it was taken
 
 
 def calibration_key(params: dict[str, Any], path: str) -> str:

@@ -60,6 +60,11 @@ PGBOUNCER_COLUMNS = (
 PROCESSES_COLUMNS = ("t", "component", "dyno", "pid", "cpu_seconds", "rss_bytes", "generator")
 COMPONENTS = ("postgres", "pgbouncer", "gunicorn-master", "gunicorn-worker", "locust", "locust-worker", "sampler")
 
+# One row per server connection PostgreSQL 18+ logged while the cell ran (log_connections = setup_durations):
+# the server's own timing of each connection's setup, in ms (total, fork, authentication); pid is the backend's.
+# Absent with an older server (Debian's 15) or your own (--database-url).
+SERVER_SETUP_COLUMNS = ("t", "pid", "total_ms", "fork_ms", "auth_ms")
+
 # Phase changes and injected faults.
 EVENTS_COLUMNS = ("t", "kind", "detail")
 
@@ -72,8 +77,9 @@ RunStatus = Literal["running", "completed", "completed_with_failures", "interrup
 # File names: used through RunPaths / CellPaths, named here once.
 MANIFEST_JSON, CELL_JSON, PROBE_JSON, PROCS_JSON, PIDS_JSON = (
     "manifest.json", "cell.json", "probe.json", "procs.json", "pids.json")
-REQUESTS_CSV, CONNECTIONS_CSV, DB_CSV, PGBOUNCER_CSV, PROCESSES_CSV, EVENTS_CSV = (
-    "requests.csv", "connections.csv", "db.csv", "pgbouncer.csv", "processes.csv", "events.csv")
+REQUESTS_CSV, CONNECTIONS_CSV, DB_CSV, PGBOUNCER_CSV, PROCESSES_CSV, EVENTS_CSV, SERVER_SETUP_CSV = (
+    "requests.csv", "connections.csv", "db.csv", "pgbouncer.csv", "processes.csv", "events.csv",
+    "server_setup.csv")
 SUMMARY_CSV, SUMMARY_GROUPS_CSV, SUMMARY_GENERATORS_CSV, EXPECTATIONS_JSON, REPORT_HTML = (
     "summary.csv", "summary_groups.csv", "summary_generators.csv", "expectations.json", "index.html")
 LOCUST_DIR = "locust"
@@ -114,6 +120,7 @@ class CellPaths:
         self.pgbouncer = self.root / PGBOUNCER_CSV
         self.processes = self.root / PROCESSES_CSV
         self.events = self.root / EVENTS_CSV
+        self.server_setup = self.root / SERVER_SETUP_CSV
         self.procs = self.root / PROCS_JSON  # the process roots the sampler measures (it rereads on change)
         self.locust = self.root / LOCUST_DIR  # Locust's own files:
         self.locust_raw = self.locust / "raw"  # per-process request logs, merged into requests.csv
@@ -157,7 +164,8 @@ SUMMARY_COLUMNS = (
     "lag_p99_ms", "lat_p50", "lat_p90", "lat_p95", "lat_p99", "lat_p999", "lat_max", "lat_mean",
     "svc_p50", "svc_p95", "svc_p99",
     *(f"{part}_ms_{stat}" for part in ("connect", "pool", "db", "app", "outside") for stat in ("mean", "p50", "p95")),
-    "new_conn_share", "new_conn_per_s", "connect_cost_ms", "connect_s_per_s",
+    "new_conn_share", "new_conn_per_s", "connect_new_n", "connect_new_p50", "connect_new_lo", "connect_new_hi",
+    "connect_cost_ms", "server_setup_n", "server_setup_p50", "connect_s_per_s",
     "conn_peak", "conn_plateau", "conn_mean", "conn_held", "predicted_connections", "conn_gap",
     "predicted_connections_max", "inflight_max", "conn_rise", "conn_rise_per_s", "conn_bounded",
     "predicted_bounded", "max_connections_observed", "article_count_peak", "churn_per_s",

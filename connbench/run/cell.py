@@ -15,8 +15,8 @@ from connbench.contract import GENERATOR_BROKEN, GENERATOR_END, GENERATOR_LOST
 from connbench.expand import Cell
 from connbench.predict import predict
 from connbench.project import Project
-from connbench.results import CellPaths, append_event
-from connbench.run.calibrate import calibrate
+from connbench.results import CellPaths, append_event, write_csv_atomic
+from connbench.run.calibrate import calibrate, wait_quiet
 from connbench.run.faults import FaultInjector
 from connbench.run.stack import Stack, load_config, load_shares, locust_config
 from connbench.sections import GeneratorSpec
@@ -46,6 +46,7 @@ class CellRunner:
         self.seed = seed  # the open model's schedule: scenario.seed + repeat, so repeats differ but rerun alike
         self.stack = Stack(self.k, server, sup, user, paths, sample_interval, project=self.project,
                            host=self.generator.bind)
+        self.server = server
         self.doc = _doc(cell, "running", predict(self.k, app_slots=server.app_slots))
         self._locust: locust.LocustRun | None = None
 
@@ -111,6 +112,7 @@ class CellRunner:
             n = locust.merge_request_logs(self.paths.locust_raw, self.paths.requests) \
                 if self.paths.locust_raw.exists() else 0
             locust.merge_generators(self.paths)
+            self._server_setup()
             self.doc.requests = n
             if self.doc.status == "completed" and n == 0:
                 self.doc.status, self.doc.error = "failed", "no requests were recorded (see locust/locust.log)"
@@ -118,13 +120,22 @@ class CellRunner:
             self._save()
         return self.doc
 
+    def _server_setup(self) -> None:
+        """PostgreSQL 18's log of each connection's setup while the cell ran, as server_setup.csv (raw rows)."""
+        read = getattr(self.server, "read_setup_durations", None)  # your own server (--database-url): not read
+        rows = read() if read is not None and getattr(self.server, "major", 0) >= 18 else None
+        if rows is not None:
+            write_csv_atomic(self.paths.server_setup, R.SERVER_SETUP_COLUMNS, rows)
+
     def _connect_cost(self) -> dict[str, R.ConnectCost]:
         """Each path's cost: known from an earlier cell with this server, auth and tls, else timed now."""
         out = {}
         for path, info in self.stack.app_paths().items():
             key = R.calibration_key(self.doc.params, path)
             if key not in self.calibration:
-                self.calibration[key] = calibrate(info, self.k.calibrate_n).model_copy(
+                quiet, cpu = wait_quiet(lambda: [p for d in self.stack.dynos for p in gunicorn.worker_pids(d)],
+                                        expected=self.k.dynos * self.k.workers)
+                self.calibration[key] = calibrate(info, self.k.calibrate_n, quiet, cpu).model_copy(
                     update={"cell_id": self.cell.cell_id})
             out[path] = self.calibration[key]
         return out

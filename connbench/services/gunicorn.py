@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,24 +76,77 @@ def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: P
     return dynos
 
 
-def _answers(dyno: Dyno, path: str, last: list[str]) -> bool:
-    exited(dyno.proc, f"dyno {dyno.index} (log: {dyno.log})")
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer to report, not to follow: `/old/` answering 301 is not `/new/` answering 200."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - urllib's signature
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _attempt(dyno: Dyno, path: str) -> tuple[bool, str, int | None]:
+    """(passed, what happened, HTTP status or None when nothing answered). Only a 2xx passes."""
+    exited(dyno.proc, f"dyno {dyno.index}")
     try:
-        with urllib.request.urlopen(dyno.url + path, timeout=5) as resp:
-            last[:] = [f"HTTP {resp.status}"]
-            return resp.status == 200
-    except Exception as e:  # noqa: BLE001 - reported by verify with the log path
-        last[:] = [str(e)]
-        return False
+        with _OPENER.open(dyno.url + path, timeout=5) as resp:
+            return 200 <= resp.status < 300, f"HTTP {resp.status}", resp.status
+    except urllib.error.HTTPError as e:
+        where = e.headers.get("Location") if 300 <= e.code < 400 else None
+        return False, f"HTTP {e.code}" + (f" (a redirect to {where}: not followed)" if where else ""), e.code
+    except Exception as e:  # noqa: BLE001 - not answering yet (booting): reported with the log if it lasts
+        return False, str(e), None
+
+
+def log_excerpt(log: Path, lines: int = 12) -> str:
+    """The app's last traceback in a dyno's log (its last lines, the exception last), or its last lines."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 256_000))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    at = text.rfind("Traceback (most recent call last):")
+    body = text[at:] if at >= 0 else text
+    kept = [ln for ln in body.rstrip().splitlines() if ln.strip()]
+    if at >= 0:  # up to the exception line: what follows it is gunicorn's own noise (shutdown, exit)
+        end = next((i for i in range(1, len(kept)) if not kept[i].startswith((" ", "\t", "Traceback", "During",
+                                                                              "The above"))), len(kept) - 1)
+        kept = kept[: end + 1]
+    return "\n".join(kept[-lines:])
 
 
 def verify(dynos: list[Dyno], paths: tuple[str, ...] = ("/health", "/db/read"), timeout: float = 20.0) -> None:
-    """Every dyno answers every path with 200, or the cell fails before any load."""
+    """Every dyno answers every path with a 2xx, or the cell fails before any load, saying why.
+
+    A dyno that exits, or a path that gives the same non-2xx answer twice (an import error, a 500 from
+    broken settings, a redirect), fails at once; only no answer at all (workers still booting) is waited
+    for. The message carries the app's own traceback from the dyno's log."""
     for dyno in dynos:
         for path in paths:
-            last: list[str] = [""]
-            if not wait_until(lambda d=dyno, p=path, out=last: _answers(d, p, out), timeout, interval=0.1):
-                raise ServiceError(f"dyno {dyno.index} {path} failed: {last[0]} (log: {dyno.log})")
+            seen: list[tuple[str, int | None]] = []
+
+            def answered(d: Dyno = dyno, p: str = path, seen: list = seen) -> bool:
+                try:
+                    ok, what, status = _attempt(d, p)
+                except ServiceError as e:
+                    raise ServiceError(_failed(d, p, str(e))) from None
+                if ok:
+                    return True
+                if status is not None and seen and seen[-1] == (what, status):
+                    raise ServiceError(_failed(d, p, f"{what}, twice"))
+                seen.append((what, status))
+                return False
+
+            if not wait_until(answered, timeout, interval=0.1):
+                raise ServiceError(_failed(dyno, path, f"{seen[-1][0] if seen else 'no answer'} for {timeout:.0f} s"))
+
+
+def _failed(dyno: Dyno, path: str, what: str) -> str:
+    excerpt = log_excerpt(dyno.log)
+    said = f"; the app's log ends with:\n{excerpt}" if excerpt else ""
+    return f"dyno {dyno.index} {path} failed: {what} (log: {dyno.log}){said}"
 
 
 def worker_pids(dyno: Dyno) -> list[int]:

@@ -4,13 +4,18 @@ the built wheel installed into a fresh virtualenv, used from outside the checkou
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from connbench.contract import ERROR_HEADER, AppConfig, Database
+from connbench.services.procs import free_port, wait_port
 from tests.support import ROOT, assert_no_leftovers, assert_smoke_run, cell_data, read_json, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +40,85 @@ def test_the_shop_example_through_a_two_cell_matrix(run_dir):
     reqs = persistent.csv("requests.csv")
     assert set(reqs["endpoint"]) == {"/", "/products/7/", "/products/7/hit"} and (reqs["status"] == 200).all()
     assert reqs["db_ms"].notna().all()  # Server-Timing from connbench's middleware, put first in the shop's
+
+
+SHOP = ROOT / "examples" / "shop"
+UNTOUCHED = ("/retired/", "/old-offers/", "/broken/", "/no-such-page/")  # 404, a 404 redirected, a bug, unrouted
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _answers(port: int, host: str) -> dict[str, tuple]:
+    opener = urllib.request.build_opener(_NoRedirect)
+    out = {}
+    for path in UNTOUCHED:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+        try:
+            with opener.open(req, timeout=10) as r:
+                out[path] = (r.status, r.read(), r.headers.get("Location"), r.headers.get(ERROR_HEADER))
+        except urllib.error.HTTPError as e:
+            out[path] = (e.code, e.read(), e.headers.get("Location"), e.headers.get(ERROR_HEADER))
+    return out
+
+
+def _serve_shop(log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """The shop under real gunicorn, as a user would run it: 1 sync worker on a loopback port."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "shop.wsgi:application", "--bind", f"127.0.0.1:{port}",
+                             "--workers", "1"], cwd=SHOP, env={**os.environ, **env, "PYTHONPATH": f"{SHOP}:{ROOT}"},
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    wait_port(port, 30, proc, "the shop's gunicorn")
+    return proc, port
+
+
+def test_the_shops_404_its_redirect_on_404_and_its_500_are_its_own_under_connbench(tmp_path):
+    """Status, body and Location identical with connbench's shim and without it; the shim adds headers only."""
+    app = AppConfig(db=Database("127.0.0.1", free_port(), "shop", "app", "unused"), conn_max_age=0,
+                    health_checks=False, pooling="direct")
+    runs = {}
+    for mode, env, host in (("plain", {"DJANGO_SETTINGS_MODULE": "shop.settings"}, "shop.example.com"),
+                            ("shim", {"DJANGO_SETTINGS_MODULE": "target_app.byo_settings",
+                                      "CONNBENCH_USER_SETTINGS": "shop.settings", **app.to_env()}, "127.0.0.1")):
+        proc, port = _serve_shop(tmp_path / f"{mode}.log", env)
+        try:
+            runs[mode] = _answers(port, host)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    plain, shim = runs["plain"], runs["shim"]
+    assert [plain[p][0] for p in UNTOUCHED] == [404, 301, 500, 404]
+    assert plain["/old-offers/"][2] == "/"
+    for path in UNTOUCHED:
+        assert shim[path][:3] == plain[path][:3], path  # status, body, Location
+    assert shim["/broken/"][3] == "app_exception" and plain["/broken/"][3] is None
+    assert all(shim[p][3] is None for p in ("/retired/", "/old-offers/", "/no-such-page/"))
+    log = (tmp_path / "shim.log").read_text()
+    assert "Traceback (most recent call last)" in log and "RuntimeError: the shop's own bug" in log
+    assert "RuntimeError" not in (tmp_path / "plain.log").read_text()  # DEBUG = False: Django logs it nowhere
+
+
+BROKEN = (SHOP / "connbench.toml").read_text().split("[[expect]]")[0].replace('path = "."', f'path = "{SHOP}"').replace(
+    'env = { SHOP_DEBUG = "0" }', 'env = { SHOP_DEBUG = "0", SHOP_SECRET_KEY = "" }').replace(
+    'conn_max_age = [0, "none"]', 'conn_max_age = [0]')
+
+
+def test_broken_settings_fail_the_cell_at_once_with_the_real_exception(run_factory):
+    run = run_factory(BROKEN, "--no-report", name="shop-broken", expect=1)
+    (doc,) = [c for c in run.manifest["cells"]]
+    assert doc["status"] == "failed"
+    err = doc["error"]
+    assert "ImproperlyConfigured: The SECRET_KEY setting must not be empty." in err, err
+    assert "HTTP 500, twice" in err and "Traceback" not in err.split("\n")[0]
+    cell = run.cell(doc["cell_id"])
+    events = cell.csv("events.csv")
+    begin = events[events.kind == "phase_begin:start_services"].t.iloc[0]
+    stop = events[events.kind == "phase_begin:stop"].t.iloc[0]
+    assert stop - begin < 5, f"the cell took {stop - begin:.1f} s to fail"
+    (log,) = Path(cell.root).rglob("gunicorn-d0.log")
+    assert "Traceback (most recent call last)" in log.read_text() and "SECRET_KEY" in log.read_text()
 
 
 YOUR_LOCUSTFILE = f"""

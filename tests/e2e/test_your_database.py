@@ -46,7 +46,7 @@ def their_postgres(tmp_path):
     if user:
         shutil.chown(base, user.uid, user.gid)
     as_user = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
-    bins, port = pg_bin_dir(), free_port()
+    bins, port = pg_bin_dir("embedded", user), free_port()  # a read-only copy when the venv is out of its reach
     pw = secrets.token_hex(8)
     (base / "pw").write_text(pw)
     if user:

@@ -264,12 +264,59 @@ def test_requests_without_server_timing_give_no_timing_figures(tmp_path):
     assert r["connect_ms_mean"].isna().all() and r["new_conn_per_s"].isna().all()  # not measured, never 0
 
 
-def test_calibrated_connect_cost_times_connections_opened(run_a):
+def test_the_headline_connect_cost_is_what_the_requests_that_opened_one_paid(run_a):
+    """connect_new_p50: the median Server-Timing connect over the measured requests with new_conn = 1, with its
+    interval; connect_s_per_s: the window's connect time per second, summed, not multiplied; the calibration
+    stays a second figure (its median)."""
+    import csv
+
     df = summarize(run_a, write=False).set_index("cell_id")
-    assert df.loc[DIRECT0, "connect_cost_ms"] == 8  # the direct path's calibration
-    assert df.loc[DIRECT0, "connect_s_per_s"] == approx(9.9 * 8 / 1000)  # 99 new connections in 10 s
-    pgb = df.loc["pool-pgbouncer-transaction_cma-0"]  # the app's path is PgBouncer's: 4 ms, 5 new/s
-    assert (pgb["connect_cost_ms"], pgb["connect_s_per_s"]) == (4, approx(5 * 4 / 1000))
+    with open(run_a / "cells" / DIRECT0 / "requests.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["new_conn"] == "1"]
+    m0, m1 = (float(x) for x in json.loads((run_a / "cells" / DIRECT0 / "cell.json").read_text())["phases"]["measure"])
+    paid = sorted(float(r["connect_ms"]) for r in rows if m0 <= float(r["t_intended"]) < m1)
+    row = df.loc[DIRECT0]
+    assert row["connect_new_n"] == len(paid) == 99
+    assert row["connect_new_p50"] == approx(float(np.median(paid)))
+    assert row["connect_new_lo"] < row["connect_new_p50"] < row["connect_new_hi"]
+    assert row["connect_new_lo"] in paid and row["connect_new_hi"] in paid  # order statistics, never made up
+    assert row["connect_s_per_s"] == approx(sum(paid) / 1000 / (m1 - m0))
+    assert row["connect_cost_ms"] == 8  # the direct path's calibration, beside it
+    pgb = df.loc["pool-pgbouncer-transaction_cma-0"]  # the app's path is PgBouncer's: its calibration, 4 ms
+    assert pgb["connect_cost_ms"] == 4 and pgb["connect_new_n"] > 0
     assert np.isnan(df.loc[PERSIST, "connect_cost_ms"])  # not calibrated: no figure
+    assert df.loc[PERSIST, "connect_new_n"] == 0 and np.isnan(df.loc[PERSIST, "connect_new_p50"])  # none opened
     m = R.Manifest.load(run_a / R.MANIFEST_JSON)
     assert m.calibration["embedded scram-sha-256 tls=off pgbouncer"].mean_ms == 4
+
+
+def test_without_server_timing_the_connect_time_is_estimated_from_the_calibration():
+    from analysis.summarize import cost_metrics
+
+    class Doc:
+        connect_cost = {"direct": R.ConnectCost(n=5, mean_ms=9.0, p50_ms=8.0, p95_ms=12.0, min_ms=5.0)}
+
+    class Cell:
+        doc = Doc()
+
+    assert cost_metrics(Cell(), churn=10.0, measured=False) == {"connect_cost_ms": 8.0,
+                                                                 "connect_s_per_s": approx(0.08)}
+    assert cost_metrics(Cell(), churn=10.0, measured=True) == {"connect_cost_ms": 8.0}  # measured wins
+
+
+def test_the_medians_interval_takes_the_sign_tests_order_statistics():
+    from scipy.stats import binom
+
+    from analysis.stats import median_interval
+
+    v = list(range(10, 0, -1))  # 10 values, unsorted: ranks 2 and 9 (P(B <= 1) = 1.1 % <= 2.5 %)
+    assert median_interval(v) == (5.5, 2.0, 9.0)
+    assert binom.cdf(1, 10, 0.5) <= 0.025 < binom.cdf(2, 10, 0.5)
+    assert all(np.isnan(x) for x in median_interval([]))
+    assert median_interval([3.0, 1.0]) == (2.0, 1.0, 3.0)  # too few for 95 %: the extremes
+    rng = np.random.default_rng(7)  # and it covers the true median at least 95 % of the time
+    hits = 0
+    for _ in range(2000):
+        _, lo, hi = median_interval(rng.exponential(1.0, 30))
+        hits += lo <= np.log(2) <= hi
+    assert hits / 2000 >= 0.95

@@ -7,6 +7,7 @@ import re
 from datetime import datetime
 
 import pandas as pd
+import pytest
 
 from analysis.findings import findings
 from analysis.groups import Settings, groups_frame
@@ -94,9 +95,51 @@ def test_the_report_opens_with_findings_and_moves_the_environment_below(tmp_path
 
 
 def test_the_connection_cost_is_put_beside_the_churn(tmp_path):
-    run = copy_run("run_a", tmp_path)  # direct CONN_MAX_AGE=0: calibrated 8 ms, 99 new connections in 10 s
+    # direct CONN_MAX_AGE=0: 99 requests opened one, connect = latency / 2 (1..100 ms, the failures' excluded);
+    # calibrated 8 ms; PostgreSQL's log 1.95 ms: far apart, and said so with the three numbers
+    run = copy_run("run_a", tmp_path)
     first = found(run)["claims"][0]
-    assert first.endswith("Each cost 8 ms to open (calibrated): 0.0792 s spent connecting each second.")
+    assert ("Each cost 25.5 ms to open (median of 99 requests that opened one, by the app's Server-Timing, "
+            "95 % CI 20–30.5): 0.25 s spent connecting each second. Calibrated apart from the load: 8 ms. "
+            "PostgreSQL's own log (setup total): 1.95 ms.") in first
+    assert "They disagree by more than 25% (the requests 25.5 ms, the calibration 8 ms, PostgreSQL 1.95 ms)" in first
+
+
+@pytest.mark.parametrize("figures, disagree", [
+    ({"connect_new_p50": 3.5, "connect_cost_ms": 8.26}, True),  # a busy machine's calibration: the issue's case
+    ({"connect_new_p50": 3.5, "connect_cost_ms": 4.0}, False),
+    ({"connect_new_p50": 3.5, "connect_cost_ms": 4.0, "server_setup_p50": 1.2}, True),
+    ({"connect_new_p50": 3.5}, False),
+])
+def test_the_cost_sentence_names_every_figure_and_says_when_they_disagree(figures, disagree):
+    from analysis.findings import connect_cost_sentence
+
+    text = connect_cost_sentence({"connect_new_n": 40, "connect_new_lo": 3.0, "connect_new_hi": 4.0,
+                                  "connect_s_per_s": 0.6, **figures})
+    assert text.startswith(" Each cost 3.5 ms to open (median of 40 requests that opened one")
+    assert ("They disagree by more than 25%" in text) is disagree
+    for key, label in (("connect_cost_ms", "Calibrated apart from the load"),
+                       ("server_setup_p50", "PostgreSQL's own log (setup total)")):
+        assert (label in text) is (key in figures)
+        if key in figures:
+            assert f"{label}: {figures[key]:g} ms." in text
+
+
+def test_without_server_timing_the_calibration_is_the_figure_and_says_so():
+    from analysis.findings import connect_cost_sentence
+
+    assert connect_cost_sentence({"connect_cost_ms": 8.0, "connect_s_per_s": 0.08}) == \
+        " Each cost 8 ms to open (calibrated): 0.08 s spent connecting each second."
+    assert connect_cost_sentence({}) == ""
+
+
+def test_through_pgbouncer_the_table_shows_the_apps_own_churn_beside_the_servers(tmp_path):
+    t = found(copy_run("run_a", tmp_path))["table"]
+    h = t["headers"]
+    assert h[h.index("new server connections/s") + 1] == "app → PgBouncer new connections/s"
+    col = h.index("app → PgBouncer new connections/s")
+    by = {"pgbouncer" if "pgbouncer-transaction" in row[1] else row[1].split(",")[0]: row[col] for row in t["rows"]}
+    assert by == {"pgbouncer": "5", "CONN_MAX_AGE=0": "–", "CONN_MAX_AGE=600": "–"}  # 50 new in 10 s; no PgBouncer
 
 
 def test_a_setting_is_named_by_the_knobs_its_load_model_uses():

@@ -130,3 +130,4 @@ def test_findings_table_has_a_bounded_column_only_when_something_leaks(frames):
     col = t["headers"].index("bounded")
     assert sorted(r[col] for r in t["rows"]) == ["NO: left behind"] * 3 + ["yes", "yes"]
     assert "bounded" not in table(groups.assign(conn_bounded=True), labels(groups))["headers"]
+

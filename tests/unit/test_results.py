@@ -191,7 +191,9 @@ def test_a_schema_1_run_summarizes_as_it_did_under_schema_1(tmp_path):
     added = [c for c in new.columns if c not in old.columns]
     timing = [f"{p}_ms_{s}" for p in ("connect", "pool", "db", "app", "outside") for s in ("mean", "p50", "p95")]
     assert added == ["offered_rps", "achieved_rps", "dropped", "lag_p99_ms", "svc_p50", "svc_p95", "svc_p99",
-                     *timing, "new_conn_share", "new_conn_per_s", "connect_cost_ms", "connect_s_per_s",
+                     *timing, "new_conn_share", "new_conn_per_s", "connect_new_n", "connect_new_p50",
+                     "connect_new_lo", "connect_new_hi", "connect_cost_ms", "server_setup_n", "server_setup_p50",
+                     "connect_s_per_s",
                      "predicted_connections_max", "inflight_max", "conn_rise", "conn_rise_per_s", "conn_bounded",
                      "predicted_bounded", "locust_cpu_warning", "generator_lagged", "generators",
                      "generator_busiest", "generator_cpu_max", "generator_laggiest", "generator_lag_p99_max",

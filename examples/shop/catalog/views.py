@@ -1,3 +1,4 @@
+from django.core import signing
 from django.db.models import F
 from django.http import Http404, HttpResponse, JsonResponse
 
@@ -7,7 +8,9 @@ from catalog.models import Product
 def product_list(request):
     # N+1 on purpose, as real list views often are: one query for the page, one per product's category
     items = [{"id": p.id, "name": p.name, "category": p.category.name} for p in Product.objects.order_by("id")[:10]]
-    return JsonResponse({"products": items})
+    # the next page's cursor, signed (so it needs SECRET_KEY, as sessions and CSRF do in most projects)
+    cursor = signing.dumps({"after": items[-1]["id"]}) if items else None
+    return JsonResponse({"products": items, "next": cursor})
 
 
 def product_detail(request, pk):
@@ -27,3 +30,13 @@ def product_hit(request, pk):
 
 def up(request):
     return HttpResponse("ok")
+
+
+def retired(request):
+    # a page that is gone: its old URL is redirected by catalog.middleware.RedirectRetired, on the 404
+    raise Http404("this page was retired")
+
+
+def broken(request):
+    # a bug that is not the database's: the project's own 500, whatever runs it
+    raise RuntimeError("the shop's own bug")

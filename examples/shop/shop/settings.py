@@ -7,7 +7,7 @@ SECRET_KEY = os.environ.get("SHOP_SECRET_KEY", "example-only-not-a-secret")
 DEBUG = os.environ.get("SHOP_DEBUG") == "1"
 ALLOWED_HOSTS = ["shop.example.com"]
 INSTALLED_APPS = ["django.contrib.contenttypes", "catalog"]
-MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+MIDDLEWARE = ["catalog.middleware.RedirectRetired", "django.middleware.common.CommonMiddleware"]
 ROOT_URLCONF = "shop.urls"
 WSGI_APPLICATION = "shop.wsgi.application"
 USE_TZ = True
