@@ -124,6 +124,23 @@ def _longest(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(rows, key=lambda r: math.inf if _cma(r["conn_max_age"]) == "none" else float(r["conn_max_age"]))
 
 
+REUSED_SHARE = 0.5  # a "persistent" setting whose requests opened a connection this often did not persist
+
+
+def opened_share(row: dict[str, Any]) -> float | None:
+    """The share of requests that opened a connection: Server-Timing's, else the server's sessions per request."""
+    share = row.get("new_conn_share")
+    if _missing(share) and not _missing(row.get("churn_per_s")) and not _missing(row.get("rps")) and row["rps"] > 0:
+        share = row["churn_per_s"] / row["rps"]
+    return None if _missing(share) else float(share)
+
+
+def reused(row: dict[str, Any]) -> bool:
+    """Did the data show this setting's connections being reused? Unknown counts as not shown."""
+    share = opened_share(row)
+    return share is not None and share < REUSED_SHARE
+
+
 def _verdict(settings: Settings, a: str, b: str, fig: str) -> str:
     t = settings.test(a, b, fig)
     if not t.basis:
@@ -172,15 +189,17 @@ def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> l
     many = len(_pick(groups, pooling="direct", conn_max_age="0")) > 1  # then every sentence names its setting
     for z in _pick(groups, pooling="direct", conn_max_age="0"):
         where = f" ({names[str(z['group'])]})" if many else ""
-        share = z.get("new_conn_share")
-        if _missing(share) and not _missing(z.get("churn_per_s")) and not _missing(z.get("rps")) and z["rps"] > 0:
-            share = z["churn_per_s"] / z["rps"]  # no Server-Timing: the server's sessions per request
-        if not _missing(share):
+        share = opened_share(z)
+        if share is not None:
             cost = connect_cost_sentence(z)
             out.append(f"CONN_MAX_AGE=0{where} opened a new connection for {share:.0%} of requests: "
                        f"{with_interval(z, 'churn_per_s')} new server connections/s at {with_interval(z, 'rps')} "
                        f"req/s (the articles: Django opens one per request by default).{cost}")
-        k = _longest(_peer(groups, z, conn_max_age=lambda v: _cma(v) != "0"))
+        peers = _peer(groups, z, conn_max_age=lambda v: _cma(v) != "0")
+        # "persistent" only where the data shows reuse: under ASGI CONN_MAX_AGE=none opens one per request too
+        for k in [p for p in peers if not reused(p) and p.get("conn_bounded") is not False]:  # leaks: below
+            out.append(not_persistent(k, names))
+        k = _longest([p for p in peers if reused(p)])
         if k is not None and not _missing(z.get("lat_p50")) and not _missing(k.get("lat_p50")):
             d50 = z["lat_p50"] - k["lat_p50"]
             out.append(f"Opening a connection per request{where} cost {'+' if d50 >= 0 else '−'}{num(abs(d50))} ms "
@@ -190,7 +209,7 @@ def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> l
                        f"{with_interval(z, 'rps')} vs {with_interval(k, 'rps')} req/s, "
                        f"{_verdict(settings, z['group'], k['group'], 'rps')}.")
     held_by: dict[tuple[Any, Any], list[str]] = {}  # settings that held the same: one sentence, not one each
-    for k in [r for r in _pick(groups, pooling="direct") if _cma(r.get("conn_max_age")) != "0"]:
+    for k in [r for r in _pick(groups, pooling="direct") if _cma(r.get("conn_max_age")) != "0" and reused(r)]:
         pred, held = k.get("predicted_connections"), k.get("conn_plateau")
         if not _missing(pred) and not _missing(held):
             held_by.setdefault((held, pred), []).append(names[str(k["group"])])
@@ -208,6 +227,16 @@ def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> l
                    f"{num(cl)} app connections shared at most {num(sv)} server connections "
                    f"(pool size {num(p.get('pgbouncer_pool_size'))}).")
     return out
+
+
+def not_persistent(k: dict[str, Any], names: dict[str, str]) -> str:
+    """A CONN_MAX_AGE != 0 setting whose connections the data shows were not reused: what was measured instead."""
+    share, held = opened_share(k), k.get("conn_held")
+    under = " under ASGI" if str(k.get("worker_class")) == "asgi" else ""
+    left = f"; {num(held)} were still open after the load stopped" if not _missing(held) else ""
+    opened = f"{share:.0%} of its requests opened a connection" if share is not None else "reuse was not measured"
+    return (f"CONN_MAX_AGE={_cma(k.get('conn_max_age'))}{under} ({names[str(k['group'])]}) did not keep connections "
+            f"for reuse: {opened}{left}. It is not compared as persistent.")
 
 
 def leaks(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> list[str]:

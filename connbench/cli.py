@@ -77,13 +77,29 @@ def cmd_validate(args, console: Console) -> int:
 
 
 def cmd_init(args, console: Console) -> int:
-    from connbench.starter import STARTER_NAME, write_starter
+    from connbench.starter import STARTER, STARTER_NAME, write_starter
 
     target = Path(args.dir)
     if target.exists() and not target.is_dir():
         raise ScenarioError(f"{args.dir}: not a directory; give the directory to write {STARTER_NAME} in")
+    if (target / STARTER_NAME).exists():
+        raise ScenarioError(f"{target / STARTER_NAME}: already exists; nothing was written (edit it, or "
+                            "give another directory)")
+    text = STARTER
+    if (target / "manage.py").is_file():  # a Django project: a scenario for it, detected
+        from connbench.run.init_project import InitError, detect, render
+
+        try:
+            found = detect(target, console)
+        except InitError as e:
+            raise ScenarioError(str(e)) from None
+        text = render(found)
+        console.print(f"Django project {found.settings}: {len(found.paths)} path(s) answered 2xx, "
+                      f"{len(found.left)} left out (listed in the file)")
+        for unknown in found.unknown:
+            console.print(f"  could not know: {unknown}", highlight=False)
     try:
-        path = write_starter(target)
+        path = write_starter(target, text)
     except FileExistsError:
         raise ScenarioError(f"{target / STARTER_NAME}: already exists; nothing was written (edit it, or "
                             "give another directory)") from None
@@ -295,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.set_defaults(func=lambda args, console: _report(Path(args.run_dir), console))
 
-    ini = sub.add_parser("init", help="write a commented starter scenario, connbench.toml, in DIR")
+    ini = sub.add_parser("init", help="write connbench.toml in DIR: for the Django project there (manage.py), "
+                         "detected and checked; elsewhere a commented starter scenario")
     ini.add_argument("dir", nargs="?", default=".", help="default: the current directory")
     ini.set_defaults(func=cmd_init)
 

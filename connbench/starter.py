@@ -42,11 +42,11 @@ error_rate_max = 0.0
 '''
 
 
-def write_starter(directory: Path) -> Path:
+def write_starter(directory: Path, text: str = STARTER) -> Path:
     """Write DIR/connbench.toml; never over an existing file (FileExistsError), never through a symlink."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / STARTER_NAME
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(STARTER)
+        f.write(text)
     return path

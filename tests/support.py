@@ -225,8 +225,10 @@ class RunFactory:
         proc = subprocess.Popen([*CLI, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         return proc, run_dir
 
-    def finish(self, proc: subprocess.Popen, run_dir: Path, expect: int | None = 0, timeout: float = 600) -> Run:
-        out, err = proc.communicate(timeout=timeout)
+    def finish(self, proc: subprocess.Popen, run_dir: Path, expect: int | None = 0, timeout: float = 600,
+               output: tuple[str, str] | None = None) -> Run:
+        """`output`: the run's stdout and stderr, when the caller has read them already (Secrets.watch)."""
+        out, err = output if output is not None else proc.communicate(timeout=timeout)
         return self._checked(run_dir, subprocess.CompletedProcess(proc.args, proc.returncode, out, err), expect)
 
     @staticmethod
@@ -236,3 +238,56 @@ class RunFactory:
             assert res.returncode == expect, (f"connbench run exited {res.returncode}, not {expect}\n"
                                               f"{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
         return Run(run_dir, res)
+
+
+class Secrets:
+    """Every secret a run keeps while it runs, harvested from its private directory (postgres-*.json's passwords,
+    PgBouncer's auth_file, a TLS key), then looked for in everything the run left: it must be in nothing."""
+
+    def __init__(self) -> None:
+        self.found: set[str] = set()
+        self.auth_entries: dict[str, str] = {}
+
+    def harvest(self, private_root: Path) -> None:
+        for d in private_root.glob("connbench-private-*"):
+            for f in list(d.glob("*")):
+                try:
+                    text = f.read_text()
+                except OSError:
+                    continue  # removed under us: the run is moving on
+                if f.name.startswith("postgres-"):
+                    try:
+                        self.found.update(json.loads(text).values())
+                    except ValueError:
+                        continue
+                elif f.name.endswith("server.key"):
+                    self.found.update(line for line in text.splitlines()[1:3] if len(line) > 40)  # the key's bytes
+                elif f.name.endswith("userlist.txt"):
+                    entries = dict(line.split('"')[1::2] for line in text.splitlines() if line.count('"') == 4)
+                    self.found.update(entries.values())
+                    self.auth_entries.update(entries)
+
+    def watch(self, proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+        """Harvest until the run ends; its stdout and stderr."""
+        root = Path(os.environ[PRIVATE_ENV])
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            self.harvest(root)
+            time.sleep(0.05)
+        return proc.communicate(timeout=60)
+
+    def assert_none_left(self, run_dir: Path, out: str, err: str, at_least: int) -> None:
+        # postgres: app + superuser per server; PgBouncer: its admin user and the app role's secret; TLS keys
+        assert len(self.found) >= at_least, self.found
+        if self.auth_entries:  # PgBouncer's auth_file holds the secret as PostgreSQL stores it, never a password
+            assert self.auth_entries["app"].startswith("SCRAM-SHA-256$4096:"), "plain password in the auth_file"
+        leaks = []
+        for root, _dirs, files in os.walk(run_dir):
+            for name in files:
+                data = open(os.path.join(root, name), "rb").read()
+                leaks += [os.path.join(root, name) for pw in self.found if pw.encode() in data]
+                leaks += [f"{os.path.join(root, name)}: a private key"] * (b"PRIVATE KEY" in data)
+        assert not leaks, leaks
+        assert not [p for p in run_dir.rglob("*") if "secret" in p.name or p.name == "pg"]
+        for pw in self.found:
+            assert pw not in out and pw not in err

@@ -146,6 +146,7 @@ class ProbeRunner:
         per_dyno = best["per_dyno_at_plateau"] or -(-plateau_value // max(1, self.k.dynos))
         limit = self.s.limit or app_slots
         leaked = any(r.get("leak") for r in results.values())
+        grew = outgrew(results)
         doc = {
             "query": ARTICLE_QUERY,
             "params": self.k.model_dump(),
@@ -160,7 +161,7 @@ class ProbeRunner:
             "results": results,
             "plateau": plateau_value,
             # a leak predicted (no bound) matches a leak found; else the plateau must equal the prediction
-            "matches": leaked if pred.bounded is False else (
+            "matches": grew if pred.bounded is False else (
                 pred.at_rest is not None and plateau_value == pred.at_rest),
             "per_dyno": per_dyno,
             "limit": limit,
@@ -179,6 +180,13 @@ class ProbeRunner:
         return doc
 
 
+def outgrew(results: dict[str, dict]) -> bool:
+    """What a "no bound" prediction predicts: a leak found, or a count that never settled and ended above where
+    it started (the probe stopped at the server's limit or out of steps before the leak rule could fire)."""
+    return any(r.get("leak") or (not r["plateau"]["settled"] and r["steps"] and
+                                 r["steps"][-1]["count"] > r["steps"][0]["count"]) for r in results.values())
+
+
 def print_summary(doc: dict, console: Console) -> None:
     console.print("counted with the Heroku article's query:", highlight=False)
     console.print("  " + doc["query"] + ";", highlight=False, soft_wrap=True)
@@ -192,16 +200,17 @@ def print_summary(doc: dict, console: Console) -> None:
     Console(width=max(console.width, 120), markup=False).print(t)
     pred = doc["predicted"]
     said = "no bound" if pred.get("bounded") is False else f"{pred['at_rest']} at rest"
+    if pred.get("bounded") is False:
+        verdict = "leak, as predicted" if doc["matches"] else "no leak seen, though one was predicted"
+    else:
+        verdict = "matches" if doc["matches"] else "does not match"
     console.print(Text(f"predicted: {said} ({pred['basis']}) -> ")
-                  + (Text("matches", style="green") if doc["matches"] else Text("does not match", style="yellow")))
+                  + Text(verdict, style="green" if doc["matches"] else "yellow"))
     for note in doc["notes"]:
         console.print(f"  - {note}", highlight=False)
     leaked = doc["max_dynos"] is None and any(r.get("leak") for r in doc["results"].values())
     console.print(f"headroom: {'at least ' if leaked else ''}{doc['per_dyno']} connections per dyno (measured"
-                  f"{', and growing' if leaked else ''}), limit {doc['limit']} "
-                  f"(max_connections {doc['server']['max_connections']} - {doc['server']['reserved_slots']} reserved "
-                  "- 1 for the probe's own session)",
-                  highlight=False)
+                  f"{', and growing' if leaked else ''}), limit {limit_arithmetic(doc)}", highlight=False)
     h = Table()
     for col in ("dynos", "connections", "fits"):
         h.add_column(col)
@@ -219,6 +228,17 @@ def print_summary(doc: dict, console: Console) -> None:
                                         f"{one} one-off dyno(s)" if one else "") if x)
         console.print(f"at most {doc['max_dynos']} dynos of this shape fit in {doc['limit']} connections "
                       f"({used} connections{', counting ' + extra if extra else ''})")
+
+
+def limit_arithmetic(doc: dict) -> str:
+    """The limit, said the way it was computed: --limit as given, else the server's app slots, worked out."""
+    given = doc["settings"].get("limit")
+    if given:
+        return f"{doc['limit']} (--limit {given})"
+    srv = doc["server"]
+    own = srv.get("probe_sessions", 1)
+    return (f"{doc['limit']} (max_connections {srv['max_connections']} - {srv['reserved_slots']} reserved - {own} "
+            f"for the probe's own session = {srv['max_connections'] - srv['reserved_slots'] - own})")
 
 
 def check_database(database_url: str) -> None:

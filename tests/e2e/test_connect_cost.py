@@ -14,7 +14,7 @@ import pytest
 from connbench import results as R
 from connbench.services.pgbouncer import pgbouncer_binary
 from connbench.services.postgres import system_bin_dir
-from tests.support import cell_data
+from tests.support import Secrets, cell_data
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(system_bin_dir() is None, reason="Debian's PostgreSQL not installed (make does)"),
@@ -61,8 +61,24 @@ pgbouncer_pool_size = 1
 
 
 @pytest.fixture(scope="module")
-def run(run_factory):
-    return run_factory(SCENARIO, "--no-report", name="connect").dir
+def harvested(run_factory):
+    """The run, its secrets harvested while it runs: TLS keys among them (they must be in nothing it leaves)."""
+    secrets = Secrets()
+    proc, run_dir = run_factory.spawn(SCENARIO, "--no-report", name="connect")
+    out, err = secrets.watch(proc, timeout=600)
+    run_factory.finish(proc, run_dir, output=(out, err))
+    return run_dir, out, err, secrets
+
+
+@pytest.fixture(scope="module")
+def run(harvested):
+    return harvested[0]
+
+
+def test_no_password_and_no_tls_key_is_left_in_the_run_directory(harvested):
+    """Four servers (app + superuser passwords each), PgBouncer's admin and auth_file, a TLS key per server."""
+    run_dir, out, err, secrets = harvested
+    secrets.assert_none_left(run_dir, out, err, at_least=10)
 
 
 def _servers(run_dir) -> dict[tuple, R.ServerInfo]:

@@ -4,6 +4,7 @@ the built wheel installed into a fresh virtualenv, used from outside the checkou
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,3 +196,52 @@ def test_the_wheel_works_outside_the_checkout(tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert_smoke_run(work / "run", res.stdout)
     assert_no_leftovers(work / "run")
+
+
+NOTES_VIEWS = '''from django.http import HttpResponse, JsonResponse
+
+from notes.models import Note
+
+
+def index(request):
+    return HttpResponse(f"{Note.objects.count()} notes")
+
+
+def one(request, pk):
+    return JsonResponse({"id": pk, "exists": Note.objects.filter(pk=pk).exists()})
+'''
+
+
+def test_init_in_a_new_django_project_writes_a_scenario_that_runs_unedited(run_factory, tmp_path):
+    """A project that was never in this repository: django-admin's startproject, one model, one view."""
+    site = tmp_path / "site"
+    site.mkdir()
+    django_admin = [sys.executable, "-m", "django"]
+    subprocess.run([*django_admin, "startproject", "mysite", str(site)], check=True, timeout=60)
+    subprocess.run([sys.executable, "manage.py", "startapp", "notes"], cwd=site, check=True, timeout=60)
+    (site / "notes" / "models.py").write_text("from django.db import models\n\n\nclass Note(models.Model):\n"
+                                               "    text = models.CharField(max_length=200)\n")
+    (site / "notes" / "views.py").write_text(NOTES_VIEWS)
+    settings = site / "mysite" / "settings.py"
+    settings.write_text(re.sub(r"""(["']django.contrib.staticfiles["'],)""", r"\1\n    'notes',",
+                               settings.read_text()))
+    urls = site / "mysite" / "urls.py"
+    urls.write_text(re.sub(r"""(path\(["']admin/["'], admin.site.urls\),)""",
+                           r"\1\n    path('', views.index),\n    path('notes/<int:pk>/', views.one),",
+                           urls.read_text()).replace("from django.urls import path",
+                                                     "from django.urls import path\nfrom notes import views"))
+    subprocess.run([sys.executable, "manage.py", "makemigrations", "notes"], cwd=site, check=True, timeout=60,
+                   capture_output=True)  # what the project's developer would have committed
+
+    res = run_cli("init", cwd=site, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = (site / "connbench.toml").read_text()
+    assert 'settings = "mysite.settings"' in text and 'wsgi = "mysite.wsgi:application"' in text
+    assert 'asgi = "mysite.asgi:application"' in text
+    assert '"/" = 1' in text and 'health = "/"' in text and "/admin/: answers 302, a redirect to" in text
+    assert "/notes/<int:pk>/: takes parameters" in text
+    run = run_factory(str(site / "connbench.toml"), "--no-report", name="init-startproject")
+    cells = run.manifest["cells"]
+    assert [c["status"] for c in cells] == ["completed", "completed"], cells
+    reqs = run.cell(cells[0]["cell_id"]).csv("requests.csv")
+    assert "/" in set(reqs["endpoint"]) and (reqs["status"] == 200).all()

@@ -173,3 +173,57 @@ def test_probe_summary_counts_preboot_and_one_off_dynos():
     used = plateau.need(doc["max_dynos"], per, True, 1)
     assert (f"at most {doc['max_dynos']} dynos of this shape fit in {limit} connections ({used} connections, "
             "counting twice during a Preboot deploy and 1 one-off dyno(s))") in out.getvalue()
+
+
+def _summary(doc: dict) -> str:
+    import io
+
+    from rich.console import Console
+
+    from connbench.run.probe import print_summary
+
+    out = io.StringIO()
+    print_summary(doc, Console(file=out, width=200))
+    return " ".join(out.getvalue().split())
+
+
+def _probe_doc() -> dict:
+    import json
+
+    return json.loads((FIXTURES / "run_probe" / "probe.json").read_text())
+
+
+def test_the_probes_limit_is_printed_the_way_it_is_computed():
+    doc = _probe_doc()
+    srv = doc["server"]
+    out = _summary(doc)
+    worked = srv["max_connections"] - srv["reserved_slots"] - srv["probe_sessions"]
+    assert worked == doc["limit"] == srv["app_slots"]  # the fixture's own arithmetic holds
+    assert (f"limit {doc['limit']} (max_connections {srv['max_connections']} - {srv['reserved_slots']} reserved - 1 "
+            f"for the probe's own session = {worked})") in out
+    doc["settings"]["limit"], doc["limit"] = 20, 20  # --limit 20: said as given, not "explained" by the server
+    out = _summary(doc)
+    assert "limit 20 (--limit 20)" in out and "reserved" not in out.split("limit 20")[1][:40]
+
+
+def test_a_predicted_leak_that_happened_is_said_as_such():
+    doc = _probe_doc()
+    doc["predicted"].update(bounded=False, at_rest=None, basis="ASGI: Django's connections are per thread")
+    doc["matches"] = True
+    assert "-> leak, as predicted" in _summary(doc)
+    doc["matches"] = False
+    assert "-> no leak seen, though one was predicted" in _summary(doc)
+    doc["predicted"].update(bounded=True, at_rest=2)
+    assert "-> does not match" in _summary(doc)
+
+
+def test_a_count_that_never_settled_and_grew_outgrew_every_bound():
+    from connbench.run.probe import outgrew
+
+    def mode(counts, settled, leak=None):
+        return {"plateau": {"settled": settled}, "steps": [{"count": c} for c in counts], "leak": leak}
+
+    assert outgrew({"sequential": mode([2, 9, 17, 25], settled=False)})  # stopped at the limit, still rising
+    assert outgrew({"ramp": mode([2, 3, 3], settled=True, leak={"kind": "left-open"})})
+    assert not outgrew({"ramp": mode([2, 4, 4, 4], settled=True)})
+    assert not outgrew({"ramp": mode([4, 3, 4], settled=False)})  # fluctuated, never gained
