@@ -77,36 +77,9 @@ def cmd_validate(args, console: Console) -> int:
 
 
 def cmd_init(args, console: Console) -> int:
-    from connbench.starter import STARTER, STARTER_NAME, write_starter
+    from connbench.run.init_project import init_command
 
-    target = Path(args.dir)
-    if target.exists() and not target.is_dir():
-        raise ScenarioError(f"{args.dir}: not a directory; give the directory to write {STARTER_NAME} in")
-    if (target / STARTER_NAME).exists():
-        raise ScenarioError(f"{target / STARTER_NAME}: already exists; nothing was written (edit it, or "
-                            "give another directory)")
-    text = STARTER
-    if (target / "manage.py").is_file():  # a Django project: a scenario for it, detected
-        from connbench.run.init_project import InitError, detect, render
-
-        try:
-            found = detect(target, console)
-        except InitError as e:
-            raise ScenarioError(str(e)) from None
-        text = render(found)
-        console.print(f"Django project {found.settings}: {len(found.paths)} path(s) answered 2xx, "
-                      f"{len(found.left)} left out (listed in the file)")
-        for unknown in found.unknown:
-            console.print(f"  could not know: {unknown}", highlight=False)
-    try:
-        path = write_starter(target, text)
-    except FileExistsError:
-        raise ScenarioError(f"{target / STARTER_NAME}: already exists; nothing was written (edit it, or "
-                            "give another directory)") from None
-    except OSError as e:
-        raise ScenarioError(f"{target / STARTER_NAME}: cannot write it ({e.strerror})") from None
-    console.print(f"wrote {path}; next: connbench list {path} -v, then connbench run {path}")
-    return EXIT_OK
+    return init_command(Path(args.dir), console)
 
 
 def cmd_run(args, console: Console) -> int:

@@ -26,6 +26,8 @@ from connbench.services.postgres import PostgresServer, app_pythonpath
 from connbench.services.procs import PrivateDir, ServiceError, Supervisor
 from connbench.services.reachable import ensure_cache
 
+LOADABLE = re.compile(r"/[\x21-\x7e]{0,500}")  # what [load] paths accepts (connbench/sections.py)
+MAX_PATHS = 100
 HEALTHY = re.compile(r"(^|/)(health|healthz|healthcheck|up|ping|status|ready|live)/?$")
 _SETTINGS = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([A-Za-z_][\w.]*)["']""")
 
@@ -173,7 +175,11 @@ def _check_paths(found: Detected, project: Project, candidates: list[str], conso
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(where, ignore_errors=True)
     for path, (status, location) in answers.items():
-        if 200 <= status < 300:
+        if not LOADABLE.fullmatch(path):
+            found.left.append((path, "not a path a scenario can hold (printable ASCII, no space)"))
+        elif len(found.paths) >= MAX_PATHS:
+            found.left.append((path, f"past the first {MAX_PATHS} that answered 2xx"))
+        elif 200 <= status < 300:
             found.paths.append(path)
         elif 300 <= status < 400:
             found.left.append((path, f"answers {status}, a redirect to {location}: not followed"))
@@ -219,3 +225,36 @@ def render(found: Detected) -> str:
     lines += ["", "[defaults]", "dynos = 1", "workers = 2", 'worker_class = "sync"', "users = 4", "warmup = 1",
               "duration = 5", "cooldown = 1", "", "[matrix]", 'conn_max_age = [0, "none"]', ""]
     return "\n".join(lines)
+
+
+def init_command(target: Path, console) -> int:
+    """`connbench init [DIR]`: DIR/connbench.toml, for the Django project there, else the starter. Never over
+    an existing file; every failure one ScenarioError (exit 2)."""
+    from connbench.spec import ScenarioError
+    from connbench.starter import STARTER, STARTER_NAME, write_starter
+
+    if target.exists() and not target.is_dir():
+        raise ScenarioError(f"{target}: not a directory; give the directory to write {STARTER_NAME} in")
+    exists = ScenarioError(f"{target / STARTER_NAME}: already exists; nothing was written (edit it, or give "
+                           "another directory)")
+    if (target / STARTER_NAME).exists():
+        raise exists
+    text = STARTER
+    if (target / "manage.py").is_file():  # a Django project: a scenario for it, detected
+        try:
+            found = detect(target, console)
+        except InitError as e:
+            raise ScenarioError(str(e)) from None
+        text = render(found)
+        console.print(f"Django project {found.settings}: {len(found.paths)} path(s) answered 2xx, "
+                      f"{len(found.left)} left out (listed in the file)")
+        for unknown in found.unknown:
+            console.print(f"  could not know: {unknown}", highlight=False)
+    try:
+        path = write_starter(target, text)
+    except FileExistsError:
+        raise exists from None
+    except OSError as e:
+        raise ScenarioError(f"{target / STARTER_NAME}: cannot write it ({e.strerror})") from None
+    console.print(f"wrote {path}; next: connbench list {path} -v, then connbench run {path}")
+    return 0

@@ -31,3 +31,24 @@ def test_python_dash_m_connbench(tmp_path):
     res = subprocess.run([sys.executable, "-m", "connbench", "validate", str(tmp_path / STARTER_NAME)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "ok, 12 cells" in " ".join((res.stderr + res.stdout).split())
+
+
+def test_a_detected_django_project_renders_a_scenario_that_loads(tmp_path):
+    from connbench.run.init_project import Detected, _dotted, render, settings_module
+
+    (tmp_path / "manage.py").write_text("import os\n"
+                                        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n")
+    assert settings_module(tmp_path) == "mysite.settings"
+    assert _dotted("mysite.wsgi.application") == "mysite.wsgi:application" and _dotted(None) is None
+    (tmp_path / "mysite").mkdir()
+    for name in ("__init__.py", "settings.py", "wsgi.py", "asgi.py"):
+        (tmp_path / "mysite" / name).write_text("")
+    found = Detected(tmp_path, "mysite.settings", "mysite.wsgi:application", "mysite.asgi:application",
+                     paths=["/", '/a"quoted"page/'], left=[("/items/<int:pk>/", "takes parameters")], health="/",
+                     unknown=["something init could not know"])
+    text = render(found)
+    (tmp_path / STARTER_NAME).write_text(text)
+    scen = expand.load(tmp_path / STARTER_NAME)
+    assert scen.project.user_settings == "mysite.settings" and scen.project.path == str(tmp_path)
+    assert scen.project.load_paths == {"/": 1, '/a"quoted"page/': 1} and len(scen.cells) == 2
+    assert "#   /items/<int:pk>/: takes parameters" in text and "# Could not know: something" in text
