@@ -120,11 +120,11 @@ def cmd_run(args, console: Console) -> int:
                           argv=sys.argv, keep_data=args.keep_data, external=external)
     code = runner.run()
     if not args.no_report:
-        code = max(code, _report(run_dir, console))
+        code = max(code, _report(run_dir, console, charts=not args.no_charts))
     return code
 
 
-def _report(run_dir: Path, console: Console) -> int:
+def _report(run_dir: Path, console: Console, charts: bool = True) -> int:
     try:
         from analysis.report import build_report
     except ImportError as e:  # analysis not installed: the raw files are still there
@@ -132,7 +132,7 @@ def _report(run_dir: Path, console: Console) -> int:
         return EXIT_FAILED
     from analysis.expectations import failed
 
-    path = build_report(run_dir)
+    path = build_report(run_dir, charts=charts)
     bad = failed(run_dir)
     for r in bad:
         _err(console, f"expectation failed: {r['cell_id']}: {r['name']}: {r['check']} {r['limit']} "
@@ -264,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--locust-processes", type=_positive, default=1, help="as --generator-workers N (default 1)")
     r.add_argument("--generator-workers", type=int, metavar="N", help="Locust master + N workers ([generator] workers)")
     r.add_argument("--no-report", action="store_true", help="skip building the HTML report")
+    r.add_argument("--no-charts", action="store_true", help="the report without its charts: summary, expectations "
+                   "and findings in a second (CI); `connbench report RUN` draws them later")
     r.add_argument("--keep-data", action="store_true", help="keep the PostgreSQL cluster (and its credentials, "
                    "in pg/) after the run; delete pg/ before sharing the run directory")
     r.add_argument("--database-url", help="use your PostgreSQL (nothing is started; its password is never "
@@ -282,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="rebuild summary, charts and index.html from a run's raw files")
     rep.add_argument("run_dir")
-    rep.set_defaults(func=lambda args, console: _report(Path(args.run_dir), console))
+    rep.add_argument("--no-charts", action="store_true", help="everything but the charts (charts/ is left alone)")
+    rep.set_defaults(func=lambda args, console: _report(Path(args.run_dir), console, charts=not args.no_charts))
 
     ini = sub.add_parser("init", help="write connbench.toml in DIR: for the Django project there (manage.py), "
                          "detected and checked; elsewhere a commented starter scenario")

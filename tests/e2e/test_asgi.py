@@ -66,7 +66,7 @@ error_rate_max = 0.0
 
 @pytest.fixture(scope="module")
 def run(run_factory):
-    r = run_factory(SCENARIO, name="asgi")
+    r = run_factory(SCENARIO, "--no-charts", name="asgi")
     return r.dir, r.result
 
 

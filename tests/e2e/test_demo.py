@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from html import unescape
 
 import pandas as pd
 import pytest
@@ -95,7 +96,7 @@ def test_the_headline_connect_cost_is_the_requests_own_and_postgresql_logs_its_s
         assert row["server_setup_n"] >= 0.9 * len(opened) and 0 < row["server_setup_p50"] < row["connect_new_p50"]
     cal = R.Manifest.load(run_dir / R.MANIFEST_JSON).calibration["embedded scram-sha-256 tls=off direct"]
     assert cal.quiet is True and cal.machine_cpu_pct < 30  # taken once the workers had booted
-    html = " ".join((run_dir / "index.html").read_text().split())
+    html = " ".join(unescape((run_dir / "index.html").read_text()).split())
     assert re.search(r"Each cost [\d.]+ ms to open \(median of [\d,]+ requests that opened one, by the app's "
                      r"Server-Timing, 95 % CI [\d.]+–[\d.]+\)", html)
     assert "PostgreSQL's own log (setup total):" in html

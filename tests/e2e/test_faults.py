@@ -19,7 +19,7 @@ def cell_frames(run_dir, cell_id):
 
 @pytest.fixture(scope="module")
 def faults_run(run_factory):
-    r = run_factory(str(ROOT / "scenarios" / "faults.toml"), name="faults")
+    r = run_factory(str(ROOT / "scenarios" / "faults.toml"), "--no-charts", name="faults")
     return r.dir, r.result
 
 
@@ -103,7 +103,7 @@ def test_exhausted_server_and_expectations_gate_the_exit_code(faults_run):
 
 
 def test_heroku_claims_hold(run_factory):
-    r = run_factory(str(ROOT / "scenarios" / "heroku.toml"), name="heroku")
+    r = run_factory(str(ROOT / "scenarios" / "heroku.toml"), "--no-charts", name="heroku")
     res, run_dir = r.result, r.dir
     results = read_json(run_dir / "expectations.json")
     by_name = {}
@@ -117,7 +117,7 @@ def test_heroku_claims_hold(run_factory):
 
 
 def test_a_failed_expectation_fails_the_run(run_factory):
-    res = run_factory((ROOT / "scenarios" / "smoke.toml").read_text()
-                      + '\n[[expect]]\nname = "impossible"\np95_ms_max = 0.001\n', name="strict", expect=1).result
+    strict = (ROOT / "scenarios" / "smoke.toml").read_text() + '\n[[expect]]\nname = "impossible"\np95_ms_max = 0.001\n'
+    res = run_factory(strict, "--no-charts", name="strict", expect=1).result
     assert res.returncode == 1
     assert "expectation failed: default: impossible: p95_ms <= 0.001" in res.stderr

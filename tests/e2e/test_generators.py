@@ -97,7 +97,7 @@ def run(run_factory, tmp_path_factory):
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         proc, run_dir = run_factory.spawn(SCENARIO.format(port=port, rate=RATE, warmup=WARMUP, duration=DURATION),
-                                          name="generators")
+                                          "--no-charts", name="generators")
         try:
             proc.wait(timeout=600)
         finally:
@@ -198,7 +198,7 @@ def _name_of(run_dir: Path, pid: int) -> str:
 def test_a_worker_killed_mid_measure_is_an_event_and_fails_the_cell_unless_told(run_factory, policy, workers):
     # long enough that Locust's heartbeat check (3 missed beats, 1 s apart) sees it well inside the window
     proc, run_dir = run_factory.spawn(LOST.format(duration=20 if policy == "fail" else 12, policy=policy,
-                                                  workers=workers), name=f"lost-{policy}-{workers}")
+                                                  workers=workers), "--no-charts", name=f"lost-{policy}-{workers}")
     try:
         victim, killed_at = _kill_a_worker_mid_measure(proc, run_dir, workers)
         r = run_factory.finish(proc, run_dir, expect=None, timeout=180)
@@ -240,7 +240,7 @@ workers = 2
 remote = 1
 port = {port}
 wait_s = 3
-""", name="alone", expect=1, timeout=300)
+""", "--no-report", name="alone", expect=1, timeout=300)
     cell = cell_data(run.dir, "default")
     assert cell.status == "failed" and "gave up waiting for its 2 workers after 3 s" in cell.error
     assert "1 of 2 connected" in cell.error and f"connbench worker --master 127.0.0.1:{port}" in cell.error

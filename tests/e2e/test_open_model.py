@@ -47,7 +47,7 @@ max_in_flight = 2
 
 @pytest.fixture(scope="module")
 def run(run_factory):
-    return run_factory(SCENARIO, name="open").dir
+    return run_factory(SCENARIO, "--no-charts", name="open").dir
 
 
 def window(run_dir, cell_id):

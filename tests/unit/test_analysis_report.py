@@ -150,3 +150,16 @@ def test_charts_skipped_when_there_is_no_data(tmp_path):
 def test_build_report_rejects_a_non_run(tmp_path):
     with pytest.raises(AnalysisError, match="no manifest.json"):
         build_report(tmp_path)
+
+
+def test_without_charts_the_report_has_everything_else_and_leaves_charts_alone(tmp_path):
+    from analysis.report import build_report
+
+    run = copy_run("run_a", tmp_path)
+    (run / "charts").mkdir()
+    (run / "charts" / "mine.png").write_bytes(b"\x89PNG kept")  # what a charted report drew before
+    index = build_report(run, charts=False)
+    html = index.read_text()
+    assert (run / R.SUMMARY_CSV).is_file() and (run / "expectations.json").is_file()
+    assert 'id="findings"' in html and "<img" not in html
+    assert [p.name for p in (run / "charts").iterdir()] == ["mine.png"]

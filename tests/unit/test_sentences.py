@@ -116,3 +116,9 @@ def test_a_not_reused_persistent_setting_that_did_not_leak_is_said_so():
     assert text == ("CONN_MAX_AGE=60 under ASGI (CONN_MAX_AGE=60) did not keep connections for reuse: 86% of its "
                     "requests opened a connection; 3 were still open after the load stopped. It is not compared "
                     "as persistent.")
+
+
+def test_pgbouncer_sharing_is_said_under_every_worker_class(said):
+    _, claims, _ = said
+    shared = [c for c in claims if c.startswith("Through PgBouncer in transaction mode")]
+    assert len(shared) == 1 and "up to 4 app connections shared at most 2 server connections (pool size 2)" in shared[0]
