@@ -46,9 +46,11 @@ def ensure_cache(who) -> Path:
     fix = f"make it writable, or set {CACHE_ENV} to a directory the service user '{getattr(who, 'name', '')}' " \
           "can reach (e.g. under /var/tmp)"
     try:
+        made = not root.exists()
         root.mkdir(mode=0o755, parents=True, exist_ok=True)
-        if root.stat().st_uid == os.geteuid():
-            os.chmod(root, 0o755)  # ours: a umask of 077 must not lock the service user out
+        if made:
+            os.chmod(root, 0o755)  # just made: a umask of 077 must not lock the service user out; never
+            # loosen a directory that was there before (CONNBENCH_CACHE may be the user's own)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
             pass
     except OSError as e:
