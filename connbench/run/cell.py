@@ -123,7 +123,7 @@ class CellRunner:
     def _server_setup(self) -> None:
         """PostgreSQL 18's log of each connection's setup while the cell ran, as server_setup.csv (raw rows)."""
         read = getattr(self.server, "read_setup_durations", None)  # your own server (--database-url): not read
-        rows = read() if read is not None and getattr(self.server, "major", 0) >= 18 else None
+        rows = read() if read is not None else None
         if rows is not None:
             write_csv_atomic(self.paths.server_setup, R.SERVER_SETUP_COLUMNS, rows)
 

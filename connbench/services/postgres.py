@@ -7,6 +7,7 @@ always stop it. It listens on 127.0.0.1 only, TCP only, with scram-sha-256 passw
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -83,7 +84,9 @@ def parse_setup_durations(log_text: str) -> list[tuple[float, int, float, float,
     return [(float(m[1]), int(m[2]), float(m[3]), float(m[4]), float(m[5])) for m in _SETUP.finditer(log_text)]
 
 
+@functools.cache
 def major_version(bin_dir: Path) -> int:
+    """Asked once per binaries: every server of a run (and the preflight's) shares the answer."""
     out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True).stdout
     m = re.search(r"\) (\d+)", out)
     return int(m[1]) if m else 0
@@ -228,9 +231,12 @@ class PostgresServer:
         write_private(self.kept_credentials, json.dumps({"app": c.app_password, "super": c.super_password}))
         return self.kept_credentials
 
-    def read_setup_durations(self) -> list[tuple[float, int, float, float, float]]:
-        """The connections PostgreSQL logged since the last call: (t, pid, total, fork, authentication ms).
-        Raw lines only: what they add up to is analysis's business."""
+    def read_setup_durations(self) -> list[tuple[float, int, float, float, float]] | None:
+        """The connections PostgreSQL logged since the last call: (t, pid, total, fork, authentication ms);
+        None when this server does not log them (before PostgreSQL 18). Raw lines only: what they add up to is
+        analysis's business."""
+        if self.major < 18:
+            return None
         try:
             with open(self.log, "rb") as fh:
                 fh.seek(self._log_offset)
