@@ -32,6 +32,7 @@ e2e: bootstrap system
 lint: bootstrap
 	$(BIN)/ruff check connbench analysis target_app locustfiles tests scripts examples
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	@$(BIN)/python scripts/check_sizes.py
 
 bootstrap: $(STAMP)

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import AnalysisError, stats
-from analysis.groups import Settings
-from analysis.load import RunData, load_run
-from analysis.summarize import summary_frame
+from connbench.analysis import AnalysisError, stats
+from connbench.analysis.load import RunData, load_run
+from connbench.analysis.settings import Settings
+from connbench.analysis.summarize import summary_frame
 
 # metric column, label, +1 when higher is better, -1 when lower is better, 0 when neither
 METRICS = (("rps", "req/s", 1), ("lat_p50", "p50 ms", -1), ("lat_p95", "p95 ms", -1), ("lat_p99", "p99 ms", -1),

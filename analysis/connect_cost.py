@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from analysis.load import CellData
 from connbench import results as R
+from connbench.analysis.load import CellData
 
 
 def server_setup_metrics(cell: CellData) -> dict[str, Any]:

@@ -8,15 +8,27 @@ and `connbench run/report` turn into the exit code.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import pandas as pd
 from pydantic import ValidationError
 
-from analysis.load import RunData
 from connbench import results as R
-from connbench.spec import Expect
+from connbench.analysis.load import RunData
+from connbench.scenario.knobs import Expect
+
+
+class ExpectationResult(TypedDict):
+    """One evaluated limit of one expectation in one cell: a row of expectations.json."""
+
+    cell_id: str
+    name: str
+    check: str
+    measured: float | bool | str | None
+    limit: str
+    passed: bool | None
 
 
 def _num(v: Any) -> float | None:
@@ -27,17 +39,18 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def _checks(e: Expect, row: dict) -> list[tuple[str, float | None, str, bool | None]]:
+def _checks(e: Expect, row: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
     """(check, measured, limit text, passed) for every limit the expectation gives."""
-    out = []
+    out: list[tuple[str, float | None, str, bool | None]] = []
     pred = _num(row.get("predicted_connections"))
     pred_max = _num(row.get("predicted_connections_max"))
     plateau = _num(row.get("conn_plateau"))
 
-    def limit(v, predicted=pred):
+    def limit(v: Literal["predicted"] | int | None, predicted: float | None = pred) -> float | None:
         return predicted if v == "predicted" else v
 
-    def add(name, measured, lim, ok, lim_text=None):
+    def add(name: str, measured: float | None, lim: float | None, ok: Callable[[float, float], bool],
+            lim_text: str | None = None) -> None:
         text = lim_text or str(lim)
         out.append((name, measured, text, None if measured is None or lim is None else ok(measured, lim)))
 
@@ -70,7 +83,7 @@ def _checks(e: Expect, row: dict) -> list[tuple[str, float | None, str, bool | N
     return out
 
 
-def _unreadable(i: int, e: ValidationError) -> dict[str, Any]:
+def _unreadable(i: int, e: ValidationError) -> ExpectationResult:
     """An expectation today's Expect cannot read (written by another version): shown, not evaluated."""
     err = e.errors()[0]
     why = f"{'.'.join(map(str, err['loc']))}: {err['msg']}".strip(": ")
@@ -78,10 +91,10 @@ def _unreadable(i: int, e: ValidationError) -> dict[str, Any]:
             "passed": None}
 
 
-def evaluate(run: RunData, summary: pd.DataFrame) -> list[dict[str, Any]]:
+def evaluate(run: RunData, summary: pd.DataFrame) -> list[ExpectationResult]:
     raw = run.manifest.scenario.get("expect") or []
     rows = {r["cell_id"]: r for r in summary.to_dict("records")}
-    results = []
+    results: list[ExpectationResult] = []
     for i, item in enumerate(raw if isinstance(raw, list) else []):
         try:
             e = Expect.model_validate(item)
@@ -105,13 +118,13 @@ def evaluate(run: RunData, summary: pd.DataFrame) -> list[dict[str, Any]]:
     return results
 
 
-def write(run_dir: Path, results: list[dict[str, Any]]) -> Path:
+def write(run_dir: Path, results: list[ExpectationResult]) -> Path:
     path = R.RunPaths(run_dir).expectations
     R.write_json_atomic(path, results)
     return path
 
 
-def failed(run_dir: Path) -> list[dict[str, Any]]:
+def failed(run_dir: Path) -> list[ExpectationResult]:
     path = R.RunPaths(run_dir).expectations
     if not path.exists():
         return []

@@ -13,18 +13,15 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.groups import HIGHER_IS_BETTER, MEDIANS, SPANS, Settings, applies
 from connbench import results as R
+from connbench.analysis.settings import HIGHER_IS_BETTER, MEDIANS, SPANS, Settings, applies
+from connbench.analysis.values import cma_label, missing
 
 FIGURE_NAMES = {"rps": "req/s", "lat_p50": "p50", "lat_p95": "p95"}
 
 
-def _missing(v: Any) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
-
-
 def num(v: Any) -> str:
-    if _missing(v):
+    if missing(v):
         return "–"
     v = float(v)
     return f"{v:.0f}" if abs(v) >= 100 or v.is_integer() else f"{v:.3g}"
@@ -32,13 +29,9 @@ def num(v: Any) -> str:
 
 def with_interval(row: dict[str, Any], fig: str) -> str:
     lo, hi = row.get(f"{fig}_lo"), row.get(f"{fig}_hi")
-    if _missing(lo) or _missing(hi):
+    if missing(lo) or missing(hi):
         return num(row.get(fig))
     return f"{num(row.get(fig))} [{num(lo)}–{num(hi)}]"
-
-
-def _cma(v: Any) -> str:
-    return "none" if _missing(v) or str(v).lower() in ("none", "nan") else num(v)
 
 
 def labels(groups: pd.DataFrame, axes: list[str] | None = None) -> dict[str, str]:
@@ -46,7 +39,7 @@ def labels(groups: pd.DataFrame, axes: list[str] | None = None) -> dict[str, str
     knobs = [c for c in groups.columns if c not in _GROUP_COLUMNS and not c.startswith("err_")]
     varying = [c for c in (axes or knobs) if c in knobs and groups[c].map(str).nunique() > 1]
     def part(c: str, v: Any) -> str:
-        return f"CONN_MAX_AGE={_cma(v)}" if c == "conn_max_age" else f"{c}={num(v) if isinstance(v, float) else v}"
+        return f"CONN_MAX_AGE={cma_label(v)}" if c == "conn_max_age" else f"{c}={num(v) if isinstance(v, float) else v}"
 
     full, short = {}, {}
     for row in groups.to_dict("records"):
@@ -96,7 +89,7 @@ def _pick(groups: pd.DataFrame, **where: Any) -> list[dict[str, Any]]:
     for row in groups.to_dict("records"):
         if not row.get("completed"):
             continue
-        if all(k in row and (_cma(row[k]) == v if k == "conn_max_age" else str(row[k]) == v)
+        if all(k in row and (cma_label(row[k]) == v if k == "conn_max_age" else str(row[k]) == v)
                for k, v in where.items()):
             rows.append(row)
     return rows
@@ -121,7 +114,7 @@ def _longest(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Of persistent settings: CONN_MAX_AGE none if there, else the longest."""
     if not rows:
         return None
-    return max(rows, key=lambda r: math.inf if _cma(r["conn_max_age"]) == "none" else float(r["conn_max_age"]))
+    return max(rows, key=lambda r: math.inf if cma_label(r["conn_max_age"]) == "none" else float(r["conn_max_age"]))
 
 
 REUSED_SHARE = 0.5  # a "persistent" setting whose requests opened a connection this often did not persist
@@ -129,10 +122,10 @@ REUSED_SHARE = 0.5  # a "persistent" setting whose requests opened a connection 
 
 def opened_share(row: dict[str, Any]) -> float | None:
     """The share of requests that opened a connection: Server-Timing's, else the server's sessions per request."""
-    share = row.get("new_conn_share")
-    if _missing(share) and not _missing(row.get("churn_per_s")) and not _missing(row.get("rps")) and row["rps"] > 0:
+    share: Any = row.get("new_conn_share")
+    if missing(share) and not missing(row.get("churn_per_s")) and not missing(row.get("rps")) and row["rps"] > 0:
         share = row["churn_per_s"] / row["rps"]
-    return None if _missing(share) else float(share)
+    return None if missing(share) else float(share)
 
 
 def reused(row: dict[str, Any]) -> bool:
@@ -152,27 +145,27 @@ def _verdict(settings: Settings, a: str, b: str, fig: str) -> str:
 DISAGREE = 0.25  # two figures of one connection's cost further apart than this (of the smaller) are said to be
 
 
-def connect_cost_sentence(z: dict) -> str:
+def connect_cost_sentence(z: dict[str, Any]) -> str:
     """What a new connection cost: the requests' own median (Server-Timing), else the calibration's, labelled;
     beside it the calibration and PostgreSQL's own log when they exist, and a warning naming all of them when
     two disagree by more than DISAGREE."""
     paid, cal, server = z.get("connect_new_p50"), z.get("connect_cost_ms"), z.get("server_setup_p50")
     per_s = z.get("connect_s_per_s")
-    spent = f": {num(per_s)} s spent connecting each second" if not _missing(per_s) else ""
-    if _missing(paid):
-        return f" Each cost {num(cal)} ms to open (calibrated){spent}." if not _missing(cal) else ""
+    spent = f": {num(per_s)} s spent connecting each second" if not missing(per_s) else ""
+    if missing(paid):
+        return f" Each cost {num(cal)} ms to open (calibrated){spent}." if not missing(cal) else ""
     n = z.get("connect_new_n")
-    ci = "" if _missing(z.get("connect_new_lo")) else f", 95 % CI {num(z['connect_new_lo'])}–{num(z['connect_new_hi'])}"
-    out = (f" Each cost {num(paid)} ms to open (median{' of ' + num(n) if not _missing(n) else ''} requests that "
+    ci = "" if missing(z.get("connect_new_lo")) else f", 95 % CI {num(z['connect_new_lo'])}–{num(z['connect_new_hi'])}"
+    out = (f" Each cost {num(paid)} ms to open (median{' of ' + num(n) if not missing(n) else ''} requests that "
            f"opened one, by the app's Server-Timing{ci}){spent}.")
-    figures = {"the requests": paid}
+    figures: dict[str, Any] = {"the requests": paid}
     why = ["the requests' figure is what this load paid, connects waiting for the CPU that the app, the generator "
            "and the server share"]
-    if not _missing(cal):
+    if not missing(cal):
         out += f" Calibrated apart from the load: {num(cal)} ms."
         figures["the calibration"] = cal
         why.append("the calibration times one connection at a time, before the load")
-    if not _missing(server):
+    if not missing(server):
         out += f" PostgreSQL's own log (setup total): {num(server)} ms."
         figures["PostgreSQL"] = server
         why.append("PostgreSQL counts only its own side (fork and authentication), not the client's")
@@ -195,23 +188,23 @@ def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> l
             out.append(f"CONN_MAX_AGE=0{where} opened a new connection for {share:.0%} of requests: "
                        f"{with_interval(z, 'churn_per_s')} new server connections/s at {with_interval(z, 'rps')} "
                        f"req/s (the articles: Django opens one per request by default).{cost}")
-        peers = _peer(groups, z, conn_max_age=lambda v: _cma(v) != "0")
+        peers = _peer(groups, z, conn_max_age=lambda v: cma_label(v) != "0")
         # "persistent" only where the data shows reuse: under ASGI CONN_MAX_AGE=none opens one per request too
-        for k in [p for p in peers if not reused(p) and p.get("conn_bounded") is not False]:  # leaks: below
-            out.append(not_persistent(k, names))
+        for other in [p for p in peers if not reused(p) and p.get("conn_bounded") is not False]:  # leaks: below
+            out.append(not_persistent(other, names))
         k = _longest([p for p in peers if reused(p)])
-        if k is not None and not _missing(z.get("lat_p50")) and not _missing(k.get("lat_p50")):
+        if k is not None and not missing(z.get("lat_p50")) and not missing(k.get("lat_p50")):
             d50 = z["lat_p50"] - k["lat_p50"]
             out.append(f"Opening a connection per request{where} cost {'+' if d50 >= 0 else '−'}{num(abs(d50))} ms "
-                       f"at p50 against persistent connections (CONN_MAX_AGE={_cma(k['conn_max_age'])}): "
+                       f"at p50 against persistent connections (CONN_MAX_AGE={cma_label(k['conn_max_age'])}): "
                        f"{with_interval(z, 'lat_p50')} vs {with_interval(k, 'lat_p50')} ms, "
                        f"{_verdict(settings, z['group'], k['group'], 'lat_p50')}; throughput "
                        f"{with_interval(z, 'rps')} vs {with_interval(k, 'rps')} req/s, "
                        f"{_verdict(settings, z['group'], k['group'], 'rps')}.")
     held_by: dict[tuple[Any, Any], list[str]] = {}  # settings that held the same: one sentence, not one each
-    for k in [r for r in _pick(groups, pooling="direct") if _cma(r.get("conn_max_age")) != "0" and reused(r)]:
+    for k in [r for r in _pick(groups, pooling="direct") if cma_label(r.get("conn_max_age")) != "0" and reused(r)]:
         pred, held = k.get("predicted_connections"), k.get("conn_plateau")
-        if not _missing(pred) and not _missing(held):
+        if not missing(pred) and not missing(held):
             held_by.setdefault((held, pred), []).append(names[str(k["group"])])
     for (held, pred), who in held_by.items():
         match = "one per worker thread, as the articles predict" if held == pred else \
@@ -221,7 +214,7 @@ def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> l
     out.extend(leaks(groups, settings, names))
     for p in _pick(groups, pooling="pgbouncer-transaction"):
         cl, sv = p.get("pgb_clients_peak"), p.get("pgb_servers_peak")
-        if _missing(cl) or _missing(sv):
+        if missing(cl) or missing(sv):
             continue
         out.append(f"Through PgBouncer in transaction mode ({names[str(p['group'])]}), up to "
                    f"{num(cl)} app connections shared at most {num(sv)} server connections "
@@ -233,9 +226,10 @@ def not_persistent(k: dict[str, Any], names: dict[str, str]) -> str:
     """A CONN_MAX_AGE != 0 setting whose connections the data shows were not reused: what was measured instead."""
     share, held = opened_share(k), k.get("conn_held")
     under = " under ASGI" if str(k.get("worker_class")) == "asgi" else ""
-    left = f"; {num(held)} were still open after the load stopped" if not _missing(held) else ""
+    left = f"; {num(held)} were still open after the load stopped" if not missing(held) else ""
     opened = f"{share:.0%} of its requests opened a connection" if share is not None else "reuse was not measured"
-    return (f"CONN_MAX_AGE={_cma(k.get('conn_max_age'))}{under} ({names[str(k['group'])]}) did not keep connections "
+    return (f"CONN_MAX_AGE={cma_label(k.get('conn_max_age'))}{under} ({names[str(k['group'])]}) did not keep "
+            "connections "
             f"for reuse: {opened}{left}. It is not compared as persistent.")
 
 
@@ -250,7 +244,7 @@ def leaks(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> li
             continue
         asgi = str(r.get("worker_class")) == "asgi"
         share = r.get("new_conn_share")
-        opened = f", a new one opened for {share:.0%} of requests" if not _missing(share) else ""
+        opened = f", a new one opened for {share:.0%} of requests" if not missing(share) else ""
         text = (f"{names[str(r['group'])]} left connections behind: up to {with_interval(r, 'conn_peak')} server "
                 f"connections with at most {num(r.get('inflight_max'))} requests in flight{opened}, and "
                 f"{num(r.get('conn_held'))} still open after the load stopped"
@@ -260,7 +254,7 @@ def leaks(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> li
         text += (" — under ASGI each request's sync code runs in a fresh thread and Django's connections are "
                  "per thread, so with CONN_MAX_AGE ≠ 0 every request abandons one (Django ticket #33497)"
                  if asgi else "")
-        pool = _peer(groups, r, pooling=lambda v: v == "django-pool", conn_max_age=lambda v: _cma(v) == "0")
+        pool = _peer(groups, r, pooling=lambda v: v == "django-pool", conn_max_age=lambda v: cma_label(v) == "0")
         if pool:
             p = pool[0]
             text += (f". Django's pool ({names[str(p['group'])]}) held at most {with_interval(p, 'conn_peak')} at "

@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.load import CellData, RunData
-from analysis.rows import LAG_LIMIT_MS, SATURATION_PCT, cached, cpu_rates, lag_p99_ms, measured_requests
 from connbench import results as R
+from connbench.analysis.load import CellData, RunData
+from connbench.analysis.windows import LAG_LIMIT_MS, SATURATION_PCT, cached, cpu_rates, lag_p99_ms, measured_requests
 from connbench.contract import GENERATOR_LOST
 
 

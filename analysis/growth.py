@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.load import CellData
-from analysis.rows import measured_requests
+from connbench.analysis.load import CellData
+from connbench.analysis.windows import measured_requests
 
 
 def growth(tot: pd.Series, t: np.ndarray, m: tuple[float, float], cell: CellData) -> dict[str, Any]:

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import AnalysisError, SchemaMismatchError
 from connbench import results as R
+from connbench.analysis import AnalysisError, SchemaMismatchError
 from connbench.contract import DROPPED, REQUESTS_COLUMNS, TIMING_COLUMNS
+from connbench.text import quoted
 
 # Columns that must parse as numbers; a row whose `t` does not parse (a torn last line) is dropped.
 _NUMERIC = {
@@ -44,7 +45,6 @@ _COLUMNS = {
     R.EVENTS_CSV: R.EVENTS_COLUMNS,
     R.SERVER_SETUP_CSV: R.SERVER_SETUP_COLUMNS,
 }
-_TERMINAL = ("completed", "failed", "skipped", "interrupted")
 
 
 def _typed(df: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -61,12 +61,6 @@ def _typed(df: pd.DataFrame, name: str) -> pd.DataFrame:
 
 def empty_table(name: str) -> pd.DataFrame:
     return _typed(pd.DataFrame(columns=list(_COLUMNS.get(name, ()))), name)
-
-
-def clip(text: Any, limit: int = 80) -> str:
-    """File content quoted in a message: one printable line, bounded."""
-    s = "".join(ch if ch.isprintable() else "?" for ch in str(text))
-    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -118,7 +112,7 @@ def read_requests(path: Path, version: int = R.SCHEMA_VERSION) -> RequestsRead:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        return RequestsRead(empty, f"{name} cannot be read ({clip(exc.strerror or type(exc).__name__)})")
+        return RequestsRead(empty, f"{name} cannot be read ({quoted(exc.strerror or type(exc).__name__)})")
     if not raw.strip():
         return RequestsRead(empty, f"{name} is empty ({len(raw)} bytes)")
     # surrogateescape: stray bytes never raise here; they fail the header check or the number parse below.
@@ -126,7 +120,7 @@ def read_requests(path: Path, version: int = R.SCHEMA_VERSION) -> RequestsRead:
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
-        return RequestsRead(empty, f"{name} is unparseable ({clip(exc)})")
+        return RequestsRead(empty, f"{name} is unparseable ({quoted(exc)})")
     lines = [i for i, r in enumerate(rows) if len(r) > 1 or (r and r[0].strip())]  # blank lines are no rows
     if not lines:
         return RequestsRead(empty, f"{name} holds only blank lines")
@@ -134,7 +128,7 @@ def read_requests(path: Path, version: int = R.SCHEMA_VERSION) -> RequestsRead:
     required, expected = (_REQUIRED, REQUESTS_COLUMNS) if version >= 2 else (_REQUIRED_V1, _REQUIRED_V1)
     if not set(required) <= set(header) or len(set(header)) != len(header):
         return RequestsRead(empty, f"{name} is unparseable: its first line is not a requests.csv header "
-                                   f"(expected {','.join(expected)}; found '{clip(','.join(header), 60)}')")
+                                   f"(expected {','.join(expected)}; found '{quoted(','.join(header), 60)}')")
     lines = lines[1:]
     if not lines:
         return RequestsRead(empty, f"{name} has a header but no rows")
@@ -199,11 +193,11 @@ class CellData:
         return self.root is not None and self.doc is None and self.json_problem is None
 
     @property
-    def recorded_status(self) -> str:
+    def recorded_status(self) -> R.CellVerdict:
         """The status the harness wrote: cell.json's, unless the manifest knows how a killed cell ended."""
         own = self.doc.status if self.doc else "failed" if self.json_missing else None
         listed = self.entry.status if self.entry else None
-        if own not in _TERMINAL and listed in _TERMINAL:
+        if own not in R.TERMINAL_STATUSES and listed in R.TERMINAL_STATUSES:
             return listed
         return own or listed or "unknown"
 
@@ -222,12 +216,12 @@ class CellData:
         return self.requests.problem
 
     @property
-    def status(self) -> str:
+    def status(self) -> R.CellVerdict:
         return "damaged" if self.damage else self.recorded_status
 
     @property
     def requests(self) -> RequestsRead:
-        cache = self.__dict__.setdefault("_csv", {})
+        cache: dict[str, RequestsRead | pd.DataFrame] = self.__dict__.setdefault("_csv", {})
         if "_requests" not in cache:
             p = self.path(R.REQUESTS_CSV)
             cache["_requests"] = read_requests(p, self.version) if p else RequestsRead(empty_table(R.REQUESTS_CSV))
@@ -272,7 +266,7 @@ class CellData:
     def completed(self) -> bool:
         return self.status == "completed"
 
-    def phase(self, name: str) -> tuple[float, float] | None:
+    def phase(self, name: R.Phase) -> tuple[float, float] | None:
         w = self.doc.phases.get(name) if self.doc else None
         return (w[0], w[1]) if w else None
 

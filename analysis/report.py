@@ -6,29 +6,31 @@ mailed or served by any static server.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote
 
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from analysis import expectations
-from analysis.charts import Chart, draw_charts
-from analysis.findings import findings, labels
-from analysis.groups import Settings, groups_frame, with_intervals
-from analysis.growth_chart import draw_growth
-from analysis.hockey_chart import draw_hockey
-from analysis.load import CellData, RunData, load_run
-from analysis.outputs import check_outputs, writing
-from analysis.probe_chart import draw_probe
-from analysis.rows import LAG_LIMIT_MS, SATURATION_PCT
-from analysis.summarize import summary_frame, summary_paths, write_summaries
-from analysis.timing_chart import draw_timing
 from connbench import results as R
+from connbench.analysis import expectations
+from connbench.analysis.charts import draw_charts
+from connbench.analysis.charts.common import Chart
+from connbench.analysis.charts.growth import draw_growth
+from connbench.analysis.charts.hockey import draw_hockey
+from connbench.analysis.charts.probe import draw_probe
+from connbench.analysis.charts.timing import draw_timing
+from connbench.analysis.findings import findings, labels
+from connbench.analysis.load import CellData, RunData, load_run
+from connbench.analysis.settings import Settings, groups_frame, with_intervals
+from connbench.analysis.summarize import summary_frame, summary_paths, write_summaries
+from connbench.analysis.values import missing
+from connbench.analysis.windows import LAG_LIMIT_MS, SATURATION_PCT
+from connbench.analysis.write_guard import check_outputs, writing
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The summary columns worth a glance; the full table is summary.csv.
@@ -55,15 +57,9 @@ GROUP_COLUMNS = ("group", "completed", "rank", "rps", "rps_lo", "rps_hi", "lat_p
                  "churn_per_s_lo", "churn_per_s_hi", "conn_peak", "conn_peak_lo", "conn_peak_hi", "interval_method")
 
 
-def _missing(v: Any) -> bool:
-    if v is None or v is pd.NA:
-        return True
-    return isinstance(v, float) and math.isnan(v)
-
-
 def fmt(v: Any) -> str:
     """Short human form: 3 significant digits for floats, yes/no for booleans, blank for missing."""
-    if _missing(v):
+    if missing(v):
         return ""
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -80,9 +76,15 @@ def fmt_time(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _cell(v: Any) -> dict[str, str]:
+class TableCell(TypedDict):
+    text: str
+    sort: str
+    num: bool
+
+
+def _cell(v: Any) -> TableCell:
     """A table cell: display text plus the raw value used to sort (numbers sort as numbers)."""
-    if _missing(v):
+    if missing(v):
         return {"text": "", "sort": "", "num": False}
     if isinstance(v, bool):
         return {"text": fmt(v), "sort": str(int(v)), "num": False}
@@ -91,7 +93,7 @@ def _cell(v: Any) -> dict[str, str]:
     return {"text": fmt(v), "sort": str(v), "num": False}
 
 
-def _table(df: pd.DataFrame, columns) -> dict[str, Any]:
+def _table(df: pd.DataFrame, columns: Iterable[tuple[str, str]]) -> dict[str, Any]:
     cols = [(c, label) for c, label in columns if c in df.columns]
     rows = [[_cell(r[c]) for c, _ in cols] for r in df.to_dict("records")]
     return {"headers": [label for _, label in cols], "rows": rows}
@@ -172,13 +174,13 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
             add("warn", cid, f"the generator, not the app, limited this test: schedule lag p99 = "
                 f"{fmt(row.get('lag_p99_ms'))} ms (requests were sent later than the schedule said, so the offered "
                 "load was not delivered on time; response times include the wait)")
-        if not _missing(row.get("dropped")) and row["dropped"] > 0:
+        if not missing(row.get("dropped")) and row["dropped"] > 0:
             add("warn", cid, f"{fmt(row['dropped'])} scheduled requests dropped in the measure window: "
                 f"max_in_flight ({fmt(row.get('max_in_flight'))} per Locust process) requests were already out; "
                 "never sent, so not "
                 "counted as requests, failures or response times")
         busiest, top = row.get("generator_busiest"), row.get("generator_cpu_max")
-        if not _missing(busiest) and not _missing(top) and top >= SATURATION_PCT:
+        if not missing(busiest) and not missing(top) and top >= SATURATION_PCT:
             add("warn", cid, f"Locust worker {busiest} saturated: it used {fmt(row['generator_cpu_max'])} % of a "
                 "core during measure (summary_generators.csv has every worker), so its share of the load was its "
                 "limit, not the app's: add workers ([generator] workers) or machines")
@@ -187,10 +189,10 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
                 f"of a core per process ({fmt(row.get('locust_procs'))} process(es)) during measure, so req/s may "
                 "be the generator's limit, not the app's: add Locust processes ([generator] workers, or "
                 "--generator-workers N)")
-        if not _missing(row.get("generator_lag_p99_max")) and row["generator_lag_p99_max"] > LAG_LIMIT_MS:
+        if not missing(row.get("generator_lag_p99_max")) and row["generator_lag_p99_max"] > LAG_LIMIT_MS:
             add("warn", cid, f"Locust worker {row.get('generator_laggiest')} fell behind the schedule: its lag p99 "
                 f"was {fmt(row['generator_lag_p99_max'])} ms")
-        if not _missing(row.get("generators_lost")) and row["generators_lost"]:
+        if not missing(row.get("generators_lost")) and row["generators_lost"]:
             add("warn", cid, f"Locust worker(s) lost mid-test: {row.get('generators_lost_names')}; the load they "
                 "carried stopped then (events.csv has when), so the offered load fell short")
         if row.get("machine_saturated") is True:
@@ -198,11 +200,11 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
                 f"the machine's {fmt(row.get('machine_cpus'))} cores during measure, so its req/s and response times "
                 "describe this machine, not the setting")
         tmc = sum(int(v) for k, v in row.items()
-                  if k.startswith("err_") and "too_many_clients" in k and not _missing(v))
+                  if k.startswith("err_") and "too_many_clients" in k and not missing(v))
         if tmc:
             add("warn", cid, f"{tmc} requests failed with 'too many clients': PostgreSQL max_connections "
                 f"({fmt(row.get('max_connections_observed'))}) was reached")
-        errs = {k[4:]: int(v) for k, v in row.items() if k.startswith("err_") and not _missing(v) and v}
+        errs = {k[4:]: int(v) for k, v in row.items() if k.startswith("err_") and not missing(v) and v}
         if errs:
             add("info", cid, f"{sum(errs.values())} of {fmt(row.get('requests'))} measured requests failed "
                 f"({fmt(100 * row['failure_rate'])} %): " + ", ".join(f"{k} {n}" for k, n in sorted(errs.items())))
@@ -260,7 +262,7 @@ def _summary_columns(summary: pd.DataFrame) -> tuple[tuple[str, str], ...]:
 
 
 def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: list[Chart],
-            results: list[dict[str, Any]], found: dict[str, Any] | None = None) -> dict[str, Any]:
+            results: list[expectations.ExpectationResult], found: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the template shows; `results` are the evaluated expectations (expectations.evaluate)."""
     m = run.manifest
     rows = {r["cell_id"]: r for r in summary.to_dict("records")}

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy.stats import PermutationMethod, bootstrap, mannwhitneyu
 
 ALPHA = 0.05
@@ -56,8 +57,8 @@ class Test:
         return not math.isnan(self.p) and self.p < ALPHA
 
 
-def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    a = np.asarray(values, dtype=float)
+def _finite(values: Sequence[float] | np.ndarray) -> npt.NDArray[np.float64]:
+    a: npt.NDArray[np.float64] = np.asarray(values, dtype=float)
     return a[np.isfinite(a)]
 
 

@@ -79,7 +79,7 @@ Definitions (all times are unix seconds; "measure" is cell.json phases["measure"
   same cores, so throughput and response times describe this machine, not the setting.
 * Per setting (summary_groups.csv, and on every repeat's row of summary.csv): <figure>_lo/_hi, the interval
   of rps, lat_p50/p95/p99, churn_per_s and conn_peak across the setting's completed repeats, with its
-  method and rank (analysis/groups.py, analysis/stats.py).
+  method and rank (analysis/settings.py, analysis/stats.py).
 * Damaged cells (see analysis/load.py): status "damaged", the reason in `damage`, no figures at all.
   dropped_lines (completed cells): requests.csv lines dropped, a torn last line or malformed rows; they are
   never counted as requests (a torn line is not a failed request).
@@ -96,13 +96,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.connect_cost import cost_metrics, server_setup_metrics
-from analysis.generators import generator_frame, generator_metrics
-from analysis.groups import groups_frame, with_intervals
-from analysis.growth import growth
-from analysis.load import CellData, RunData, load_run
-from analysis.outputs import check_outputs, writing
-from analysis.rows import (
+from connbench import results as R
+from connbench.analysis.connect_cost import cost_metrics, server_setup_metrics
+from connbench.analysis.generators import generator_frame, generator_metrics
+from connbench.analysis.growth import growth
+from connbench.analysis.load import CellData, RunData, load_run
+from connbench.analysis.settings import groups_frame, with_intervals
+from connbench.analysis.stats import median_interval
+from connbench.analysis.windows import (
     LAG_LIMIT_MS,
     SATURATION_PCT,
     connection_totals,
@@ -113,8 +114,7 @@ from analysis.rows import (
     offered_rps,
     window_rows,
 )
-from analysis.stats import median_interval
-from connbench import results as R
+from connbench.analysis.write_guard import check_outputs, writing
 
 PERCENTILES = {"lat_p50": 50, "lat_p90": 90, "lat_p95": 95, "lat_p99": 99, "lat_p999": 99.9}
 # Server-Timing parts; "outside" = service time minus the rest: the network, gunicorn, the client's own work

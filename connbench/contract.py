@@ -13,7 +13,9 @@ import os
 import random
 import secrets
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, Self, TypeVar
+
+from connbench.errors import ComponentError
 
 APP_ENV = "CONNBENCH_APP"  # AppConfig as JSON, for target_app/settings.py
 LOAD_ENV = "CONNBENCH_LOAD"  # LoadConfig as JSON, for locustfiles/app.py
@@ -104,14 +106,23 @@ def parse_server_timing(header: str | None) -> tuple[str, str, str, str, str]:
                 found[name] = value.strip()
             elif key == "desc" and name == "conn":
                 found["conn"] = {"new": "1", "reused": "0"}.get(value.strip().strip('"'), "")
-    return (*(found.get(m, "") for m in _TIMING_METRICS), found.get("conn", ""))  # type: ignore[return-value]
+    connect, pool, db, app = (found.get(m, "") for m in _TIMING_METRICS)
+    return connect, pool, db, app, found.get("conn", "")
 
 
-class ContractError(RuntimeError):
+class ContractError(ComponentError, RuntimeError):
     """A side was started without (or with a malformed) configuration from the harness."""
 
 
-def _from_env(name: str, cls):
+class _FromDict(Protocol):
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self: ...
+
+
+_Config = TypeVar("_Config", bound=_FromDict)
+
+
+def _from_env(name: str, cls: type[_Config]) -> _Config:
     raw = os.environ.get(name)
     if not raw:
         raise ContractError(f"{name} is not set: this process is meant to be started by connbench")
@@ -138,7 +149,7 @@ class AppConfig:
     db: Database
     conn_max_age: int | None  # None: unlimited persistent connections
     health_checks: bool
-    pooling: str  # one of connbench.spec.POOLINGS
+    pooling: str  # one of connbench.scenario.knobs.POOLINGS
     pool: dict[str, Any] = field(default_factory=dict)  # Django's native pool: min_size, max_size, timeout
     dbcp: dict[str, Any] = field(default_factory=dict)  # django-db-connection-pool's POOL_OPTIONS
     # Django's SECRET_KEY: random per configuration (nothing here signs anything anyone keeps)
@@ -202,7 +213,7 @@ class LoadConfig:
     processes: int = 1
     drain_s: float = 10.0  # after the schedule: how long requests in flight may still be answered
     paths: dict[str, float] | None = None  # [load] paths: GET path -> weight, instead of the mix's endpoints
-    run_time_s: float | None = None  # a Locust master ends the test itself after this (requestlog.end_after)
+    run_time_s: float | None = None  # a Locust master ends the test itself after this (MasterLog.end_after)
 
     def to_env(self) -> dict[str, str]:
         return {LOAD_ENV: json.dumps(asdict(self))}
@@ -224,7 +235,8 @@ def arrival_times(rate: float, seconds: float, arrival: str, seed: int, share: i
     Poisson: exponential gaps (independent arrivals, as from many users); uniform: 1/rate apart.
     """
     rng = random.Random(seed)
-    out, t, i = [], 0.0, 0
+    out: list[float] = []
+    t, i = 0.0, 0
     while True:
         # uniform: i / rate, not a running sum, so a window of D seconds holds exactly D x rate arrivals
         t = t + rng.expovariate(rate) if arrival == "poisson" else i / rate

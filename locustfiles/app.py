@@ -5,23 +5,21 @@ dynos' URLs (users spread round-robin), the endpoint mix, the rate per user, the
 """
 
 import itertools
-import os
 import random
-import sys
 import time
+from typing import Any, cast
 
 import gevent
 import gevent.pool
 from locust import constant, constant_throughput, events, task
 from locust.contrib.fasthttp import FastHttpUser
+from locust.env import Environment
 from locust.exception import StopUser
 
-sys.path.insert(0, os.path.dirname(__file__))
-import requestlog  # noqa: E402
+from connbench.contract import LoadConfig, arrival_times
+from connbench.locustfiles import requestlog
 
-from connbench.contract import LoadConfig, arrival_times  # noqa: E402
-
-requestlog.install()
+LOG = requestlog.install()
 # Set when the test starts, before any user exists: on a worker the configuration is the master's, which
 # Locust hands over then (a worker on another machine has no environment of the harness's).
 LOAD: LoadConfig
@@ -34,9 +32,9 @@ _dispatched = False
 
 
 @events.test_start.add_listener
-def _configure(environment, **_kw):
+def _configure(environment: Environment, **_kw: Any) -> None:
     global LOAD, TARGETS, ENDPOINTS, NAMES, WEIGHTS
-    LOAD = requestlog.config(environment)
+    LOAD = LOG.config(environment)
     TARGETS = LOAD.targets
     mix = LOAD.mix
     # the bundled app's endpoints, weighted by the mix; or the scenario's [load] paths
@@ -60,33 +58,33 @@ class AppUser(FastHttpUser):
     network_timeout = 60.0
     connection_timeout = 10.0
 
-    def on_start(self):
-        if requestlog.stopped:  # Locust spawned it after the master ended the run
+    def on_start(self) -> None:
+        if LOG.stopped:  # Locust spawned it after the master ended the run
             raise StopUser()
         # users go round-robin over dynos across every Locust process (process i takes users i, i+n, ...)
-        share, shares = requestlog.share(self.environment)
+        share, shares = LOG.share(self.environment)
         self.dyno = (share + next(_next_user) * shares) % len(TARGETS)
         self.base = TARGETS[self.dyno]
-        self.ctx = {"dyno": self.dyno}
+        self.ctx: dict[str, Any] = {"dyno": self.dyno}
 
-    def wait_time(self):
+    def wait_time(self) -> float:
         return constant_throughput(LOAD.rate)(self) if LOAD.rate else 0
 
     @task
-    def request(self):
+    def request(self) -> None:
         # one task choosing by the mix's weights as they are (Locust's @task weights are integers)
         path, name = ENDPOINTS[random.choices(NAMES, weights=WEIGHTS)[0]]
         self.client.get(self.base + path, name=name, context=self.ctx)
 
 
-def _abandon(waiting: dict[int, dict]) -> None:
+def _abandon(waiting: dict[int, dict[str, Any]]) -> None:
     """Requests still out: each an `unanswered` row, once. Marked first (an inner dict: Locust copies the
     context, not this), so one that answers while these rows are logged is not logged twice."""
     out = [ctx for ctx in list(waiting.values()) if not ctx["state"].get("abandoned")]
     for ctx in out:
         ctx["state"]["abandoned"] = True
     for ctx in out:
-        requestlog.unanswered(ctx)
+        LOG.unanswered(ctx)
 
 
 class OpenUser(FastHttpUser):
@@ -101,19 +99,19 @@ class OpenUser(FastHttpUser):
     connection_timeout = 10.0
 
     @task
-    def dispatch(self):
+    def dispatch(self) -> None:
         global _dispatched
-        if _dispatched or requestlog.stopped:
+        if _dispatched or LOG.stopped:
             # one schedule share per process: a second OpenUser here (Locust hands a lost worker's users to the
             # others) would send this share twice, from a later origin; the lost share stays lost, and says so
             raise StopUser()
         _dispatched = True
-        share, shares = requestlog.share(self.environment)
-        offsets = arrival_times(LOAD.arrival_rate, LOAD.schedule_s, LOAD.arrival, LOAD.seed, share, shares)
+        share, shares = LOG.share(self.environment)
+        offsets = arrival_times(cast(float, LOAD.arrival_rate), LOAD.schedule_s, LOAD.arrival, LOAD.seed, share, shares)
         rng = random.Random(LOAD.seed * 1_000_003 + share)
         picks = rng.choices(NAMES, weights=WEIGHTS, k=len(offsets))
         out = gevent.pool.Pool(LOAD.max_in_flight)
-        waiting: dict[int, dict] = {}  # requests in flight: their context
+        waiting: dict[int, dict[str, Any]] = {}  # requests in flight: their context
         origin, done = time.time(), 0
         try:
             for i, (offset, endpoint) in enumerate(zip(offsets, picks, strict=True)):
@@ -124,7 +122,7 @@ class OpenUser(FastHttpUser):
                 dyno = (share + i * shares) % len(TARGETS)
                 done = i + 1
                 if out.full():
-                    requestlog.dropped(intended, ENDPOINTS[endpoint][1], dyno)
+                    LOG.dropped(intended, ENDPOINTS[endpoint][1], dyno)
                     continue
                 out.spawn(self._send, endpoint, {"dyno": dyno, "t_intended": intended, "state": {}}, waiting)
             # The schedule is over (so is Locust's run time): requests still queued are the finding, so wait
@@ -136,13 +134,13 @@ class OpenUser(FastHttpUser):
             # stopped first (a generator too far behind its schedule for the stop timeout): what it never sent is
             # dropped, what is out unanswered, each a row; never lost
             for j in range(done, len(offsets)):
-                requestlog.dropped(origin + offsets[j], ENDPOINTS[picks[j]][1], (share + j * shares) % len(TARGETS))
+                LOG.dropped(origin + offsets[j], ENDPOINTS[picks[j]][1], (share + j * shares) % len(TARGETS))
             _abandon(waiting)
             out.kill(block=True, timeout=1)
             raise
         raise StopUser()
 
-    def _send(self, endpoint, ctx, waiting):
+    def _send(self, endpoint: str, ctx: dict[str, Any], waiting: dict[int, dict[str, Any]]) -> None:
         path, ctx["name"] = ENDPOINTS[endpoint]
         waiting[id(ctx)] = ctx
         ctx["t_sent"] = time.time()

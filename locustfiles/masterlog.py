@@ -12,6 +12,7 @@ import csv
 import logging
 import os
 import time
+from typing import TYPE_CHECKING, Any, TextIO
 
 import gevent
 from locust.rpc import Message
@@ -30,13 +31,20 @@ from connbench.contract import (
     SHARE_MESSAGE,
     STOP_MESSAGE,
 )
+from connbench.locustfiles.locust_internals import freeze_users
+
+if TYPE_CHECKING:
+    from _csv import Writer
+
+    from locust.env import Environment
+    from locust.runners import MasterRunner
 
 FINAL_GRACE_S = 15.0  # after the workers' stop timeout: how long the master waits for their last rows
 SILENT_S = 10.0  # a worker sends every second: one silent this long after the start is not logging
 logger = logging.getLogger(__name__)
 
 
-def csv_file(path: str, header: tuple):
+def csv_file(path: str, header: tuple[str, ...]) -> tuple[TextIO, Writer]:
     fh = open(path, "w", newline="", encoding="utf-8")
     writer = csv.writer(fh)
     writer.writerow(header)
@@ -45,7 +53,7 @@ def csv_file(path: str, header: tuple):
 
 
 class MasterLog:
-    def __init__(self, directory: str, runner, expected: int):
+    def __init__(self, directory: str, runner: MasterRunner, expected: int) -> None:
         os.makedirs(directory, exist_ok=True)
         self.runner, self.expected = runner, expected
         self._req = csv_file(os.path.join(directory, "requests-master.csv"), REQUESTS_COLUMNS)
@@ -83,9 +91,7 @@ class MasterLog:
         # Locust redistributes users when a worker joins, quits or is dropped after going missing: a late joiner
         # would take users without a share, a lost worker's users would reappear elsewhere unannounced, and a
         # spawn could follow the stop. The users stay where the test started them; a loss is an event.
-        self.runner.start = self._no_rebalance
-        dispatcher = self.runner._users_dispatcher  # and inside this first start's ramp (a private attribute:
-        dispatcher.add_worker = dispatcher.remove_worker = self._no_rebalance  # locust is pinned below 3)
+        freeze_users(self.runner, self._no_rebalance)
         if self.runner.environment.shape_class is not None:
             self.event(GENERATOR_BROKEN, "a LoadTestShape in your locustfile: with [generator] workers the load "
                                          "each worker carries is fixed at the start; use one Locust process")
@@ -93,7 +99,7 @@ class MasterLog:
         if run_time_s:
             gevent.spawn(self.end_after, run_time_s)
 
-    def _no_rebalance(self, *_a, **_kw) -> None:
+    def _no_rebalance(self, *_a: Any, **_kw: Any) -> None:
         logger.info("connbench: users are not redistributed after the start (a lost worker's load stays lost)")
 
     def _name(self, node: str, wanted: str | None = None) -> str:
@@ -104,7 +110,7 @@ class MasterLog:
             self.names[node] = name
         return self.names[node]
 
-    def on_rows(self, environment, msg, **_kw) -> None:
+    def on_rows(self, environment: Environment, msg: Message, **_kw: Any) -> None:
         data, node = msg.data, msg.node_id
         if self._req[0].closed:
             return

@@ -23,6 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from connbench.contract import AppConfig, Database, LoadConfig  # noqa: E402
 from connbench.results import CellPaths  # noqa: E402
+from connbench.run.stack import django_app  # noqa: E402
+from connbench.scenario.project import Project  # noqa: E402
 from connbench.services import gunicorn, locust  # noqa: E402
 from connbench.services.procs import Supervisor  # noqa: E402
 
@@ -69,7 +71,8 @@ def main() -> int:
                     pooling="direct")  # /health touches no database
     results = []
     try:
-        dynos = gunicorn.start_dynos(gunicorn.GunicornConfig(1, 2, 1, "sync", 100), app, sup, tmp / "logs", ROOT)
+        dynos = gunicorn.start_dynos(gunicorn.GunicornConfig(1, 2, 1, "sync", 100), app, sup, tmp / "logs",
+                                     django_app(Project()))
         gunicorn.verify(dynos, ("/health",))
         for rate in RATES:
             r = one_rate(rate, args.seconds, dynos, sup, tmp / f"r{rate}")

@@ -1,4 +1,4 @@
-"""Measure connbench's own costs (issue 4 budgets). Not a test: timings need a quiet machine.
+"""Measure connbench's own costs (against the budgets in the README). Not a test: timings need a quiet machine.
 
   1. the sampler at 100 ms: its own CPU, and the CPU its queries add to PostgreSQL;
   2. the per-request log: Locust's throughput with and without it (A/B, alternated).
@@ -24,11 +24,12 @@ sys.path.insert(0, str(ROOT))
 
 from connbench.contract import LoadConfig  # noqa: E402
 from connbench.results import CellPaths  # noqa: E402
-from connbench.run.stack import app_config, gunicorn_config  # noqa: E402
+from connbench.run.stack import app_config, django_app, gunicorn_config  # noqa: E402
+from connbench.scenario.knobs import Knobs  # noqa: E402
+from connbench.scenario.project import Project  # noqa: E402
 from connbench.services import gunicorn, locust  # noqa: E402
 from connbench.services.postgres import PostgresServer  # noqa: E402
 from connbench.services.procs import PrivateDir, Supervisor, remove_service_dir, service_dir, service_user  # noqa: E402
-from connbench.spec import Knobs  # noqa: E402
 
 
 def tree_cpu(pid: int) -> float:
@@ -92,11 +93,10 @@ def locust_rate(k: Knobs, dynos, sup: Supervisor, out: Path, log: bool) -> float
 
 def hook_cost_us(n: int = 200_000) -> float:
     """CPU microseconds per call of the request hook alone (buffered CSV row)."""
-    sys.path.insert(0, str(ROOT / "locustfiles"))
-    import requestlog
+    from connbench.locustfiles.requestlog import FileSink, RequestLog
 
     with tempfile.TemporaryDirectory() as d:
-        log = requestlog.RequestLog(d)
+        log = RequestLog(FileSink(d))
         t0 = time.process_time()
         for i in range(n):
             log.on_request("GET", "/health", 1.234567 + i, 17, None, {"dyno": 0}, None, time.time())
@@ -115,7 +115,8 @@ def main() -> int:
     os.chmod(tmp, 0o755)
     out: dict = {"method": {}, "host_cpus": psutil.cpu_count()}
     try:
-        server = PostgresServer(service_dir(tmp, "pg", user) / "s", 100, sup, user, sup.private)
+        server = PostgresServer(service_dir(tmp, "pg", user) / "s", 100, sup, user, sup.private,
+                                django=django_app(Project()))
         server.start()
         out["sampler"] = sampler_cost(server, sup, tmp, args.seconds)
         out["method"]["sampler"] = (f"idle PostgreSQL 18; {args.seconds:.0f} s without, then {args.seconds:.0f} s "
@@ -123,7 +124,7 @@ def main() -> int:
         k = Knobs(dynos=1, workers=2, users=20, spawn_rate=20, warmup=0, duration=args.seconds,
                   mix={"health": 1.0, "read": 0.0})
         dynos = gunicorn.start_dynos(gunicorn_config(k), app_config(k, server.conn.app_database()), sup,
-                                     tmp / "logs", ROOT)
+                                     tmp / "logs", django_app(Project()))
         gunicorn.verify(dynos, ("/health",))
         with_log, without = [], []
         for r in range(args.rounds):  # alternate, so drift hits both sides alike

@@ -2,5 +2,5 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "target_app.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connbench.target_app.settings")
 application = get_asgi_application()

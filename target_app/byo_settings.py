@@ -25,6 +25,7 @@ for _key in ("ENGINE", "HOST", "PORT", "NAME", "USER", "PASSWORD", "CONN_MAX_AGE
     _default.pop(_key, None)
 DATABASES = {**getattr(_yours, "DATABASES", {}), "default": {**_default, **_cell.django_database()}}
 ALLOWED_HOSTS = _cell.allowed_hosts()
-_HARNESS = ["target_app.timing.ServerTimingMiddleware", "target_app.middleware.ErrorClassMiddleware"]
+_HARNESS = ["connbench.target_app.timing.ServerTimingMiddleware",
+            "connbench.target_app.middleware.ErrorClassMiddleware"]
 MIDDLEWARE = _HARNESS + [m for m in getattr(_yours, "MIDDLEWARE", []) if m not in _HARNESS]
 DEBUG = False  # a benchmark of DEBUG = True measures Django's query log, not the connections

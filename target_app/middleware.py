@@ -12,9 +12,14 @@ import logging
 import sys
 import weakref
 from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from connbench.contract import ERROR_HEADER
 from connbench.errorclass import classify_app_exception
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest, HttpResponse
 
 _MARK = "_connbench"
 FULL_TRACEBACKS = 10  # per exception type and process; then one line each, so a fault cell's log stays small
@@ -57,18 +62,19 @@ def log_errors_to_dyno() -> None:
 
 
 class ErrorClassMiddleware:
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        self._raised: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # request -> error class
+        # request -> error class
+        self._raised: weakref.WeakKeyDictionary[HttpRequest, str] = weakref.WeakKeyDictionary()
         log_errors_to_dyno()
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         error_class = self._raised.pop(request, None)
         if error_class and response.status_code >= 500 and ERROR_HEADER not in response:
             response[ERROR_HEADER] = error_class
         return response
 
-    def process_exception(self, request, exception):
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         self._raised[request] = classify_app_exception(exception)
         return None  # Django's own handling answers, exactly as without connbench

@@ -14,12 +14,13 @@ BASE_DIR = os.path.dirname(os.path.abspath(__file__))
 SECRET_KEY = CONFIG.secret_key
 DEBUG = False
 ALLOWED_HOSTS = CONFIG.allowed_hosts()
-ROOT_URLCONF = "target_app.urls"
-WSGI_APPLICATION = "target_app.wsgi.application"
+ROOT_URLCONF = "connbench.target_app.urls"
+WSGI_APPLICATION = "connbench.target_app.wsgi.application"
 USE_TZ = True
-INSTALLED_APPS = ["django.contrib.contenttypes", "target_app.bench"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "connbench.target_app.bench"]
 # Server-Timing outermost: a failed request's 500 says where its time went too. The error-class
 # middleware also sends django.request's errors, tracebacks included, to the dyno's log.
-MIDDLEWARE = ["target_app.timing.ServerTimingMiddleware", "target_app.middleware.ErrorClassMiddleware"]
+MIDDLEWARE = ["connbench.target_app.timing.ServerTimingMiddleware",
+              "connbench.target_app.middleware.ErrorClassMiddleware"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATABASES = {"default": CONFIG.django_database()}

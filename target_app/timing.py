@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection
 from django.db.backends.postgresql import base as pg
 
 from connbench.contract import SERVER_TIMING, server_timing_header
+
+if TYPE_CHECKING:
+    import psycopg
+    from django.http import HttpRequest, HttpResponse
 
 
 @dataclass
@@ -33,11 +39,11 @@ class Times:
 
 
 _current: contextvars.ContextVar[Times | None] = contextvars.ContextVar("connbench_times", default=None)
-_ORIGINAL = pg.DatabaseWrapper.get_new_connection
-_ORIGINAL_CONNECT = pg.DatabaseWrapper.connect
+_ORIGINAL: Callable[[Any, dict[str, Any]], psycopg.Connection[Any]] = pg.DatabaseWrapper.get_new_connection
+_ORIGINAL_CONNECT: Callable[[Any], None] = pg.DatabaseWrapper.connect
 
 
-def _get_new_connection(self, conn_params):
+def _get_new_connection(self: pg.DatabaseWrapper, conn_params: dict[str, Any]) -> psycopg.Connection[Any]:
     """Django's PostgreSQL get_new_connection, timed: a connect, or a checkout from Django's own pool."""
     t = _current.get()
     if t is None:  # outside a request (migrations, the pool's own threads)
@@ -54,7 +60,7 @@ def _get_new_connection(self, conn_params):
             t.new_conn = True
 
 
-def _connect(self):
+def _connect(self: pg.DatabaseWrapper) -> None:
     """Django's connect(): get_new_connection (timed above) plus the session's setup (autocommit, time zone,
     role), which belongs to the connect when it opened one and to the checkout when it did not."""
     t = _current.get()
@@ -71,9 +77,9 @@ def _connect(self):
             t.pool += rest
 
 
-def _in_db(original):
+def _in_db(original: Callable[..., Any]) -> Callable[..., Any]:
     """A round trip Django makes outside execute_wrapper (COMMIT, ROLLBACK, the health check's SELECT 1)."""
-    def timed(self, *args, **kwargs):
+    def timed(self: pg.DatabaseWrapper, *args: Any, **kwargs: Any) -> Any:
         t = _current.get()
         t0 = time.perf_counter()
         try:
@@ -84,9 +90,9 @@ def _in_db(original):
     return timed
 
 
-def _checkout(original):
+def _checkout(original: Callable[[Any, dict[str, Any]], Any]) -> Callable[[Any, dict[str, Any]], Any]:
     """django-db-connection-pool's get_new_connection: a QueuePool checkout that may connect inside."""
-    def timed(self, conn_params):
+    def timed(self: Any, conn_params: dict[str, Any]) -> Any:
         t = _current.get()
         if t is None:
             return original(self, conn_params)
@@ -102,7 +108,7 @@ def install() -> None:
     """Patch once per process: Django's PostgreSQL wrapper, and django-db-connection-pool's when installed."""
     if getattr(pg.DatabaseWrapper.get_new_connection, "_connbench", False):
         return
-    _get_new_connection._connbench = True  # type: ignore[attr-defined]
+    _get_new_connection._connbench = True  # type: ignore[attr-defined]  # a mark on the function: patched once
     pg.DatabaseWrapper.get_new_connection = _get_new_connection
     pg.DatabaseWrapper.connect = _connect
     for name in ("_commit", "_rollback", "is_usable"):
@@ -117,16 +123,16 @@ def install() -> None:
 class ServerTimingMiddleware:
     """Outermost middleware: every response, a failed request's 500 included, says where its time went."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
         install()
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         times = Times()
         token = _current.set(times)
         t0 = time.perf_counter()
 
-        def query(execute, sql, params, many, context):
+        def query(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
             q0 = time.perf_counter()
             try:
                 return execute(sql, params, many, context)

@@ -4,28 +4,28 @@ import os
 import random
 
 from django.db import connection, transaction
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
-from target_app.bench.models import SEED_ROWS, Item
+from connbench.target_app.bench.models import SEED_ROWS, Item
 
 
-def health(request):
+def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True, "pid": os.getpid()})
 
 
-def db_read(request):
+def db_read(request: HttpRequest) -> JsonResponse:
     item = Item.objects.filter(pk=random.randint(1, SEED_ROWS)).values("id", "name", "value").first()
     return JsonResponse({"item": item})
 
 
-def db_write(request):
+def db_write(request: HttpRequest) -> JsonResponse:
     pk = random.randint(1, SEED_ROWS)
     with transaction.atomic():
         updated = Item.objects.filter(pk=pk).update(value=random.randint(0, 1_000_000))
     return JsonResponse({"updated": updated, "id": pk})
 
 
-def slow_ms(request) -> int | HttpResponseBadRequest:
+def slow_ms(request: HttpRequest) -> int | HttpResponseBadRequest:
     """/db/slow's ?ms=: milliseconds to hold the connection in pg_sleep, or the 400 that says what is allowed."""
     try:
         ms = int(request.GET.get("ms", "50"))
@@ -41,7 +41,7 @@ def sleep_in_db(ms: int) -> None:
         cur.execute("SELECT pg_sleep(%s)", [ms / 1000.0])
 
 
-def db_slow(request):
+def db_slow(request: HttpRequest) -> HttpResponse:
     ms = slow_ms(request)
     if isinstance(ms, HttpResponseBadRequest):
         return ms
@@ -49,7 +49,7 @@ def db_slow(request):
     return JsonResponse({"slept_ms": ms})
 
 
-def db_conn(request):
+def db_conn(request: HttpRequest) -> JsonResponse:
     """Which backend served this request: lets tests see connection reuse directly."""
     with connection.cursor() as cur:
         cur.execute("SELECT pg_backend_pid(), current_setting('application_name')")

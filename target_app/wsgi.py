@@ -2,5 +2,5 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "target_app.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connbench.target_app.settings")
 application = get_wsgi_application()

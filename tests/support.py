@@ -23,7 +23,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "connbench.cli"]
 # Command-line marks of every process the harness starts.
-MARKS = ("target_app.wsgi:application", "target_app.asgi:application", "locustfiles/app.py", "connbench.sampler",
+MARKS = ("connbench.target_app.wsgi:application", "connbench.target_app.asgi:application", "locustfiles/app.py",
+         "connbench.sampler",
          "pgbouncer.ini", "connbench.services.gunicorn_hooks", "locustfiles/logonly.py")
 
 
@@ -84,8 +85,8 @@ def write_scenario(path: Path, text: str) -> Path:
 
 
 def cell_data(run_dir: Path, cell_id: str):
-    """A cell's documents and raw files as analysis reads them (analysis.load): one reader, not one per test."""
-    from analysis.load import load_run
+    """A cell's documents and raw files as analysis reads them (analysis/load.py): one reader, not one per test."""
+    from connbench.analysis.load import load_run
 
     cell = next((c for c in load_run(run_dir).cells if c.cell_id == cell_id), None)
     assert cell is not None, f"no cell {cell_id} in {run_dir}"

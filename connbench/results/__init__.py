@@ -14,6 +14,7 @@ from connbench.results.docs import (
     Overhead,
     Predicted,
     ProbeDoc,
+    ProbeLeak,
     ProbeMode,
     ProbePlateau,
     ProbeServer,
@@ -46,7 +47,8 @@ __all__ = [
     "update_to_3", "update_to_4", "upgrade", "CellDoc", "ConnInfo", "ConnectCost", "calibration_key", "Git",
     "HeadroomRow", "Manifest", "ManifestCell",
     "Overhead", "Predicted",
-    "ProbeDoc", "ProbeMode", "ProbePlateau", "ProbeServer", "ProbeStep", "Pruned", "Resume", "SamplerConfig",
+    "ProbeDoc", "ProbeLeak", "ProbeMode", "ProbePlateau", "ProbeServer", "ProbeStep", "Pruned", "Resume",
+    "SamplerConfig",
     "ServerInfo", "Services", "CsvAppender", "append_event", "json_kind", "read_json", "read_json_doc",
     "write_atomic", "write_csv_atomic", "write_json_atomic", "write_private", "write_text_atomic",
 ]  # fmt: skip

@@ -19,10 +19,10 @@ from connbench.results.migrate import upgrade
 from connbench.results.schema import (
     CELL_JSON,
     MANIFEST_JSON,
-    PHASES,
     PROBE_JSON,
     SCHEMA_VERSION,
     CellStatus,
+    Phase,
     ResultsError,
     RunStatus,
 )
@@ -91,7 +91,7 @@ Window = Annotated[list[float], Field(min_length=2, max_length=2)]  # [begin, en
 
 
 class Predicted(_Part):
-    """connbench/predict.py predict(): connections the parameters predict, and why."""
+    """connbench/scenario/predict.py predict(): connections the parameters predict, and why."""
 
     connections: int | None = None  # at plateau under sustained load; None: no steady figure
     connections_max: int | None = None
@@ -135,13 +135,13 @@ class CellDoc(_Doc):
     cell_id: str
     group: str  # the cell id without the repeat suffix
     repeat: int = Field(ge=0)  # 0-based
-    params: dict[str, Any]  # every knob (connbench/spec.py Knobs), as stored: never re-validated on reading
+    params: dict[str, Any]  # every knob (connbench/scenario/knobs.py Knobs), as stored: never re-validated on reading
     axes: dict[str, Any] = {}
     predicted: Predicted
     status: CellStatus
     error: str | None = None
     skip_reason: str | None = None
-    phases: dict[Literal[PHASES], Window] = {}  # type: ignore[valid-type]
+    phases: dict[Phase, Window] = {}
     services: Services = Field(default_factory=Services)
     overhead_s: float | None = None  # setup + teardown beyond warm-up/measure/cool-down
     requests: int | None = None  # rows of requests.csv, once merged
@@ -177,7 +177,7 @@ class ManifestCell(_Part):
 
 class Pruned(_Part):
     axes: dict[str, Any]
-    reason: str  # connbench/expand.py prune_reason(), or "excluded by matrix.exclude"
+    reason: str  # connbench/scenario/expand.py prune_reason(), or "excluded by matrix.exclude"
 
 
 class Git(_Part):
@@ -218,7 +218,7 @@ class Manifest(_Doc):
     scenario_file: str | None = None
     scenario: dict[str, Any] = {}  # the scenario file's TOML as read (its [[expect]] are evaluated from here)
     scenario_hash: str | None = None
-    project: dict[str, Any] | None = None  # the Django project served (connbench/project.py Project.public())
+    project: dict[str, Any] | None = None  # the Django project served (connbench/scenario/project.py Project.public())
     scenario_name: str = ""
     description: str = ""
     pruned: list[Pruned] = []
@@ -264,7 +264,7 @@ class ProbeStep(_Part):
 
 
 class ProbePlateau(_Part):
-    """connbench/plateau.py Plateau.as_dict()."""
+    """connbench/probe/rules.py Plateau.as_dict()."""
 
     plateau: int | None
     reached_at_step: int | None
@@ -275,7 +275,7 @@ class ProbePlateau(_Part):
 
 
 class ProbeLeak(_Part):
-    """connbench/plateau.py Leak.as_dict(): connections left behind by requests."""
+    """connbench/probe/rules.py Leak.as_dict(): connections left behind by requests."""
 
     kind: Literal["rising", "left-open"]
     at_step: int
@@ -283,6 +283,9 @@ class ProbeLeak(_Part):
     count: int
     per_requests: float
     server_full: bool
+
+
+ProbeStop = Literal["settled", "time", "steps", "leak", "server"]
 
 
 class ProbeMode(_Part):
@@ -293,7 +296,7 @@ class ProbeMode(_Part):
     requests_to_plateau: int
     per_dyno_at_plateau: int
     peak_during_load: int
-    limited_by: Literal["settled", "time", "steps", "leak", "server"]  # server: the count neared the limit
+    limited_by: ProbeStop  # server: the count neared the limit
     leak: ProbeLeak | None = None
 
     @model_validator(mode="after")
@@ -313,7 +316,7 @@ class ProbeServer(_Part):
 
 
 class HeadroomRow(_Part):
-    """connbench/plateau.py headroom(): dynos of this shape against the limit."""
+    """connbench/probe/rules.py headroom(): dynos of this shape against the limit."""
 
     dynos: int | None
     connections: int

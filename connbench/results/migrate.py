@@ -33,7 +33,7 @@ def _cpu_percent_to_seconds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Schema 1's cpu_percent, the rate over the interval that ended at t (NaN at a pid's first sample),
     integrated back per (component, dyno, pid), in time order, into cumulative cpu_seconds from 0."""
     timed = sorted((t, i) for i, row in enumerate(rows) if not math.isnan(t := _number(row.get("t"))))
-    last: dict[tuple, tuple[float, float]] = {}  # series -> (t, cpu_seconds) at its previous sample
+    last: dict[tuple[object, ...], tuple[float, float]] = {}  # series -> (t, cpu_seconds) at its previous sample
     out: dict[int, dict[str, Any]] = {}
     for t, i in timed:  # a row without a time (a torn line) has no place in a series: dropped
         row = rows[i]

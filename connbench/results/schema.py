@@ -7,7 +7,9 @@ sampler's hot path and the writers pay nothing for it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NotRequired, TypedDict, get_args
+
+from connbench.errors import ComponentError
 
 # What a run directory holds and how each file is shaped. Bump it when a reader of the old files would
 # misread them, and add the step that reads the old version to UPDATES (like asv's update_to_2).
@@ -68,10 +70,15 @@ SERVER_SETUP_COLUMNS = ("t", "pid", "total_ms", "fork_ms", "auth_ms")
 # Phase changes and injected faults.
 EVENTS_COLUMNS = ("t", "kind", "detail")
 
-PHASES = ("start_services", "verify", "warmup", "measure", "cooldown", "stop")
-# "damaged" is analysis's verdict on a cell whose files cannot be read (never written by the harness).
-CELL_STATUSES = ("pending", "running", "completed", "failed", "skipped", "interrupted", "damaged")
+Phase = Literal["start_services", "verify", "warmup", "measure", "cooldown", "stop"]
+PHASES: tuple[Phase, ...] = get_args(Phase)
+# A cell's status as the harness writes it; TERMINAL ones end it. "damaged" is analysis's verdict on a cell
+# whose files cannot be read, and "unknown" on one with no record at all: never written by the harness.
 CellStatus = Literal["pending", "running", "completed", "failed", "skipped", "interrupted"]
+TerminalStatus = Literal["completed", "failed", "skipped", "interrupted"]
+CellVerdict = Literal["pending", "running", "completed", "failed", "skipped", "interrupted", "damaged", "unknown"]
+TERMINAL_STATUSES: tuple[TerminalStatus, ...] = get_args(TerminalStatus)
+CELL_STATUSES: tuple[CellVerdict, ...] = get_args(CellVerdict)
 RunStatus = Literal["running", "completed", "completed_with_failures", "interrupted", "crashed"]
 
 # File names: used through RunPaths / CellPaths, named here once.
@@ -83,6 +90,14 @@ REQUESTS_CSV, CONNECTIONS_CSV, DB_CSV, PGBOUNCER_CSV, PROCESSES_CSV, EVENTS_CSV,
 SUMMARY_CSV, SUMMARY_GROUPS_CSV, SUMMARY_GENERATORS_CSV, EXPECTATIONS_JSON, REPORT_HTML = (
     "summary.csv", "summary_groups.csv", "summary_generators.csv", "expectations.json", "index.html")
 LOCUST_DIR = "locust"
+
+
+class ProcRoot(TypedDict):
+    """One process the sampler accounts CPU to (procs.json: component -> its roots)."""
+
+    pid: int
+    dyno: NotRequired[int]  # a gunicorn master: its dyno
+    tree: NotRequired[bool]  # its children's CPU counts too
 
 
 class RunPaths:
@@ -137,7 +152,7 @@ class CellPaths:
 
 
 
-class ResultsError(ValueError):
+class ResultsError(ComponentError, ValueError):
     """A results file that is not what the schema says; the message names the file and the field."""
 
 

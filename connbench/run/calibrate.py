@@ -17,6 +17,7 @@ import psutil
 import psycopg
 
 from connbench import results as R
+from connbench.services.postgres import ConnKwargs
 
 QUIET_CPU_PCT = 30.0  # the machine's CPU (percent of all its cores) under which a calibration may start
 IDLE_WORKER_CPU_S = 0.01  # a booted, idle gunicorn worker uses less CPU than this in QUIET_SAMPLE_S
@@ -51,7 +52,7 @@ def wait_quiet(workers: Callable[[], list[int]], expected: int, timeout: float =
             return False, cpu
 
 
-def calibrate(conninfo: dict, n: int, quiet: bool | None = None, cpu_pct: float | None = None) -> R.ConnectCost:
+def calibrate(conninfo: ConnKwargs, n: int, quiet: bool | None = None, cpu_pct: float | None = None) -> R.ConnectCost:
     times = []
     for _ in range(n):
         t0 = time.perf_counter()

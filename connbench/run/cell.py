@@ -9,27 +9,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypedDict, Unpack
 
 from connbench import results as R
 from connbench.contract import GENERATOR_BROKEN, GENERATOR_END, GENERATOR_LOST
-from connbench.expand import Cell
-from connbench.predict import predict
-from connbench.project import Project
 from connbench.results import CellPaths, append_event, write_csv_atomic
+from connbench.results.schema import CellStatus
 from connbench.run.calibrate import calibrate, wait_quiet
 from connbench.run.faults import FaultInjector
-from connbench.run.stack import Stack, load_config, load_shares, locust_config
-from connbench.sections import GeneratorSpec
+from connbench.run.stack import ConnPath, Stack, load_config, load_shares, locust_config
+from connbench.scenario.expand import Cell
+from connbench.scenario.knobs import Fault
+from connbench.scenario.model import GeneratorSpec
+from connbench.scenario.predict import predict
+from connbench.scenario.project import Project
 from connbench.services import gunicorn, locust
-from connbench.services.postgres import PostgresServer
+from connbench.services.database import DatabaseServer
 from connbench.services.procs import RunAs, ServiceError, Supervisor
-from connbench.spec import Fault
 
 PhaseCallback = Callable[[str, float], None]
 
 
 class CellRunner:
-    def __init__(self, cell: Cell, paths: CellPaths, server: PostgresServer, sup: Supervisor,
+    def __init__(self, cell: Cell, paths: CellPaths, server: DatabaseServer, sup: Supervisor,
                  user: RunAs | None, on_phase: PhaseCallback | None = None, sample_interval: float = 0.1,
                  faults: list[Fault] | None = None, seed: int = 0,
                  calibration: dict[str, R.ConnectCost] | None = None, project: Project | None = None,
@@ -56,7 +58,7 @@ class CellRunner:
         append_event(self.paths.events, t, kind, detail)
         return t
 
-    def _phase(self, name: str, t0: float, t1: float) -> None:
+    def _phase(self, name: R.Phase, t0: float, t1: float) -> None:
         t1 = max(t0, t1)  # a load that died before its warm-up ended has an empty measure window, not a negative one
         self.doc.phases[name] = [t0, t1]
         self._event(f"phase_end:{name}", "", t1)
@@ -122,14 +124,13 @@ class CellRunner:
 
     def _server_setup(self) -> None:
         """PostgreSQL 18's log of each connection's setup while the cell ran, as server_setup.csv (raw rows)."""
-        read = getattr(self.server, "read_setup_durations", None)  # your own server (--database-url): not read
-        rows = read() if read is not None else None
+        rows = self.server.read_setup_durations()  # None: your server (--database-url) or before PostgreSQL 18
         if rows is not None:
             write_csv_atomic(self.paths.server_setup, R.SERVER_SETUP_COLUMNS, rows)
 
-    def _connect_cost(self) -> dict[str, R.ConnectCost]:
+    def _connect_cost(self) -> dict[ConnPath, R.ConnectCost]:
         """Each path's cost: known from an earlier cell with this server, auth and tls, else timed now."""
-        out = {}
+        out: dict[ConnPath, R.ConnectCost] = {}
         for path, info in self.stack.app_paths().items():
             key = R.calibration_key(self.doc.params, path)
             if key not in self.calibration:
@@ -209,12 +210,21 @@ class CellRunner:
             self._locust = None
 
 
-def _doc(cell: Cell, status: str, predicted: R.Predicted, **outcome) -> R.CellDoc:
+class _Outcome(TypedDict, total=False):
+    """What a cell that did not run records (CellDoc's fields)."""
+
+    error: str | None
+    skip_reason: str | None
+    overhead_s: float
+    requests: int
+
+
+def _doc(cell: Cell, status: CellStatus, predicted: R.Predicted, **outcome: Unpack[_Outcome]) -> R.CellDoc:
     return R.CellDoc(cell_id=cell.cell_id, group=cell.group, repeat=cell.repeat, params=cell.params(),
                      axes=cell.axes, predicted=predicted, status=status, **outcome)
 
 
-def _not_run(cell: Cell, paths: CellPaths, status: str, error: str | None, reason: str | None) -> R.CellDoc:
+def _not_run(cell: Cell, paths: CellPaths, status: CellStatus, error: str | None, reason: str | None) -> R.CellDoc:
     doc = _doc(cell, status, predict(cell.knobs), error=error, skip_reason=reason, overhead_s=0.0, requests=0)
     doc.dump(paths.json)
     return doc

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from connbench.spec import Fault
+from connbench.scenario.knobs import Fault
 
 if TYPE_CHECKING:
     from connbench.run.stack import Stack

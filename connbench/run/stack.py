@@ -15,18 +15,23 @@ import signal
 import sys
 import time
 from subprocess import Popen
+from typing import Any, Literal, NotRequired, TypedDict
 
 import psycopg
 
 from connbench import results as R
 from connbench.contract import AppConfig, Database, LoadConfig
-from connbench.project import Project
 from connbench.results import CellPaths, write_json_atomic
-from connbench.sections import GeneratorSpec
+from connbench.scenario.knobs import PGBOUNCER_MODES, Fault, Knobs
+from connbench.scenario.model import GeneratorSpec
+from connbench.scenario.project import Project
 from connbench.services import gunicorn
+from connbench.services.database import DatabaseServer
+from connbench.services.django_app import DjangoApp, package_root
+from connbench.services.external import ExternalServer
 from connbench.services.locust import LocustConfig
 from connbench.services.pgbouncer import PgBouncer, PgBouncerConfig
-from connbench.services.postgres import PostgresServer, project_root
+from connbench.services.postgres import ConnKwargs
 from connbench.services.procs import (
     RunAs,
     ServiceError,
@@ -36,7 +41,34 @@ from connbench.services.procs import (
     service_dir,
     wait_until,
 )
-from connbench.spec import PGBOUNCER_MODES, Knobs
+
+ConnPath = Literal["direct", "pgbouncer"]  # how the app's connections reach PostgreSQL (CellDoc.connect_cost)
+
+
+class ProcEntry(TypedDict):
+    """A process the sampler accounts CPU to (its procs file: component -> entries)."""
+
+    pid: int
+    tree: NotRequired[bool]  # its children too
+    dyno: NotRequired[int]
+
+
+class StartedServices(TypedDict):
+    """What Stack.start() started, as the cell records it (connbench.results.Services)."""
+
+    postgres: dict[str, Any]
+    pgbouncer: NotRequired[dict[str, object]]
+    dynos: NotRequired[list[dict[str, int]]]  # set once the dynos are up
+
+
+class _Distributed(TypedDict, total=False):
+    """LocustConfig's master/worker fields."""
+
+    local_workers: int
+    expect_workers: int
+    bind: str
+    port: int
+    wait_s: float
 
 
 def app_config(k: Knobs, db: Database, host: str = "127.0.0.1") -> AppConfig:
@@ -52,6 +84,36 @@ def app_config(k: Knobs, db: Database, host: str = "127.0.0.1") -> AppConfig:
 def gunicorn_config(k: Knobs, host: str = "127.0.0.1") -> gunicorn.GunicornConfig:
     return gunicorn.GunicornConfig(dynos=k.dynos, workers=k.workers, threads=k.threads,
                                    worker_class=k.worker_class, worker_connections=k.gevent_connections, host=host)
+
+
+def django_app(project: Project) -> DjangoApp:
+    """What the services need of the project: its entry points, its environment, and how to prepare a database."""
+    prepare: list[tuple[str, ...]] = [("migrate", "--no-input", "-v", "0")] if project.migrate else []
+    if project.bundled:
+        prepare.append(("seed",))
+    elif project.fixtures:
+        prepare.append(("loaddata", *project.fixtures))
+    return DjangoApp(wsgi=project.wsgi, asgi=project.asgi, env=project.app_env(), path=project.path,
+                     prepare=tuple(prepare))
+
+
+def external_prune_reason(server: ExternalServer, knobs: Knobs, faults: list[Fault]) -> str | None:
+    """Why a cell cannot run on this server (it would need another server setting), or None."""
+    set_ = knobs.model_fields_set
+    if "max_connections" in set_ and knobs.max_connections != server.max_connections:
+        return (f"max_connections = {knobs.max_connections}, but the server is yours (--database-url): "
+                f"its max_connections is {server.max_connections}")
+    for knob in ("server", "auth"):
+        if knob in set_:
+            return f"{knob} = {getattr(knobs, knob)!r} needs connbench's own server, not --database-url"
+    if knobs.tls and not server.ssl:
+        return "tls = true, but the server (--database-url) has ssl = off"
+    if knobs.pooling.startswith("pgbouncer-") and not server.superuser:
+        return ("PgBouncer needs the role's password secret from pg_authid: connect --database-url as a "
+                "superuser, or leave PgBouncer out")
+    if any(f.action == "restart_postgres" for f in faults):
+        return "a restart_postgres fault needs connbench's own server, not --database-url"
+    return None
 
 
 def pgbouncer_config(k: Knobs) -> PgBouncerConfig:
@@ -79,8 +141,8 @@ def locust_config(k: Knobs, project: Project | None = None, gen: GeneratorSpec |
     run_time = max(1, math.ceil(k.warmup + k.duration))  # never shorter than the windows it covers
     shares = load_shares(gen)
     # [generator] workers: a master and its workers; else one Locust process
-    dist = {"local_workers": gen.local, "expect_workers": gen.workers, "bind": gen.bind, "port": gen.port,
-            "wait_s": gen.wait_s} if gen is not None and gen.workers else {}
+    dist: _Distributed = {"local_workers": gen.local, "expect_workers": gen.workers, "bind": gen.bind,
+                          "port": gen.port, "wait_s": gen.wait_s} if gen is not None and gen.workers else {}
     if k.open_model:  # one dispatcher per process; the schedule, not users, sets the load
         return LocustConfig(users=shares, spawn_rate=shares, run_time_s=run_time, user_class="OpenUser",
                             stop_timeout_s=LoadConfig.drain_s + 5, **dist)
@@ -89,20 +151,20 @@ def locust_config(k: Knobs, project: Project | None = None, gen: GeneratorSpec |
 
 
 class Stack:
-    def __init__(self, k: Knobs, server: PostgresServer, sup: Supervisor, user: RunAs | None, paths: CellPaths,
+    def __init__(self, k: Knobs, server: DatabaseServer, sup: Supervisor, user: RunAs | None, paths: CellPaths,
                  sample_interval: float = 0.1, project: Project | None = None, host: str = "127.0.0.1"):
         self.k, self.server, self.sup, self.user, self.paths = k, server, sup, user, paths
         self.host = host  # the dynos' address: loopback unless [generator] bind says otherwise
         self.project = project or Project()
         self.sample_interval = sample_interval
-        self.root = project_root()
+        self.root = package_root()
         self.bouncer: PgBouncer | None = None
         self.dynos: list[gunicorn.Dyno] = []
-        self.sampler: Popen | None = None
-        self._procs: dict[str, list] = {}
+        self.sampler: Popen[bytes] | None = None
+        self._procs: dict[str, list[ProcEntry]] = {}
 
     # -- what the sampler accounts CPU to ----------------------------------------------------
-    def track(self, component: str, entries: list[dict] | None) -> None:
+    def track(self, component: str, entries: list[ProcEntry] | None) -> None:
         """Point the sampler's CPU accounting at a component's processes (None: it is gone)."""
         if entries is None:
             self._procs.pop(component, None)
@@ -114,42 +176,47 @@ class Stack:
         write_json_atomic(self.paths.procs, self._procs)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> dict:
+    def start(self) -> StartedServices:
         """Start PgBouncer (if any), the dynos and the sampler; returns what the cell records of them."""
-        services = {"postgres": {**self.server.conn.public(), "version": self.server.version,
-                                 "max_connections": self.server.max_connections, "app_slots": self.server.app_slots}}
+        conn = self.server.connection  # the matrix (or the probe) started it before building the stack
+        services: StartedServices = {"postgres": {**conn.public(), "version": self.server.version,
+                                     "max_connections": self.server.max_connections,
+                                     "app_slots": self.server.app_slots}}
         if self.server.pid is not None:  # your server (--database-url): not ours to account
             self._procs["postgres"] = [{"pid": self.server.pid, "tree": True}]
-        db = self.server.conn.app_database()
+        db = conn.app_database()
         if self.k.pooling in PGBOUNCER_MODES:
             where = service_dir(self.paths.root, "pgbouncer", self.user)
-            self.bouncer = PgBouncer(where, pgbouncer_config(self.k), self.server.conn, self.sup, self.user,
-                                     self.sup.private, self.server.role_secret(self.server.conn.app_user),
+            assert self.sup.private is not None  # the runner makes its PrivateDir before any stack starts
+            self.bouncer = PgBouncer(where, pgbouncer_config(self.k), conn, self.sup, self.user,
+                                     self.sup.private, self.server.role_secret(conn.app_user),
                                      self.server.tls_files)
             self.bouncer.start()
             db = self.bouncer.app_database()
+            assert self.bouncer.proc is not None  # set by start()
             self._procs["pgbouncer"] = [{"pid": self.bouncer.proc.pid}]
             services["pgbouncer"] = self.bouncer.public()
         self.dynos = gunicorn.start_dynos(gunicorn_config(self.k, self.host), app_config(self.k, db, self.host),
-                                          self.sup, self.paths.logs, self.root, project=self.project)
+                                          self.sup, self.paths.logs, django_app(self.project))
         self._procs["gunicorn-master"] = [{"pid": d.proc.pid, "dyno": d.index, "tree": True} for d in self.dynos]
         services["dynos"] = [{"dyno": d.index, "port": d.port} for d in self.dynos]
         self._write_procs()
         self._start_sampler()
         return services
 
-    def app_paths(self) -> dict[str, dict]:
+    def app_paths(self) -> dict[ConnPath, ConnKwargs]:
         """How the app's role reaches the database, per path its connections take (for calibration)."""
-        def kwargs(db: Database) -> dict:
+        def kwargs(db: Database) -> ConnKwargs:
             return {"host": db.host, "port": db.port, "dbname": db.name, "user": db.user, "password": db.password,
                     "sslmode": db.sslmode}
-        paths = {"direct": kwargs(self.server.conn.app_database())}
+        paths: dict[ConnPath, ConnKwargs] = {"direct": kwargs(self.server.connection.app_database())}
         if self.bouncer is not None:
             paths["pgbouncer"] = kwargs(self.bouncer.app_database())
         return paths
 
     def _start_sampler(self) -> None:
-        conn = self.server.conn
+        conn = self.server.connection
+        assert self.sup.private is not None  # the runner makes its PrivateDir before any stack starts
         conf = R.SamplerConfig(
             cell_dir=str(self.paths.root), pg=R.ConnInfo(**conn.super_kwargs()), app_role=conn.app_user,
             interval=self.sample_interval, procs_file=str(self.paths.procs),
@@ -191,21 +258,25 @@ class Stack:
 
     # -- what fault injection may do (each returns what happened, for events.csv) --------------
     def terminate_backends(self) -> str:
-        conn = self.server.conn
+        conn = self.server.connection
         with psycopg.connect(**conn.super_kwargs(), autocommit=True, application_name="connbench-fault") as c:
-            n = c.execute(
+            row = c.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE usename = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
                 "AND datname = current_database() "  # your server (--database-url): only the app's database
                 "AND application_name <> 'connbench-sampler'",  # on your server the sampler is the app's role
                 [conn.app_user],
-            ).fetchone()[0]
+            ).fetchone()
+            assert row is not None  # an aggregate always returns one row
+            n = row[0]
         return f"terminated {n} backends"
 
     def restart_postgres(self) -> str:
         t0 = time.monotonic()
         self.server.restart()
-        self.track("postgres", [{"pid": self.server.pid, "tree": True}])
+        pid = self.server.pid
+        assert pid is not None  # restarted: running (your server's restart() raises; it is never ours to restart)
+        self.track("postgres", [{"pid": pid, "tree": True}])
         return f"postgres fast shutdown + start ({time.monotonic() - t0:.2f} s)"
 
     def restart_pgbouncer(self) -> str:
@@ -213,6 +284,7 @@ class Stack:
             return "no PgBouncer in this cell"
         t0 = time.monotonic()
         self.bouncer.restart()
+        assert self.bouncer.proc is not None  # set by restart()
         self.track("pgbouncer", [{"pid": self.bouncer.proc.pid}])
         return f"pgbouncer stopped + started ({time.monotonic() - t0:.2f} s)"
 

@@ -7,7 +7,6 @@ CPU to the master, and joins the next cell's master, until Ctrl-C (or after one 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import shutil
@@ -18,12 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from connbench.contract import GENERATOR_ENV
-from connbench.expand import Scenario
-from connbench.sections import GeneratorSpec
+from connbench.errors import ScenarioError
+from connbench.loopback import require_local
+from connbench.scenario.expand import Scenario
+from connbench.scenario.model import GeneratorSpec
 from connbench.services import locust
-from connbench.services.postgres import project_root
+from connbench.services.django_app import package_root
 from connbench.services.procs import Supervisor, free_port
-from connbench.spec import ScenarioError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 
@@ -38,13 +38,7 @@ def parse_master(value: str, allow_remote: bool) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise WorkerError(f"--master {value!r}: expected HOST:PORT, e.g. 127.0.0.1:5557 (the scenario's "
                           "[generator] bind and port)")
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback and not allow_remote:
-        raise WorkerError(f"--master {value!r} is not a loopback address; pass --allow-remote to generate load "
-                          "for another machine on purpose")
+    require_local("--master", host, allow_remote, "--allow-remote", "generate load for another machine")
     return host, int(port)
 
 
@@ -76,7 +70,7 @@ def dies_with_parent(cmd: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else cmd
 
 
-def _hangup(*_a):
+def _hangup(*_a: object) -> None:
     raise KeyboardInterrupt
 
 
@@ -87,7 +81,7 @@ def run(master: str, name: str | None, locustfile: str | None, once: bool, allow
         raise WorkerError(f"--name {name!r}: 1-40 letters, digits, '_', '.' or '-', starting with a letter or digit")
     if locustfile is not None and not Path(locustfile).is_file():
         raise WorkerError(f"--locustfile {locustfile!r}: no such file")
-    root = project_root()
+    root = package_root()
     name = name or f"{os.uname().nodename.split('.')[0]}-{os.getpid()}"
     env = {**os.environ, GENERATOR_ENV: name, "PYTHONPATH": str(root)}
     env.pop("CONNBENCH_LOAD", None)  # the master's settings, never this machine's

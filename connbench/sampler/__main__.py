@@ -25,8 +25,8 @@ from connbench.results import (
     CsvAppender,
     SamplerConfig,
 )
-from connbench.sampler.probes import POOL_STATES, BouncerProbe, DbProbe, parse_appname
-from connbench.sampler.processes import ProcessProbe
+from connbench.sampler.processes import ProcessReader
+from connbench.sampler.readers import POOL_STATES, BouncerReader, DbReader, parse_appname
 
 
 def run(config: SamplerConfig) -> None:
@@ -35,7 +35,7 @@ def run(config: SamplerConfig) -> None:
     proc_every = max(1, round(config.process_interval / interval))
     stop = {"flag": False}
 
-    def _stop(*_a):
+    def _stop(*_a: object) -> None:
         stop["flag"] = True
 
     signal.signal(signal.SIGTERM, _stop)
@@ -44,12 +44,12 @@ def run(config: SamplerConfig) -> None:
     conns = CsvAppender(paths.connections, CONNECTIONS_COLUMNS)
     dbw = CsvAppender(paths.db, DB_COLUMNS)
     procw = CsvAppender(paths.processes, PROCESSES_COLUMNS)
-    db = DbProbe(config.pg.kwargs(), config.app_role)
-    bouncer = pbw = None
+    db = DbReader(config.pg.kwargs(), config.app_role)
+    bouncer: tuple[BouncerReader, CsvAppender] | None = None
     if config.pgbouncer is not None:
-        bouncer = BouncerProbe(config.pgbouncer.kwargs(), config.pgbouncer_database, config.app_role)
-        pbw = CsvAppender(paths.pgbouncer, PGBOUNCER_COLUMNS)
-    procs = ProcessProbe(Path(config.procs_file), fixed={"sampler": [{"pid": os.getpid()}]})
+        bouncer = (BouncerReader(config.pgbouncer.kwargs(), config.pgbouncer_database or "", config.app_role),
+                   CsvAppender(paths.pgbouncer, PGBOUNCER_COLUMNS))
+    procs = ProcessReader(Path(config.procs_file), fixed={"sampler": [{"pid": os.getpid()}]})
     n, last_flush, errors = 0, time.monotonic(), 0
     next_t = time.monotonic()
     while not stop["flag"]:
@@ -69,8 +69,9 @@ def run(config: SamplerConfig) -> None:
             if errors <= 5 or errors % 50 == 0:
                 print(f"sampler: database sample failed ({errors}): {e}", file=sys.stderr, flush=True)
         if bouncer is not None:
+            reader, pbw = bouncer
             try:
-                s = bouncer.sample()
+                s = reader.sample()
                 for state in POOL_STATES:
                     conns.write((now, "pgbouncer", "", "", state, s[state]))
                 pbw.write((now, *(s[c] for c in PGBOUNCER_COLUMNS[1:])))
@@ -81,7 +82,7 @@ def run(config: SamplerConfig) -> None:
                 procw.write(row)
         n += 1
         if n == 1 or time.monotonic() - last_flush >= 1.0:  # the first at once: the harness waits for it
-            for w in (conns, dbw, procw, pbw):
+            for w in (conns, dbw, procw, bouncer[1] if bouncer else None):
                 if w is not None:
                     w.flush()
             last_flush = time.monotonic()
@@ -89,12 +90,12 @@ def run(config: SamplerConfig) -> None:
         time.sleep(max(0.0, next_t - time.monotonic()))
         if next_t < time.monotonic() - interval:  # fell behind: do not burst to catch up
             next_t = time.monotonic()
-    for w in (conns, dbw, procw, pbw):
+    for w in (conns, dbw, procw, bouncer[1] if bouncer else None):
         if w is not None:
             w.close()
     db.close()
     if bouncer is not None:
-        bouncer.close()
+        bouncer[0].close()
 
 
 def main(argv: list[str] | None = None) -> int:

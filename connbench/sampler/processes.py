@@ -12,18 +12,20 @@ from pathlib import Path
 
 import psutil
 
+from connbench.results import ProcRoot
 
-class ProcessProbe:
+
+class ProcessReader:
     """Cumulative CPU seconds per component (and per gunicorn worker), children included."""
 
-    def __init__(self, procs_file: Path, fixed: dict[str, list] | None = None):
+    def __init__(self, procs_file: Path, fixed: dict[str, list[ProcRoot]] | None = None):
         self.procs_file = procs_file
         self._mtime = 0.0
         self.fixed = fixed or {}  # roots that are not in procs.json (the sampler itself)
-        self.roots: dict[str, list] = dict(self.fixed)
+        self.roots: dict[str, list[ProcRoot]] = dict(self.fixed)
         self._handles: dict[int, psutil.Process] = {}
 
-    def _reload(self):
+    def _reload(self) -> None:
         try:
             mtime = self.procs_file.stat().st_mtime
         except FileNotFoundError:
@@ -38,9 +40,9 @@ class ProcessProbe:
             p = self._handles[pid] = psutil.Process(pid)
         return p
 
-    def sample(self, now: float) -> list[tuple]:
+    def sample(self, now: float) -> list[tuple[object, ...]]:
         self._reload()
-        rows = []
+        rows: list[tuple[object, ...]] = []
         for component, entries in self.roots.items():
             for entry in entries:
                 dyno, pid = entry.get("dyno", ""), entry["pid"]

@@ -19,7 +19,7 @@ def _belongs(pgid: int, create_time: float, run_mark: str) -> bool:
     """The recorded leader is still the process we started for this run (not a reused pid)."""
     try:
         leader = psutil.Process(pgid)
-        return abs(leader.create_time() - create_time) < 0.01 and leader.environ().get(RUN_ENV) == run_mark
+        return bool(abs(leader.create_time() - create_time) < 0.01 and leader.environ().get(RUN_ENV) == run_mark)
     except (psutil.Error, OSError):
         return False
 

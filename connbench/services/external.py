@@ -7,11 +7,12 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from connbench.predict import app_slots
-from connbench.project import Project
-from connbench.services.postgres import PgConn, prepare_database
+from connbench.errors import ScenarioError
+from connbench.redact import public_conninfo
+from connbench.services.django_app import DjangoApp, prepare_database
+from connbench.services.postgres import PgConn, started
 from connbench.services.procs import ServiceError
-from connbench.spec import ScenarioError
+from connbench.slots import app_slots
 
 FACTS_QUERY = (
     "SELECT current_setting('server_version'), current_setting('max_connections')::int, "
@@ -22,10 +23,9 @@ FACTS_QUERY = (
 )
 
 
-def public_url(url: str) -> dict:
+def public_url(url: str) -> dict[str, str]:
     """The URL's parts without its password, for messages and the manifest."""
-    d = conninfo_to_dict(url)
-    return {k: v for k, v in d.items() if k in ("host", "port", "dbname", "user", "sslmode")}
+    return public_conninfo({k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None})
 
 
 def url_host(url: str) -> str:
@@ -35,7 +35,7 @@ def url_host(url: str) -> str:
     except psycopg.Error:  # no detail: the parser's message may quote the string, password and all
         raise ScenarioError("--database-url: not a valid URL or conninfo string "
                             "(e.g. postgresql://user:password@127.0.0.1:5432/dbname)") from None
-    host, port = d.get("hostaddr") or d.get("host") or "", str(d.get("port") or "5432")
+    host, port = str(d.get("hostaddr") or d.get("host") or ""), str(d.get("port") or "5432")
     if "," in host or not port.isdigit():
         raise ScenarioError("--database-url: give one host and one port (a list of hosts is not supported)")
     return host
@@ -48,15 +48,15 @@ class ExternalServer:
     tls_files = None
     bin_dir = None
 
-    def __init__(self, url: str, project: Project | None = None):
+    def __init__(self, url: str, django: DjangoApp | None = None):
         self.url = url
-        self.project = project or Project()
+        self.django = django  # None: the app's tables are not prepared (facts only)
         self.conn: PgConn | None = None
         self.version, self.max_connections, self.reserved = "", 0, 0
         self.superuser, self.ssl = False, False
-        self.verified: dict = {}
+        self.verified: dict[str, object] = {}
 
-    def facts(self) -> dict:
+    def facts(self) -> dict[str, object]:
         """Read-only: what the server is. Nothing is created."""
         d = conninfo_to_dict(self.url)
         try:
@@ -65,20 +65,29 @@ class ExternalServer:
         except psycopg.Error as e:
             raise ScenarioError(f"cannot connect with --database-url ({public_url(self.url)}): "
                                 f"{str(e).strip()[:500]}") from None
+        if row is None:
+            raise ScenarioError(f"--database-url ({public_url(self.url)}): the server answered no row of facts")
         self.version, self.max_connections, self.reserved, self.superuser, self.ssl, user, dbname, num = row
         if num < 150000:  # the sampler reads pg_stat_database.sessions (14) with stats_fetch_consistency (15)
             raise ScenarioError(f"--database-url: PostgreSQL {self.version} is too old; connbench's sampler "
                                 "needs PostgreSQL 15 or later")
-        self.conn = PgConn(d.get("host") or "127.0.0.1", int(d.get("port") or 5432), dbname, user,
-                           d.get("password") or "", user, d.get("password") or "", d.get("sslmode") or "prefer")
+        password = str(d.get("password") or "")
+        self.conn = PgConn(str(d.get("host") or "127.0.0.1"), int(d.get("port") or 5432), dbname, user, password,
+                           user, password, str(d.get("sslmode") or "prefer"))
         return {"version": self.version, "max_connections": self.max_connections, "reserved": self.reserved,
                 "superuser": self.superuser, "ssl": self.ssl, "user": user, "dbname": dbname}
 
     def start(self) -> PgConn:
         if self.conn is None:
             self.facts()
-        prepare_database(self.project, self.conn.app_database())
-        return self.conn
+        if self.django:
+            prepare_database(self.django, self.connection.app_database())
+        return self.connection
+
+    @property
+    def connection(self) -> PgConn:
+        """How to reach your server, once its facts are read."""
+        return started(self.conn, "--database-url: the server's facts were not read")
 
     @property
     def app_slots(self) -> int:
@@ -100,25 +109,11 @@ class ExternalServer:
         if not row or not row[0]:
             raise ServiceError("PgBouncer needs the role's password secret (pg_authid): connect --database-url "
                                "as a superuser, or leave PgBouncer out")
-        return row[0]
+        return str(row[0])
 
-    def settings(self, port: int) -> dict:
-        return {}
-
-    def prune_reason(self, knobs, faults: list) -> str | None:
-        """Why a cell cannot run on this server (it would need another server setting), or None."""
-        set_ = knobs.model_fields_set
-        if "max_connections" in set_ and knobs.max_connections != self.max_connections:
-            return (f"max_connections = {knobs.max_connections}, but the server is yours (--database-url): "
-                    f"its max_connections is {self.max_connections}")
-        for knob in ("server", "auth"):
-            if knob in set_:
-                return f"{knob} = {getattr(knobs, knob)!r} needs connbench's own server, not --database-url"
-        if knobs.tls and not self.ssl:
-            return "tls = true, but the server (--database-url) has ssl = off"
-        if knobs.pooling.startswith("pgbouncer-") and not self.superuser:
-            return ("PgBouncer needs the role's password secret from pg_authid: connect --database-url as a "
-                    "superuser, or leave PgBouncer out")
-        if any(f.action == "restart_postgres" for f in faults):
-            return "a restart_postgres fault needs connbench's own server, not --database-url"
+    def read_setup_durations(self) -> None:
+        """Your server's log is not connbench's to read."""
         return None
+
+    def settings(self, port: int) -> dict[str, str]:
+        return {}

@@ -7,12 +7,13 @@ import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from email.message import Message as HTTPMessage
 from pathlib import Path
 from subprocess import Popen
+from typing import IO
 
 from connbench.contract import DYNO_ENV, AppConfig
-from connbench.project import Project
-from connbench.services.postgres import app_pythonpath
+from connbench.services.django_app import DjangoApp, package_root
 from connbench.services.procs import ServiceError, Supervisor, exited, free_port, wait_port, wait_until
 
 
@@ -20,7 +21,7 @@ from connbench.services.procs import ServiceError, Supervisor, exited, free_port
 class Dyno:
     index: int
     port: int
-    proc: Popen
+    proc: Popen[bytes]
     log: Path
     host: str = "127.0.0.1"
 
@@ -42,15 +43,17 @@ class GunicornConfig:
 
 
 def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: Path,
-                root: Path, timeout: float = 30.0, project: Project | None = None) -> list[Dyno]:
-    project = project or Project()
+                django: DjangoApp, timeout: float = 30.0) -> list[Dyno]:
     dynos = []
     for d in range(cfg.dynos):
         port = free_port(cfg.host)
         log = log_dir / f"gunicorn-d{d}.log"
         asgi = cfg.worker_class == "asgi"
+        target = django.asgi if asgi else django.wsgi
+        if target is None:  # pruned before any cell starts; a guard, not a path users reach
+            raise ServiceError('worker_class = "asgi" needs the project\'s ASGI application ([app] asgi)')
         cmd = [
-            sys.executable, "-m", "gunicorn", project.asgi if asgi else project.wsgi,
+            sys.executable, "-m", "gunicorn", target,
             "--bind", f"[{cfg.host}]:{port}" if ":" in cfg.host else f"{cfg.host}:{port}",
             "--workers", str(cfg.workers),
             "--worker-class", "uvicorn_worker.UvicornWorker" if asgi else cfg.worker_class,
@@ -61,10 +64,10 @@ def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: P
             "--backlog", "2048",
             "--log-level", "warning",
         ]
-        env = {**os.environ, **app.to_env(), **project.app_env(), DYNO_ENV: str(d),
-               "PYTHONPATH": app_pythonpath(project)}
+        env = django.process_env(app, **{DYNO_ENV: str(d)})
         env.pop("PGAPPNAME", None)
-        proc = sup.spawn(f"gunicorn-d{d}", cmd, log=log, env=env, cwd=project.path or root)
+        proc = sup.spawn(f"gunicorn-d{d}", cmd, log=log, env=env,
+                         cwd=Path(django.path) if django.path else package_root())
         dynos.append(Dyno(d, port, proc, log, cfg.host))
     try:
         for dyno in dynos:
@@ -79,7 +82,8 @@ def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: P
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """A redirect is an answer to report, not to follow: `/old/` answering 301 is not `/new/` answering 200."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - urllib's signature
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                         headers: HTTPMessage, newurl: str) -> None:
         return None
 
 
@@ -127,7 +131,7 @@ def verify(dynos: list[Dyno], paths: tuple[str, ...] = ("/health", "/db/read"), 
         for path in paths:
             seen: list[tuple[str, int | None]] = []
 
-            def answered(d: Dyno = dyno, p: str = path, seen: list = seen) -> bool:
+            def answered(d: Dyno = dyno, p: str = path, seen: list[tuple[str, int | None]] = seen) -> bool:
                 try:
                     ok, what, status = _attempt(d, p)
                 except ServiceError as e:

@@ -8,11 +8,12 @@ new n, so a killed worker's connections are never mistaken for its successor's.
 
 import os
 import sys
+from typing import Any
 
 from connbench.contract import APPNAME_PREFIX, DYNO_ENV
 
 
-def post_fork(server, worker):
+def post_fork(server: Any, worker: Any) -> None:  # gunicorn's Arbiter and Worker (no stubs)
     os.environ["PGAPPNAME"] = f"{APPNAME_PREFIX}:d{os.environ[DYNO_ENV]}:w{worker.age}"
     # Django creates its psycopg pool lazily, per process. If the app was preloaded and a
     # pool exists already, it belongs to the master: forget it so this worker opens its own.

@@ -7,6 +7,7 @@ import glob
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from subprocess import Popen
@@ -23,8 +24,8 @@ from connbench.contract import (
 from connbench.results import PROCESSES_COLUMNS, CellPaths, write_csv_atomic
 from connbench.services.procs import ServiceError, Supervisor, exited, free_port, wait_until
 
-LOCUSTFILE = "locustfiles/app.py"
-LOGONLY = "locustfiles/logonly.py"  # beside your own locustfile: the raw request log and the start mark
+LOCUSTFILE = "connbench/locustfiles/app.py"  # under root: the checkout, or site-packages when installed
+LOGONLY = "connbench/locustfiles/logonly.py"  # beside your own locustfile: the raw request log and the start mark
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,12 @@ class LocustConfig:
 class LocustRun:
     """The processes of one Locust run: the master (or the only process) and the workers started here."""
 
-    master: Popen
-    workers: list[Popen] = field(default_factory=list)
+    master: Popen[bytes]
+    workers: list[Popen[bytes]] = field(default_factory=list)
     address: str = ""  # the master's HOST:PORT, for `connbench worker --master`
 
     @property
-    def procs(self) -> list[Popen]:
+    def procs(self) -> list[Popen[bytes]]:
         return [self.master, *self.workers]
 
 
@@ -170,7 +171,7 @@ def generator_events(paths: CellPaths, seen: int) -> list[tuple[float, str, str]
 
 def merge_request_logs(raw_dir: Path, dest: Path) -> int:
     """Merge every Locust process's raw log into one requests.csv, sorted by start time."""
-    rows = []
+    rows: list[list[str]] = []
     for path in sorted(glob.glob(str(raw_dir / "requests-*.csv"))):
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh)
@@ -202,9 +203,9 @@ def merge_generators(paths: CellPaths) -> int:
     # on the master's clock (this machine's, the measure window's), not the worker's: a remote clock may be off
     extra = [(r[named["t_master"]], "locust-worker", "", r[named["pid"]], r[named["cpu_seconds"]],
               r[named["rss_bytes"]], r[named["generator"]]) for r in mine]
-    rows: list = []
+    rows: list[Sequence[str]] = []
     if paths.processes.exists():
         with open(paths.processes, newline="", encoding="utf-8") as fh:
             rows = [r for r in list(csv.reader(fh))[1:] if len(r) == len(PROCESSES_COLUMNS)]
-    write_csv_atomic(paths.processes, PROCESSES_COLUMNS, sorted(rows + extra, key=lambda r: float(r[0])))
+    write_csv_atomic(paths.processes, PROCESSES_COLUMNS, sorted([*rows, *extra], key=lambda r: float(r[0])))
     return len(extra)

@@ -11,18 +11,38 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
+from typing import TypedDict
 
 from connbench.contract import Database
-from connbench.services.postgres import PgConn, TlsFiles
+from connbench.services.postgres import PgConn
 from connbench.services.procs import PrivateDir, RunAs, ServiceError, Supervisor, chown_tree, free_port, wait_port
+from connbench.services.tls import TlsFiles
 
 ADMIN_USER = "cbadmin"
+
+
+class AdminConnInfo(TypedDict):
+    """psycopg.connect's keywords for PgBouncer's admin console (dbname="pgbouncer" is the caller's)."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    sslmode: str
 
 
 def pgbouncer_binary() -> str | None:
     return shutil.which("pgbouncer") or next(
         (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
     )
+
+
+def require_binary() -> str:
+    """PgBouncer's binary; its cells are skipped before any starts when there is none."""
+    binary = pgbouncer_binary()
+    if binary is None:
+        raise ServiceError(MISSING)
+    return binary
 
 
 def pgbouncer_version() -> str | None:
@@ -62,7 +82,7 @@ class PgBouncer:
         self.pg = pg
         self.sup = sup
         self.user = user
-        self.proc: Popen | None = None
+        self.proc: Popen[bytes] | None = None
         self.port = 0
         self.admin_password = secrets.token_hex(12)
         self.log = self.base_dir / "pgbouncer.log"
@@ -126,7 +146,7 @@ stats_period = 1
     def restart(self) -> None:
         """Fault injection: stop and start again on the same port with the same ini."""
         self.stop()
-        self.proc = self.sup.spawn("pgbouncer", [pgbouncer_binary(), str(self.base_dir / "pgbouncer.ini")],
+        self.proc = self.sup.spawn("pgbouncer", [require_binary(), str(self.base_dir / "pgbouncer.ini")],
                                    log=self.log, user=self.user)
         wait_port(self.port, 15, self.proc, f"PgBouncer (log: {self.log})")
 
@@ -141,11 +161,11 @@ stats_period = 1
         return Database("127.0.0.1", self.port, self.pg.dbname, self.pg.app_user, self.pg.app_password,
                         "require" if self.tls else "disable")
 
-    def admin_conninfo(self) -> dict:
+    def admin_conninfo(self) -> AdminConnInfo:
         return {"host": "127.0.0.1", "port": self.port, "user": ADMIN_USER, "password": self.admin_password,
                 "sslmode": "require" if self.tls else "disable"}
 
-    def public(self) -> dict:
+    def public(self) -> dict[str, object]:
         return {"port": self.port, "pool_mode": self.cfg.pool_mode, "version": pgbouncer_version(),
                 "default_pool_size": self.cfg.pool_size, "reserve_pool_size": self.cfg.reserve_pool,
                 "max_client_conn": self.cfg.max_client_conn, "auth_type": self.cfg.auth, "tls": self.tls is not None}

@@ -14,16 +14,16 @@ import re
 import secrets
 import signal
 import subprocess
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
 import psycopg
 
-from connbench.contract import AppConfig, Database
-from connbench.predict import SUPERUSER_RESERVED, app_slots
-from connbench.project import Project
+from connbench.contract import Database
 from connbench.results import write_private
+from connbench.services.django_app import DjangoApp, prepare_database
 from connbench.services.procs import (
     PrivateDir,
     RunAs,
@@ -35,6 +35,8 @@ from connbench.services.procs import (
     wait_until,
 )
 from connbench.services.reachable import UnreachableError, embedded_root, reachable_install
+from connbench.services.tls import TlsFiles, issue_tls
+from connbench.slots import SUPERUSER_RESERVED, app_slots
 
 APP_ROLE = "app"
 SUPERUSER = "postgres"
@@ -97,7 +99,24 @@ def pg_version(server: str = "embedded") -> str:
     return out.stdout.strip()
 
 
-def build_flags(bin_dir: Path) -> dict:
+class BuildFlags(TypedDict):
+    bin_dir: str
+    configure: str
+    with_openssl: bool
+
+
+class ConnKwargs(TypedDict):
+    """psycopg.connect's keywords for one role."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str
+    sslmode: str
+
+
+def build_flags(bin_dir: Path) -> BuildFlags:
     """What the manifest says of a server's build: its configure flags and whether it can do TLS."""
     res = subprocess.run([str(bin_dir / "pg_config"), "--configure"], capture_output=True, text=True)
     flags = res.stdout.strip() if res.returncode == 0 else ""
@@ -118,15 +137,15 @@ class PgConn:
     super_password: str
     sslmode: str = "disable"  # "require" when the server runs with tls = true
 
-    def app_kwargs(self) -> dict:
-        return dict(host=self.host, port=self.port, dbname=self.dbname, user=self.app_user,
-                    password=self.app_password, sslmode=self.sslmode)
+    def app_kwargs(self) -> ConnKwargs:
+        return ConnKwargs(host=self.host, port=self.port, dbname=self.dbname, user=self.app_user,
+                          password=self.app_password, sslmode=self.sslmode)
 
-    def super_kwargs(self, dbname: str | None = None) -> dict:
-        return dict(host=self.host, port=self.port, dbname=dbname or self.dbname, user=self.super_user,
-                    password=self.super_password, sslmode=self.sslmode)
+    def super_kwargs(self, dbname: str | None = None) -> ConnKwargs:
+        return ConnKwargs(host=self.host, port=self.port, dbname=dbname or self.dbname, user=self.super_user,
+                          password=self.super_password, sslmode=self.sslmode)
 
-    def public(self) -> dict:
+    def public(self) -> dict[str, str | int]:
         return {"host": self.host, "port": self.port, "dbname": self.dbname, "app_user": self.app_user,
                 "sslmode": self.sslmode}
 
@@ -138,9 +157,9 @@ class PgConn:
 class PostgresServer:
     def __init__(self, base_dir: Path, max_connections: int, sup: Supervisor, user: RunAs | None,
                  private: PrivateDir, extra_settings: dict[str, str] | None = None, server: str = "embedded",
-                 auth: str = "scram-sha-256", tls: bool = False, project: Project | None = None):
+                 auth: str = "scram-sha-256", tls: bool = False, django: DjangoApp | None = None):
         self.kind, self.auth, self.tls = server, auth, tls
-        self.project = project or Project()
+        self.django = django  # None: an empty app database (nothing to migrate)
         self.bin_dir = pg_bin_dir(server, user)
         self.tls_files: TlsFiles | None = None
         self.base_dir = Path(base_dir)
@@ -153,10 +172,10 @@ class PostgresServer:
         self.sup = sup
         self.user = user
         self.extra = extra_settings or {}
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.conn: PgConn | None = None
         self.version = ""
-        self.verified: dict = {}
+        self.verified: dict[str, object] = {}
         self.major = major_version(self.bin_dir)
         self._log_offset = 0  # read_setup_durations' place in the log
 
@@ -186,18 +205,18 @@ class PostgresServer:
             self._create_app_database()
             marker.write_text("ok\n")
         with psycopg.connect(**self.conn.super_kwargs(), autocommit=True) as c:
-            self.version = c.execute("SHOW server_version").fetchone()[0]
+            self.version = str(scalar(c, "SHOW server_version"))
             self.verified = self._verify(c)
         return self.conn
 
-    def _verify(self, c: psycopg.Connection) -> dict:
+    def _verify(self, c: psycopg.Connection[tuple[Any, ...]]) -> dict[str, object]:
         """What the server says of its connection setup: pg_hba's methods, how the app role's password is
         stored (its scheme only, never the secret), ssl; refused when it is not what the cell asked for."""
         hba = sorted({r[0] for r in c.execute("SELECT auth_method FROM pg_hba_file_rules")})
-        stored = c.execute("SELECT CASE WHEN rolpassword LIKE 'md5%%' THEN 'md5' ELSE split_part(rolpassword, "
-                           "'$', 1) END FROM pg_authid WHERE rolname = %s", [APP_ROLE]).fetchone()[0]
-        ssl = c.execute("SHOW ssl").fetchone()[0]
-        own = c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0]
+        stored = scalar(c, "SELECT CASE WHEN rolpassword LIKE 'md5%%' THEN 'md5' ELSE split_part(rolpassword, "
+                        "'$', 1) END FROM pg_authid WHERE rolname = %s", [APP_ROLE])
+        ssl = scalar(c, "SHOW ssl")
+        own = scalar(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         out = {"hba_methods": hba, "app_password_stored": stored, "ssl": ssl, "harness_session_encrypted": own}
         want_stored = "md5" if self.auth == "md5" else "SCRAM-SHA-256"
         if hba != [self.auth] or stored != want_stored or (ssl == "on") != self.tls or own != self.tls:
@@ -219,15 +238,15 @@ class PostgresServer:
 
     def role_secret(self, role: str) -> str:
         """The role's password as PostgreSQL stores it (SCRAM secret or md5 hash), for PgBouncer's auth_file."""
-        with psycopg.connect(**self.conn.super_kwargs(), autocommit=True) as c:
+        with psycopg.connect(**self.connection.super_kwargs(), autocommit=True) as c:
             row = c.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [role]).fetchone()
         if not row or not row[0]:
             raise ServiceError(f"role {role!r} has no stored password")
-        return row[0]
+        return str(row[0])
 
     def keep_credentials(self) -> Path:
         """For --keep-data: the kept cluster is of no use without its passwords (0600, beside it)."""
-        c = self.conn
+        c = self.connection
         write_private(self.kept_credentials, json.dumps({"app": c.app_password, "super": c.super_password}))
         return self.kept_credentials
 
@@ -246,6 +265,11 @@ class PostgresServer:
         end = data.rfind(b"\n") + 1  # a line still being written is read next time
         self._log_offset += end
         return parse_setup_durations(data[:end].decode("utf-8", "replace"))
+
+    @property
+    def connection(self) -> PgConn:
+        """How to reach this server once started."""
+        return started(self.conn, "PostgreSQL is not started")
 
     @property
     def pid(self) -> int | None:
@@ -293,7 +317,7 @@ class PostgresServer:
         cmd = [str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--pwfile", str(pwfile),
                "-E", "UTF8", "--locale=C", f"--auth-host={self.auth}", "--auth-local=reject", "--no-sync"]
         cmd.append("--no-instructions")
-        kwargs: dict = {}
+        kwargs: dict[str, Any] = {}
         if self.user is not None:
             kwargs.update(user=self.user.uid, group=self.user.gid, extra_groups=[])
         try:
@@ -319,7 +343,7 @@ class PostgresServer:
 
         def accepts() -> bool:
             try:
-                with psycopg.connect(**self.conn.super_kwargs("postgres"), connect_timeout=2):
+                with psycopg.connect(**self.connection.super_kwargs("postgres"), connect_timeout=2):
                     return True
             except psycopg.OperationalError as e:
                 last[:] = [e]
@@ -330,59 +354,33 @@ class PostgresServer:
             raise ServiceError(f"PostgreSQL did not accept connections within {timeout:.0f} s: {why}")
 
     def _create_app_database(self) -> None:
-        c = self.conn
+        c = self.connection
         with psycopg.connect(**c.super_kwargs("postgres"), autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [APP_ROLE]).fetchone():
                 conn.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{c.app_password}'")
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
                 conn.execute(f"CREATE DATABASE {DB_NAME} OWNER {APP_ROLE}")
-        prepare_database(self.project, c.app_database())
+        if self.django:
+            prepare_database(self.django, c.app_database())
 
 
-def prepare_database(project: Project, db: Database) -> None:
-    """The app's tables and data: migrate, then the bundled app's seed or your fixtures (loaddata)."""
-    # migrations run with the plainest settings: direct, no persistent connection
-    app = AppConfig(db=db, conn_max_age=0, health_checks=False, pooling="direct")
-    env = {**os.environ, **app.to_env(), **project.app_env(), "PYTHONPATH": app_pythonpath(project)}
-    steps = [["migrate", "--no-input", "-v", "0"]] if project.migrate else []
-    steps += [["seed"]] if project.bundled else ([["loaddata", *project.fixtures]] if project.fixtures else [])
-    for args in steps:
-        res = subprocess.run([sys.executable, "-m", "django", *args], capture_output=True, text=True,
-                             env=env, cwd=project.path or project_root())
-        if res.returncode != 0:
-            raise ServiceError(f"django {args[0]} failed: {res.stderr.strip()[-1500:]}")
+def started(conn: PgConn | None, why: str) -> PgConn:
+    """A server's PgConn, which exists once it started (or, yours, once its facts were read)."""
+    if conn is None:
+        raise ServiceError(why)
+    return conn
 
 
-def app_pythonpath(project: Project) -> str:
-    """Your project's directory first (its modules), then connbench's own (the shim, the middleware)."""
-    return os.pathsep.join(p for p in (project.path, str(project_root())) if p)
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+def scalar(c: psycopg.Connection[tuple[Any, ...]], sql: str, params: Sequence[object] = ()) -> Any:
+    """The first column of a query's one row (a query that returns none is the server not being what we
+    asked: an error, never a None passed on)."""
+    row = c.execute(sql, params).fetchone()
+    if row is None:
+        raise ServiceError(f"PostgreSQL returned no row for {sql[:80]!r}")
+    return row[0]
 
 
 def _pg_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"
     return env
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def issue_tls(private: PrivateDir, prefix: str) -> TlsFiles:
-    """A CA and a certificate for 127.0.0.1 made for this start (trustme), served by PostgreSQL and PgBouncer.
-    In the private directory, never the run directory: the key is a secret (0600, the service user's)."""
-    import trustme  # only runs with tls = true pay for the import
-
-    # RSA 2048, what most servers (and managed PostgreSQL) present; trustme's default ECDSA is cheaper
-    ca = trustme.CA(key_type=trustme.KeyType.RSA)
-    leaf = ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType.RSA)
-    return TlsFiles(private.write(f"{prefix}-ca.pem", ca.cert_pem.bytes().decode()),
-                    private.write(f"{prefix}-server.crt", leaf.cert_chain_pems[0].bytes().decode()),
-                    private.write(f"{prefix}-server.key", leaf.private_key_pem.bytes().decode()))

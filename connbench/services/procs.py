@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import psutil
 
+from connbench.errors import ComponentError
 from connbench.results import write_json_atomic, write_private
 from connbench.services.reachable import UnreachableError, ensure_cache, user_can
 
@@ -32,7 +33,7 @@ SERVICE_USER = "connbench"
 T = TypeVar("T")
 
 
-class ServiceError(RuntimeError):
+class ServiceError(ComponentError, RuntimeError):
     """A real component failed to start or misbehaved; the message says which and where its log is."""
 
 
@@ -154,7 +155,7 @@ def private_root(who: RunAs | None) -> str:
     service user cannot reach, e.g. TMPDIR under /root) connbench's cache."""
     chosen = os.environ.get(PRIVATE_ENV) or None
     if chosen:
-        if not can_reach(Path(chosen), who):
+        if who is not None and not can_reach(Path(chosen), who):  # None (not root): ourselves, who can
             raise ServiceError(f"{PRIVATE_ENV}={chosen[:200]}: the service user '{who.name}' cannot get into it; "
                                "choose a directory it can reach (the default is the system's tmp)")
         return chosen
@@ -196,7 +197,7 @@ class PrivateDir:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def wait_until(check: Callable[[], T], timeout: float, interval: float = 0.05) -> T | None:
@@ -212,13 +213,13 @@ def wait_until(check: Callable[[], T], timeout: float, interval: float = 0.05) -
         time.sleep(interval)
 
 
-def exited(proc: subprocess.Popen | None, what: str) -> None:
+def exited(proc: subprocess.Popen[bytes] | None, what: str) -> None:
     """Raise if a process we are waiting on has already exited."""
     if proc is not None and proc.poll() is not None:
         raise ServiceError(f"{what} exited with code {proc.returncode}")
 
 
-def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "",
+def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None, what: str = "",
               host: str = "127.0.0.1") -> None:
     def listening() -> bool:
         exited(proc, f"{what}, before listening on port {port},")
@@ -239,7 +240,7 @@ class Supervisor:
         self.pids_file = pids_file
         self.run_mark = str(pids_file.parent.resolve()) if pids_file else ""
         self.private = private
-        self._procs: dict[int, tuple[str, subprocess.Popen, object]] = {}
+        self._procs: dict[int, tuple[str, subprocess.Popen[bytes], BinaryIO]] = {}
         self._lock = threading.Lock()
 
     def spawn(
@@ -251,10 +252,10 @@ class Supervisor:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         user: RunAs | None = None,
-    ) -> subprocess.Popen:
+    ) -> subprocess.Popen[bytes]:
         log.parent.mkdir(parents=True, exist_ok=True)
         fh = open(log, "ab")
-        kwargs: dict = {}
+        kwargs: dict[str, Any] = {}
         if user is not None:
             kwargs.update(user=user.uid, group=user.gid, extra_groups=[])
         env = {**(os.environ if env is None else env), RUN_ENV: self.run_mark}
@@ -273,7 +274,7 @@ class Supervisor:
             self._record()
         return proc
 
-    def wait(self, proc: subprocess.Popen, timeout: float) -> int | None:
+    def wait(self, proc: subprocess.Popen[bytes], timeout: float) -> int | None:
         """The exit code once `proc` exits, or None at the deadline.
 
         Reaps with os.waitpid itself, never through Popen.wait: a Ctrl-C that lands inside Popen.wait
@@ -294,7 +295,7 @@ class Supervisor:
             time.sleep(0.02)
         return proc.returncode
 
-    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         """Signal the process group, wait, then SIGKILL whatever is left of the group."""
         pgid = proc.pid
         reaped = proc.returncode is not None  # reaped earlier: its pid may be someone else's by now
@@ -362,7 +363,8 @@ def _group_members(pgid: int) -> list[int]:
 
 def _running(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # a zombie runs nothing: it waits to be reaped
+        # a zombie runs nothing: it waits to be reaped
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 

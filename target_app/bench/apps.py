@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class BenchConfig(AppConfig):
-    name = "target_app.bench"
+    name = "connbench.target_app.bench"
     label = "bench"

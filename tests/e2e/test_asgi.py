@@ -1,4 +1,4 @@
-"""Issue 16: ASGI's connection leak (Django ticket #33497) reproduced on real processes, and what bounds it.
+"""ASGI's connection leak (Django ticket #33497) reproduced on real processes, and what bounds it.
 
 gunicorn + uvicorn-worker, 1 dyno x 2 workers. Nothing below depends on scheduling luck:
 - CONN_MAX_AGE=none leaks: every request leaves a connection behind, so after a few hundred requests (216 in
@@ -79,8 +79,8 @@ def _cell(run_dir, cell_id):
 def _summary(run_dir):
     import pandas as pd
 
-    from analysis.load import load_run
-    from analysis.summarize import summaries
+    from connbench.analysis.load import load_run
+    from connbench.analysis.summarize import summaries
     df, _ = summaries(load_run(run_dir))
     return df.set_index("cell_id"), pd
 

@@ -1,4 +1,4 @@
-"""Issue 14: connections set up as in production, on Debian's PostgreSQL (server = "system", built with
+"""Connections set up as in production, on Debian's PostgreSQL (server = "system", built with
 OpenSSL). Each auth method is what pg_hba and pg_authid say; with tls every app connection is encrypted
 (pg_stat_ssl, sampled), through PgBouncer too; a TLS connection costs more than a plain one, timed in the
 same run. (TLS on the embedded server, built without OpenSSL, is pruned: tests/unit/test_scenario.py.)

@@ -1,7 +1,7 @@
 """`make demo`'s job (connbench run scenarios/quick.toml): repeats run round-robin, within 5 minutes, and the
 report opens with findings that carry intervals.
 
-Issue 14 (part), on the same run: PgBouncer's auth_file holds the app role's SCRAM secret as PostgreSQL
+Also on the same run: PgBouncer's auth_file holds the app role's SCRAM secret as PostgreSQL
 stores it, so a client login costs PgBouncer no PBKDF2 on its single thread. With a plain password there,
 PgBouncer transaction mode at CONN_MAX_AGE=0 ran at half the rate of direct connections (quick.toml: 70 vs
 140 req/s), inverting a ranking users act on. The demo alternates the two settings over 4 repeats."""
@@ -15,13 +15,13 @@ from html import unescape
 import pandas as pd
 import pytest
 
-from analysis.load import load_run
 from connbench import results as R
+from connbench.analysis.load import load_run
 from tests.support import ROOT, Secrets
 
 pytestmark = pytest.mark.e2e
 
-DEMO_BUDGET_S = 300  # the issue's bound for `make demo`, report included
+DEMO_BUDGET_S = 300  # the bound for `make demo`, report included
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Issue 7: injected faults with measured effects, the article's claims as expectations, SIGKILL + resume."""
+"""Injected faults with measured effects, the article's claims as expectations, SIGKILL + resume."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 18: Locust's master/worker mode as the generator, on real processes.
+"""Locust's master/worker mode as the generator, on real processes.
 
 One run, two cells (closed and open model), [generator] workers = 2 with one of them remote: the harness starts
 the master and one local worker per cell, and a `connbench worker` started here (as on another machine) rejoins

@@ -1,4 +1,4 @@
-"""Issue 3: a 2-cell matrix killed after its first cell, resumed, ends complete with one manifest."""
+"""A 2-cell matrix killed after its first cell, resumed, ends complete with one manifest."""
 
 from __future__ import annotations
 
@@ -70,8 +70,8 @@ def test_kill_after_first_cell_then_resume(tmp_path, run_dir):
 
 
 def test_failing_cell_is_recorded_and_the_matrix_goes_on(tmp_path, run_dir, monkeypatch):
-    from connbench import expand as sc
     from connbench.run.matrix import MatrixRunner
+    from connbench.scenario import expand as sc
     from connbench.services import gunicorn
 
     real_verify, calls = gunicorn.verify, []
@@ -93,9 +93,9 @@ def test_failing_cell_is_recorded_and_the_matrix_goes_on(tmp_path, run_dir, monk
 
 
 def test_pgbouncer_cells_are_skipped_with_a_visible_reason_when_it_is_missing(tmp_path, run_dir, monkeypatch):
-    from analysis.report import build_report
-    from connbench import expand as sc
+    from connbench.analysis.report import build_report
     from connbench.run.matrix import MatrixRunner
+    from connbench.scenario import expand as sc
     from connbench.services import pgbouncer
 
     monkeypatch.setattr(pgbouncer, "pgbouncer_binary", lambda: None)

@@ -1,4 +1,4 @@
-"""Issue 13: open-model load on real processes. One sync worker serving /db/slow?ms=50 holds about
+"""Open-model load on real processes. One sync worker serving /db/slow?ms=50 holds about
 19 requests/s here: offered 10/s it keeps up; offered 30/s a queue builds and response time (from
 when each request should have been sent) grows through the window, which a closed loop on the same
 app does not show; with a small max_in_flight the schedule's excess is dropped and logged."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.load import load_run
+from connbench.analysis.load import load_run
 from tests.support import read_json
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +51,7 @@ def run(run_factory):
 
 
 def window(run_dir, cell_id):
-    """The measure window's rows: those the schedule placed in it (t_intended), through analysis.load."""
+    """The measure window's rows: those the schedule placed in it (t_intended), through connbench.analysis.load."""
     cell = next(c for c in load_run(run_dir).cells if c.cell_id == cell_id)
     assert cell.status == "completed", (cell_id, cell.error, cell.damage)
     m0, m1 = cell.phase("measure")

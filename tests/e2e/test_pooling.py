@@ -1,4 +1,4 @@
-"""Issue 5: every pooling mode is the real thing, proven by the sampler's counts on real processes.
+"""Every pooling mode is the real thing, proven by the sampler's counts on real processes.
 
 direct is covered in tests/e2e/test_sampler.py (plateau = dynos x workers x threads; churn = request rate).
 

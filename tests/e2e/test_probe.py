@@ -1,4 +1,4 @@
-"""Issue 8: `connbench probe` on real processes."""
+"""`connbench probe` on real processes."""
 
 from __future__ import annotations
 

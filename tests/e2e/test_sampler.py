@@ -1,4 +1,4 @@
-"""Issue 4: the sampler's counts on real processes: plateau = dynos x workers x threads, every
+"""The sampler's counts on real processes: plateau = dynos x workers x threads, every
 connection attributed; churn from pg_stat_database.sessions follows the request rate at CONN_MAX_AGE=0.
 
 The plateau is certain, not lucky. A gthread worker opens its 2nd connection only when a request
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.summarize import cpu_rates
+from connbench.analysis.summarize import cpu_rates
 from connbench.contract import REQUESTS_COLUMNS
 from tests.support import cell_data, held_from
 

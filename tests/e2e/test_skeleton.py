@@ -1,4 +1,4 @@
-"""Issue 2: one real cell end to end, and nothing left running on success, exception or Ctrl-C."""
+"""One real cell end to end, and nothing left running on success, exception or Ctrl-C."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from connbench import expand as sc
 from connbench.run.matrix import MatrixRunner
+from connbench.scenario import expand as sc
 from connbench.services.cleanup import cleanup_recorded
 from tests.support import CLI, ROOT, assert_no_leftovers, read_json, scenario_text, write_scenario
 

@@ -1,4 +1,4 @@
-"""Issue 17: connbench on code that is not its own -- the examples/shop project through a two-cell matrix, and
+"""connbench on code that is not its own -- the examples/shop project through a two-cell matrix, and
 the built wheel installed into a fresh virtualenv, used from outside the checkout."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 import sysconfig
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ def test_the_shops_404_its_redirect_on_404_and_its_500_are_its_own_under_connben
                     health_checks=False, pooling="direct")
     runs = {}
     for mode, env, host in (("plain", {"DJANGO_SETTINGS_MODULE": "shop.settings"}, "shop.example.com"),
-                            ("shim", {"DJANGO_SETTINGS_MODULE": "target_app.byo_settings",
+                            ("shim", {"DJANGO_SETTINGS_MODULE": "connbench.target_app.byo_settings",
                                       "CONNBENCH_USER_SETTINGS": "shop.settings", **app.to_env()}, "127.0.0.1")):
         proc, port = _serve_shop(tmp_path / f"{mode}.log", env)
         try:
@@ -157,7 +158,7 @@ def test_your_own_locustfile_is_run_and_every_request_logged(tmp_path, run_dir):
     assert len(reqs) == counted > 0  # the request log saw every request Locust counted
 
 
-def _fresh_venv(tmp: Path) -> Path:
+def _fresh_venv(tmp: Path) -> tuple[Path, Path]:
     """A new virtualenv with the built wheel installed (no checkout on its path). Its dependencies, the pinned
     ones `make` installed, are shared through a path entry, so the test stays minutes shorter; what it tests
     is the wheel: its package data, entry points and paths."""
@@ -173,18 +174,40 @@ def _fresh_venv(tmp: Path) -> Path:
     wheel = next(wheels.glob("connbench-*.whl"))
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
                    capture_output=True, timeout=300)
-    return venv
+    return venv, wheel
+
+
+def _assert_one_import_name(wheel: Path) -> None:
+    """Installed, connbench claims the import name connbench and nothing else: the checkout's analysis/,
+    target_app/ and locustfiles/ are inside it, with their package data."""
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+        info = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
+        assert whl.read(info).decode().split() == ["connbench"]
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"connbench"}, tops
+    for needed in ("connbench/analysis/report.py", "connbench/analysis/charts/common.py",
+                   "connbench/analysis/templates/report.html.j2", "connbench/target_app/settings.py",
+                   "connbench/target_app/bench/migrations/0001_initial.py", "connbench/locustfiles/app.py",
+                   "connbench/locustfiles/requestlog.py", "connbench/scenario/starter.toml",
+                   "connbench/scenarios/smoke.toml", "connbench/scenarios/quick.toml"):
+        assert needed in names, needed
 
 
 def test_the_wheel_works_outside_the_checkout(tmp_path):
-    venv = _fresh_venv(tmp_path)
+    venv, wheel = _fresh_venv(tmp_path)
+    _assert_one_import_name(wheel)
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import connbench, locustfiles, target_app; "
-                            "print(connbench.__file__, locustfiles.__file__, target_app.__file__)"],
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import connbench.locustfiles, connbench.target_app; "
+                            "print(connbench.__file__, connbench.locustfiles.__file__, connbench.target_app.__file__)"],
                            cwd=work, env=env, capture_output=True, text=True, check=True).stdout
     assert str(ROOT) not in where and str(venv) in where  # the wheel's copy, not the checkout's
+    for bare in ("analysis", "target_app", "locustfiles"):  # the names a user's project may well have
+        res = subprocess.run([str(venv / "bin" / "python"), "-c", f"import {bare}"], cwd=work, env=env,
+                             capture_output=True, text=True)
+        assert res.returncode == 1 and "ModuleNotFoundError" in res.stderr, (bare, res.stderr)
     cb = str(venv / "bin" / "connbench")
     res = subprocess.run([cb, "init", "."], cwd=work, env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and (work / "connbench.toml").is_file(), res.stderr

@@ -1,4 +1,4 @@
-"""Issue 17: `connbench run --database-url` against a PostgreSQL the test starts itself, not through the
+"""`connbench run --database-url` against a PostgreSQL the test starts itself, not through the
 harness: counts right, nothing created beyond the app's tables, nothing left running, no password written."""
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from analysis import AnalysisError, SchemaMismatchError
-from analysis.compare import compare, comparison_frame
 from connbench import results as R
+from connbench.analysis import AnalysisError, SchemaMismatchError
+from connbench.analysis.compare import compare, comparison_frame
 from tests.fixture_runs import FIXTURES, copy_run
 
 D0, D600 = "pool-direct_cma-0", "pool-direct_cma-600"

@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import AnalysisError
-from analysis.compare import compare
-from analysis.report import build_report
-from analysis.summarize import summarize
 from connbench import results as R
+from connbench.analysis import AnalysisError
+from connbench.analysis.compare import compare
+from connbench.analysis.report import build_report
+from connbench.analysis.summarize import summarize
 from connbench.contract import REQUESTS_COLUMNS
 from tests.fixture_runs import copy_run
 
@@ -59,7 +59,7 @@ def intact(tmp_path):
 
 @pytest.fixture
 def no_charts(monkeypatch):
-    monkeypatch.setattr("analysis.report.draw_charts", lambda *a, **k: [])  # charts are not the point here
+    monkeypatch.setattr("connbench.analysis.report.draw_charts", lambda *a, **k: [])  # charts are not the point here
 
 
 def damaged_copy(tmp_path: Path, how: str) -> Path:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis import AnalysisError
-from analysis.charts import draw_charts
-from analysis.report import build_report
 from connbench import results as R
+from connbench.analysis import AnalysisError
+from connbench.analysis.charts import draw_charts
+from connbench.analysis.report import build_report
 from tests.fixture_runs import copy_run
 
 
@@ -113,7 +113,7 @@ def test_unusable_probe_json_is_said_not_drawn(tmp_path):
 
 def test_hooks_absent_when_their_inputs_are(tmp_path, monkeypatch):
     run = copy_run("run_c", tmp_path)
-    monkeypatch.setattr("analysis.report.draw_charts", lambda *a, **k: [])  # charts are not the point here
+    monkeypatch.setattr("connbench.analysis.report.draw_charts", lambda *a, **k: [])  # charts are not the point here
     html = build_report(run).read_text()
     assert 'id="probe"' not in html and 'id="expectations"' not in html
     assert 'id="groups"' in html  # repeats: the groups table is shown
@@ -153,7 +153,7 @@ def test_build_report_rejects_a_non_run(tmp_path):
 
 
 def test_without_charts_the_report_has_everything_else_and_leaves_charts_alone(tmp_path):
-    from analysis.report import build_report
+    from connbench.analysis.report import build_report
 
     run = copy_run("run_a", tmp_path)
     (run / "charts").mkdir()

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import AnalysisError
-from analysis.load import load_run, read_csv
-from analysis.summarize import cpu_rates, summarize
 from connbench import results as R
+from connbench.analysis import AnalysisError
+from connbench.analysis.load import load_run, read_csv
+from connbench.analysis.summarize import cpu_rates, summarize
 from tests.fixture_runs import copy_run
 
 DIRECT0, PERSIST, PGB = "pool-direct_cma-0", "pool-direct_cma-600", "pool-pgbouncer-transaction_cma-0"
@@ -291,7 +291,7 @@ def test_the_headline_connect_cost_is_what_the_requests_that_opened_one_paid(run
 
 
 def test_without_server_timing_the_connect_time_is_estimated_from_the_calibration():
-    from analysis.summarize import cost_metrics
+    from connbench.analysis.summarize import cost_metrics
 
     class Doc:
         connect_cost = {"direct": R.ConnectCost(n=5, mean_ms=9.0, p50_ms=8.0, p95_ms=12.0, min_ms=5.0)}
@@ -307,7 +307,7 @@ def test_without_server_timing_the_connect_time_is_estimated_from_the_calibratio
 def test_the_medians_interval_takes_the_sign_tests_order_statistics():
     from scipy.stats import binom
 
-    from analysis.stats import median_interval
+    from connbench.analysis.stats import median_interval
 
     v = list(range(10, 0, -1))  # 10 values, unsorted: ranks 2 and 9 (P(B <= 1) = 1.1 % <= 2.5 %)
     assert median_interval(v) == (5.5, 2.0, 9.0)

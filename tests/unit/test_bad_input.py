@@ -1,4 +1,4 @@
-"""Issue 11: strict validation everywhere, bounded messages, user text never markup (no processes)."""
+"""Strict validation everywhere, bounded messages, user text never markup (no processes)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from connbench import expand
 from connbench.cli import main as cli_main
-from connbench.spec import ScenarioError
+from connbench.errors import ScenarioError
+from connbench.scenario import expand
 
 BASE = {"scenario": {"name": "t"}, "defaults": {"duration": 5}}
 

@@ -1,4 +1,4 @@
-"""Overview charts (issue "Readable charts" + "error bars"): one colour per pooling mode in every chart, error
+"""Overview charts: one colour per pooling mode in every chart, error
 bars from the per-setting intervals, a unit on every axis, no label over a legend or another label.
 
 Frames are built here with known numbers; figures are inspected as saved (plt.close captured)."""
@@ -15,20 +15,20 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgba
 from matplotlib.legend import Legend
 
-from analysis import charts
-from analysis.charts import (
-    POOLING_COLORS,
-    _cma,
-    _comparison_figure,
-    _groups_from_summary,
+from connbench import results as R
+from connbench.analysis import charts as charts_package
+from connbench.analysis.charts import common as charts
+from connbench.analysis.charts import draw_charts
+from connbench.analysis.charts.common import POOLING_COLORS, pooling_color
+from connbench.analysis.charts.comparison import (
     churn_chart,
     comparison_chart,
-    draw_charts,
-    pooling_color,
+    comparison_figure,
+    groups_from_summary,
     predicted_chart,
 )
-from analysis.hockey_chart import draw_hockey
-from connbench import results as R
+from connbench.analysis.charts.hockey import draw_hockey
+from connbench.analysis.values import cma_label
 from tests.fixture_runs import copy_run
 
 POOLINGS = list(POOLING_COLORS)
@@ -136,13 +136,13 @@ def test_pooling_colors_fixed_distinct_and_grey_for_unknown():
 
 
 def test_conn_max_age_spellings_are_one_setting():
-    assert {_cma(v) for v in (600, 600.0, "600")} == {"600"}
-    assert {_cma(v) for v in (None, np.nan, "none", "None")} == {"none"}
+    assert {cma_label(v) for v in (600, 600.0, "600")} == {"600"}
+    assert {cma_label(v) for v in (None, np.nan, "none", "None")} == {"none"}
 
 
 def test_comparison_error_bars_span_each_settings_interval():
     groups = _groups()
-    fig = _comparison_figure(groups)
+    fig = comparison_figure(groups)
     try:
         for ax, f in zip(fig.axes[:2], ("rps", "lat_p95"), strict=True):
             segs, bars = _segments(ax), _bars(ax)
@@ -170,7 +170,7 @@ def test_comparison_error_bars_span_each_settings_interval():
 
 
 def test_comparison_one_hatch_per_conn_max_age_and_its_legend():
-    fig = _comparison_figure(_groups())
+    fig = comparison_figure(_groups())
     try:
         ax = fig.axes[0]
         hatch = {}
@@ -186,15 +186,15 @@ def test_comparison_one_hatch_per_conn_max_age_and_its_legend():
 
 def test_comparison_not_drawn_when_a_bar_would_mix_settings():
     groups = pd.concat([_groups(), _groups().assign(group=lambda g: g["group"] + "_ar-16")])
-    assert _comparison_figure(groups) is None  # another knob (arrival_rate) varies
-    assert _comparison_figure(_groups().assign(completed=0)) is None
+    assert comparison_figure(groups) is None  # another knob (arrival_rate) varies
+    assert comparison_figure(_groups().assign(completed=0)) is None
 
 
 def test_groups_from_summary_median_and_min_max():
     summary = pd.DataFrame({"group": ["a"] * 3 + ["b"], "status": ["completed"] * 3 + ["completed"],
                             "pooling": ["direct"] * 3 + ["django-pool"], "conn_max_age": [0, 0, 0, None],
                             "rps": [10.0, 13.0, 11.0, 7.0], "lat_p95": [5.0, np.nan, 9.0, 3.0]})
-    g = _groups_from_summary(summary).set_index("group")
+    g = groups_from_summary(summary).set_index("group")
     assert (g.loc["a", "rps"], g.loc["a", "rps_lo"], g.loc["a", "rps_hi"]) == (11.0, 10.0, 13.0)
     assert (g.loc["a", "lat_p95"], g.loc["a", "lat_p95_lo"], g.loc["a", "lat_p95_hi"]) == (7.0, 5.0, 9.0)
     assert g.loc["a", "interval_method"] == "min-max over 3 repeats" and g.loc["a", "completed"] == 3
@@ -241,7 +241,7 @@ def test_every_overview_chart_is_readable(tmp_path, saved):
 
 def test_the_crowded_fixture_would_overlap_without_the_layout(tmp_path, saved, monkeypatch):
     """The readability test can fail: with labels left where they are first put, they collide."""
-    monkeypatch.setattr(charts, "_declutter", lambda fig: False)
+    monkeypatch.setattr(charts, "declutter", lambda fig: False)
     churn_chart(_summary(), tmp_path)
     with pytest.raises(AssertionError, match="over"):
         _assert_readable(saved[0])
@@ -249,7 +249,7 @@ def test_the_crowded_fixture_would_overlap_without_the_layout(tmp_path, saved, m
 
 def test_draw_charts_builds_its_own_groups(tmp_path, monkeypatch):
     for per_cell in ("connections_chart", "latency_chart", "pgbouncer_chart"):  # not the point: skipped, faster
-        monkeypatch.setattr(charts, per_cell, lambda cell, out: None)
+        monkeypatch.setattr(charts_package, per_cell, lambda cell, out: None)
     run = copy_run("run_c", tmp_path)  # four repeats of one setting: min-max intervals
     charts_ = draw_charts(run)
     assert [c.kind for c in charts_] == ["comparison", "churn"]

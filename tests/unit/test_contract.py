@@ -1,4 +1,4 @@
-"""Issue 12: the app and the locustfile know the harness only through connbench.contract."""
+"""The app and the locustfile know the harness only through connbench.contract."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from connbench.contract import APP_ENV, AppConfig, Database, LoadConfig
 from connbench.run.stack import app_config, load_config
-from connbench.spec import POOLINGS, Knobs
+from connbench.scenario.knobs import POOLINGS, Knobs
 from tests.support import ROOT
 
 DB = Database("127.0.0.1", 5432, "connbench", "app", "pw")
@@ -60,7 +60,7 @@ def test_load_config_round_trips(tmp_path):
 
 def test_the_app_has_no_defaults_of_its_own():
     """Started without the harness's configuration, the app refuses at once instead of guessing."""
-    env = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "target_app.settings"}
+    env = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "connbench.target_app.settings"}
     res = run_py("import django; django.setup()", env=env)
     assert res.returncode != 0 and "CONNBENCH_APP is not set" in res.stderr
     res = run_py("import django; django.setup()", env={**env, APP_ENV: '{"db": {}}'})

@@ -9,12 +9,12 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
-from analysis.findings import findings
-from analysis.groups import Settings, groups_frame
-from analysis.load import load_run
-from analysis.report import build_report
-from analysis.summarize import summarize, summary_frame
 from connbench import results as R
+from connbench.analysis.findings import findings
+from connbench.analysis.load import load_run
+from connbench.analysis.report import build_report
+from connbench.analysis.settings import Settings, groups_frame
+from connbench.analysis.summarize import summarize, summary_frame
 from tests.fixture_runs import copy_run
 
 D0, D600 = "pool-direct_cma-0", "pool-direct_cma-600"
@@ -106,13 +106,13 @@ def test_the_connection_cost_is_put_beside_the_churn(tmp_path):
 
 
 @pytest.mark.parametrize("figures, disagree", [
-    ({"connect_new_p50": 3.5, "connect_cost_ms": 8.26}, True),  # a busy machine's calibration: the case
+    ({"connect_new_p50": 3.5, "connect_cost_ms": 8.26}, True),  # a busy machine's calibration
     ({"connect_new_p50": 3.5, "connect_cost_ms": 4.0}, False),
     ({"connect_new_p50": 3.5, "connect_cost_ms": 4.0, "server_setup_p50": 1.2}, True),
     ({"connect_new_p50": 3.5}, False),
 ])
 def test_the_cost_sentence_names_every_figure_and_says_when_they_disagree(figures, disagree):
-    from analysis.findings import connect_cost_sentence
+    from connbench.analysis.findings import connect_cost_sentence
 
     text = connect_cost_sentence({"connect_new_n": 40, "connect_new_lo": 3.0, "connect_new_hi": 4.0,
                                   "connect_s_per_s": 0.6, **figures})
@@ -126,7 +126,7 @@ def test_the_cost_sentence_names_every_figure_and_says_when_they_disagree(figure
 
 
 def test_without_server_timing_the_calibration_is_the_figure_and_says_so():
-    from analysis.findings import connect_cost_sentence
+    from connbench.analysis.findings import connect_cost_sentence
 
     assert connect_cost_sentence({"connect_cost_ms": 8.0, "connect_s_per_s": 0.08}) == \
         " Each cost 8 ms to open (calibrated): 0.08 s spent connecting each second."
@@ -143,7 +143,7 @@ def test_through_pgbouncer_the_table_shows_the_apps_own_churn_beside_the_servers
 
 
 def test_a_setting_is_named_by_the_knobs_its_load_model_uses():
-    from analysis.findings import labels
+    from connbench.analysis.findings import labels
     groups = pd.DataFrame([  # the capacity scenario's shape: open cells at two rates beside one closed cell
         {"group": "open-800", "pooling": "direct", "users": 8, "arrival_rate": 800.0, "arrival": "poisson"},
         {"group": "open-1600", "pooling": "direct", "users": 8, "arrival_rate": 1600.0, "arrival": "uniform"},
@@ -156,7 +156,7 @@ def test_a_setting_is_named_by_the_knobs_its_load_model_uses():
 
 
 def test_a_load_only_one_setting_ran_under_is_not_ranked():
-    from analysis.findings import ranking, table
+    from connbench.analysis.findings import ranking, table
     g = pd.DataFrame([{"group": k, "rank": 1, "rank_by": "rps", "rank_within": f"arrival_rate={k}", "rank_test": "",
                        "completed": 1} for k in ("300", "600")])  # the capacity scenario: one setting per rate
     names = {"300": "A", "600": "B", "300b": "C"}

@@ -1,4 +1,4 @@
-"""Issue 18, off the machine: [generator] and `connbench worker` refuse bad input with one clean error, and
+"""Generator workers, off the machine: [generator] and `connbench worker` refuse bad input with one clean error, and
 analysis names each Locust worker's share, CPU and lag (summary_generators.csv, the report) on a run made by
 the fixture writers, with the rows and CPU reports a master writes (locustfiles/requestlog.py)."""
 
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from analysis.generators import generator_rows
-from analysis.load import load_run
-from analysis.report import build_report
-from analysis.summarize import summaries
-from connbench import expand
 from connbench import results as R
+from connbench.analysis.generators import generator_rows
+from connbench.analysis.load import load_run
+from connbench.analysis.report import build_report
+from connbench.analysis.summarize import summaries
 from connbench.contract import GENERATOR_LOST, REQUESTS_COLUMNS
+from connbench.scenario import expand
 from connbench.services.locust import merge_generators
 from tests.fixtures.make_runs import T0, manifest, run_cell, sampler_rows
 from tests.support import run_cli, write_scenario

@@ -1,13 +1,13 @@
-"""Issue 17: `connbench init` writes a starter scenario that loads as written; `python -m connbench` works."""
+"""`connbench init` writes a starter scenario that loads as written; `python -m connbench` works."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from connbench import expand
 from connbench.cli import main as cli_main
-from connbench.starter import STARTER, STARTER_NAME
+from connbench.scenario import expand
+from connbench.scenario.starter import STARTER, STARTER_NAME
 
 
 def test_init_writes_a_valid_starter_and_never_overwrites(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Issue 16: does a cell's connection count settle or grow with requests? (summary conn_bounded, the
+"""Does a cell's connection count settle or grow with requests? (summary conn_bounded, the
 connections_bounded expectation and the report's leak sentence), on runs made by the fixture writers."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from analysis import expectations
-from analysis.findings import labels, leaks
-from analysis.groups import Settings
-from analysis.growth import inflight_max
-from analysis.load import load_run
-from analysis.summarize import summaries
-from connbench import expand
 from connbench import results as R
+from connbench.analysis import expectations
+from connbench.analysis.findings import labels, leaks
+from connbench.analysis.growth import inflight_max
+from connbench.analysis.load import load_run
+from connbench.analysis.settings import Settings
+from connbench.analysis.summarize import summaries
+from connbench.scenario import expand
 from tests.fixtures.make_runs import T0, manifest, requests_csv, run_cell, sampler_rows
 
 RAW = {
@@ -113,7 +113,7 @@ def test_inflight_max_counts_overlaps():
 
 
 def test_growth_chart_drawn_only_when_a_setting_leaks(frames, tmp_path):
-    from analysis.growth_chart import draw_growth, growth_lines
+    from connbench.analysis.charts.growth import draw_growth, growth_lines
     data, cells, groups = frames
     summary = cells.reset_index()
     lines = growth_lines(data, summary, labels(groups))
@@ -124,7 +124,7 @@ def test_growth_chart_drawn_only_when_a_setting_leaks(frames, tmp_path):
 
 
 def test_findings_table_has_a_bounded_column_only_when_something_leaks(frames):
-    from analysis.findings import table
+    from connbench.analysis.findings import table
     _, _, groups = frames
     t = table(groups, labels(groups))
     col = t["headers"].index("bounded")

@@ -43,7 +43,9 @@ def ok(request): return HttpResponse("fine")
 
 urlpatterns = [path("missing/", missing), path("forbidden/", forbidden), path("suspicious/", suspicious),
                path("bug/", bug), path("db/", db), path("ok/", ok)]
-MW = ["__main__.RedirectOn404"] + (["target_app.middleware.ErrorClassMiddleware"] if sys.argv[1] == "with" else [])
+MW = ["__main__.RedirectOn404"]
+if sys.argv[1] == "with":
+    MW.append("connbench.target_app.middleware.ErrorClassMiddleware")
 settings.configure(DEBUG=False, SECRET_KEY="x", ROOT_URLCONF="__main__", ALLOWED_HOSTS=["*"], MIDDLEWARE=MW,
                    INSTALLED_APPS=[], DATABASES={})
 django.setup()
@@ -99,7 +101,7 @@ def test_the_traceback_reaches_the_log_whatever_debug_is(served):
 def test_a_storm_of_one_error_logs_its_traceback_a_bounded_number_of_times():
     import logging
 
-    from target_app.middleware import FULL_TRACEBACKS, _TracebackFormatter
+    from connbench.target_app.middleware import FULL_TRACEBACKS, _TracebackFormatter
 
     fmt = _TracebackFormatter()
     try:

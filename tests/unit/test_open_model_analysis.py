@@ -1,4 +1,4 @@
-"""Issue 13's analysis half on the open-model fixture (tests/fixtures/make_runs.py, run_open: pooling direct /
+"""Analysis of the open model on its fixture (tests/fixtures/make_runs.py, run_open: pooling direct /
 django-pool x arrival_rate 8, 16, 32 req/s; pool-direct_ar-32p0 has dropped and late-sent requests).
 
 Every expected figure below is worked out by hand in make_runs.py's docstring."""
@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.charts import latency_bins
-from analysis.hockey_chart import hockey_lines
-from analysis.load import load_run, read_requests
-from analysis.report import build_report
-from analysis.summarize import summarize
 from connbench import results as R
+from connbench.analysis.charts.cell import latency_bins
+from connbench.analysis.charts.hockey import hockey_lines
+from connbench.analysis.load import load_run, read_requests
+from connbench.analysis.report import build_report
+from connbench.analysis.summarize import summarize
 from connbench.contract import REQUESTS_COLUMNS
 from tests.fixture_runs import FIXTURES, copy_run
 

@@ -1,11 +1,12 @@
-"""Issue 8: the plateau detector on synthetic series, and the headroom arithmetic."""
+"""The plateau detector on synthetic series, and the headroom arithmetic."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connbench import plateau
-from connbench.run.probe_load import is_loopback
+from connbench import results as R
+from connbench.loopback import is_loopback
+from connbench.probe import rules as plateau
 from tests.fixture_runs import FIXTURES
 
 
@@ -161,7 +162,7 @@ def test_probe_summary_counts_preboot_and_one_off_dynos():
 
     from rich.console import Console
 
-    from connbench.run.probe import print_summary
+    from connbench.probe.runner import print_summary
 
     doc = json.loads((FIXTURES / "run_probe" / "probe.json").read_text())
     per, limit = doc["per_dyno"], doc["limit"]
@@ -169,7 +170,7 @@ def test_probe_summary_counts_preboot_and_one_off_dynos():
     doc["max_dynos"] = plateau.max_dynos(per, limit, True, 1)
     doc["headroom"] = plateau.headroom(per, limit, preboot=True, one_off=1)
     out = io.StringIO()
-    print_summary(doc, Console(file=out, width=200))
+    print_summary(R.ProbeDoc.model_validate(doc), Console(file=out, width=200))
     used = plateau.need(doc["max_dynos"], per, True, 1)
     assert (f"at most {doc['max_dynos']} dynos of this shape fit in {limit} connections ({used} connections, "
             "counting twice during a Preboot deploy and 1 one-off dyno(s))") in out.getvalue()
@@ -180,10 +181,10 @@ def _summary(doc: dict) -> str:
 
     from rich.console import Console
 
-    from connbench.run.probe import print_summary
+    from connbench.probe.runner import print_summary
 
     out = io.StringIO()
-    print_summary(doc, Console(file=out, width=200))
+    print_summary(R.ProbeDoc.model_validate(doc), Console(file=out, width=200))
     return " ".join(out.getvalue().split())
 
 
@@ -218,10 +219,12 @@ def test_a_predicted_leak_that_happened_is_said_as_such():
 
 
 def test_a_count_that_never_settled_and_grew_outgrew_every_bound():
-    from connbench.run.probe import outgrew
+    from connbench.probe.runner import outgrew
 
-    def mode(counts, settled, leak=None):
-        return {"plateau": {"settled": settled}, "steps": [{"count": c} for c in counts], "leak": leak}
+    def mode(counts, settled, leak=None):  # only what outgrew reads
+        return R.ProbeMode.model_construct(plateau=R.ProbePlateau.model_construct(settled=settled),
+                                           steps=[R.ProbeStep.model_construct(count=c) for c in counts],
+                                           leak=R.ProbeLeak.model_construct(**leak) if leak else None)
 
     assert outgrew({"sequential": mode([2, 9, 17, 25], settled=False)})  # stopped at the limit, still rising
     assert outgrew({"ramp": mode([2, 3, 3], settled=True, leak={"kind": "left-open"})})

@@ -1,4 +1,4 @@
-"""Issue 17: a scenario's [app] and [load] (your project), checked before anything starts; pruning for a
+"""A scenario's [app] and [load] (your project), checked before anything starts; pruning for a
 server that is yours; what the manifest records of them."""
 
 from __future__ import annotations
@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from connbench import expand
 from connbench.cli import main as cli_main
-from connbench.run.matrix import redact_scenario
+from connbench.run.stack import external_prune_reason
+from connbench.scenario import expand
+from connbench.scenario.knobs import Fault, Knobs
+from connbench.scenario.project import redact_scenario
 from connbench.services.external import ExternalServer
-from connbench.spec import Fault, Knobs
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "examples" / "shop" / "connbench.toml"
@@ -32,7 +33,7 @@ APP = '[app]\nsettings = "mysite.settings"\nwsgi = "mysite.wsgi:application"\npa
 def test_the_shop_example_resolves():
     scen = expand.load(SHOP)
     p = scen.project
-    assert not p.bundled and p.user_settings == "shop.settings" and p.settings == "target_app.byo_settings"
+    assert not p.bundled and p.user_settings == "shop.settings" and p.settings == "connbench.target_app.byo_settings"
     assert Path(p.path) == SHOP.parent and p.fixtures == ("catalog",) and p.verify_paths[0] == "/up"
     assert set(p.verify_paths) == {"/up", "/", "/products/7/", "/products/7/hit"}
     assert p.app_env()["CONNBENCH_USER_SETTINGS"] == "shop.settings" and p.app_env()["SHOP_DEBUG"] == "0"
@@ -41,7 +42,7 @@ def test_the_shop_example_resolves():
 
 def test_bundled_project_by_default():
     p = expand.load(ROOT / "scenarios" / "smoke.toml").project
-    assert p.bundled and p.wsgi == "target_app.wsgi:application" and p.verify_paths == ("/health", "/db/read")
+    assert p.bundled and p.wsgi == "connbench.target_app.wsgi:application" and p.verify_paths == ("/health", "/db/read")
 
 
 @pytest.mark.parametrize("app, load, needle", [
@@ -83,13 +84,13 @@ def test_a_locustfile_rules_out_the_open_model(tmp_path):
 def test_external_server_prunes_cells_needing_another_server():
     ext = ExternalServer("postgresql://u:pw@127.0.0.1:5/db")
     ext.max_connections, ext.ssl, ext.superuser = 40, False, False
-    assert ext.prune_reason(Knobs(), []) is None  # defaults were not asked for: the server's own apply
-    assert "max_connections is 40" in ext.prune_reason(Knobs(max_connections=7), [])
-    assert ext.prune_reason(Knobs(max_connections=40), []) is None
-    assert "needs connbench's own server" in ext.prune_reason(Knobs(auth="md5"), [])
-    assert "ssl = off" in ext.prune_reason(Knobs(tls=True), [])
-    assert "superuser" in ext.prune_reason(Knobs(pooling="pgbouncer-transaction"), [])
-    assert "restart_postgres" in ext.prune_reason(Knobs(), [Fault(at=1.0, action="restart_postgres")])
+    assert external_prune_reason(ext, Knobs(), []) is None  # defaults were not asked for: the server's own apply
+    assert "max_connections is 40" in external_prune_reason(ext, Knobs(max_connections=7), [])
+    assert external_prune_reason(ext, Knobs(max_connections=40), []) is None
+    assert "needs connbench's own server" in external_prune_reason(ext, Knobs(auth="md5"), [])
+    assert "ssl = off" in external_prune_reason(ext, Knobs(tls=True), [])
+    assert "superuser" in external_prune_reason(ext, Knobs(pooling="pgbouncer-transaction"), [])
+    assert "restart_postgres" in external_prune_reason(ext, Knobs(), [Fault(at=1.0, action="restart_postgres")])
     scen = expand.load(ROOT / "scenarios" / "smoke.toml")
     kept = scen.pruned_by(lambda c: "no")
     assert kept.cells == [] and [p.reason for p in kept.pruned] == ["no"]
@@ -112,7 +113,7 @@ def test_server_url_in_the_scenario_is_checked_like_the_flag(tmp_path, capsys):
 
 
 def test_djangos_pool_is_pruned_on_a_django_without_it(monkeypatch):
-    from connbench import project
+    from connbench.scenario import project
     assert project.django_version() >= (5, 1)
     monkeypatch.setattr(project, "django_version", lambda: (4, 2))
     why = project.Project().prune_reason(Knobs(pooling="django-pool"))
@@ -132,8 +133,8 @@ def test_your_locustfile_with_several_dynos_is_pruned(tmp_path):
     ("postgresql://u:pw@127.0.0.1:5432,5433/db", "one host and one port"),
 ])
 def test_a_url_with_several_hosts_is_one_clean_error(url, needle):
+    from connbench.errors import ScenarioError
     from connbench.services.external import url_host
-    from connbench.spec import ScenarioError
     with pytest.raises(ScenarioError, match=needle):
         url_host(url)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.report import build_report
+from connbench.analysis.report import build_report
 from tests.fixture_runs import copy_run
 
 

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from analysis.groups import INTERVAL_COLUMNS
-from analysis.load import load_run
-from analysis.report import build_report
-from analysis.summarize import summarize
 from connbench import results as R
+from connbench.analysis.load import load_run
+from connbench.analysis.report import build_report
+from connbench.analysis.settings import INTERVAL_COLUMNS
+from connbench.analysis.summarize import summarize
 from connbench.contract import REQUESTS_COLUMNS, TIMING_COLUMNS
 from tests.fixture_runs import FIXTURES, copy_run
 from tests.fixtures import make_runs
@@ -103,7 +103,7 @@ def test_writers_cannot_build_a_wrong_document():
 
 
 def test_the_probe_shape_analysis_used_to_tolerate_is_refused():
-    # what tests/fixtures once wrote into probe.json (and commit 9f75e68 taught the chart to put up with)
+    # what tests/fixtures once wrote into probe.json (and the chart once learned to put up with)
     old = {"plateau": 6, "predicted": 6, "sequential_plateau": 4,
            "headroom": [{"dynos": 1, "connections": 6, "fits": True}]}
     with pytest.raises(R.ResultsError, match="probe.json has no valid schema_version"):
@@ -226,7 +226,7 @@ def test_a_schema_1_run_gets_a_report_that_says_so(tmp_path):
 
 # -- analysis reads files only, through results -------------------------------------------------------
 def test_import_analysis_report_does_not_import_a_driver():
-    code = ("import sys, analysis.report, analysis.compare; "
+    code = ("import sys, connbench.analysis.report, connbench.analysis.compare; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('psycopg', 'psycopg_pool', 'django', 'gunicorn', 'locust', 'psutil')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -278,7 +278,7 @@ def test_update_to_4_names_the_one_local_generator():
 
 def test_a_schema_3_run_reads_as_sent_by_one_local_generator(tmp_path):
     """A run recorded before schema 4 (no generator column) summarizes, its requests from "local"."""
-    from analysis.load import load_run
+    from connbench.analysis.load import load_run
 
     run = tmp_path / "run"
     shutil.copytree(FIXTURES / "run_a", run)

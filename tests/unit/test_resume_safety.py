@@ -1,4 +1,4 @@
-"""Issue 11: `run --resume DIR` touches nothing before DIR is proven a run; deletion never follows a
+"""`run --resume DIR` touches nothing before DIR is proven a run; deletion never follows a
 link and removes only what the harness marked; only this run's process groups are signalled."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from connbench import results as R
-from connbench.run.matrix import redact_argv
+from connbench.redact import redact_argv
 from connbench.services.cleanup import cleanup_recorded
 from connbench.services.procs import RUN_ENV, Supervisor, remove_service_dir, service_dir
 from tests.support import ROOT, run_cli

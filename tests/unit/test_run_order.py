@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from connbench import expand as sc
 from connbench.run.matrix import MAX_LIVE_SERVERS, run_order
+from connbench.scenario import expand as sc
 from tests.support import ROOT, write_scenario
 
 

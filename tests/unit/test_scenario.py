@@ -1,4 +1,4 @@
-"""Issue 3: scenario validation, expansion, pruning, error messages (no processes started)."""
+"""Scenario validation, expansion, pruning, error messages (no processes started)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connbench import expand as sc
 from connbench.cli import main as cli_main
-from connbench.predict import predict
-from connbench.spec import Knobs, ScenarioError
+from connbench.errors import ScenarioError
+from connbench.scenario import expand as sc
+from connbench.scenario.knobs import Knobs
+from connbench.scenario.predict import predict
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"scenario": {"name": "t"}}

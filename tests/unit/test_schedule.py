@@ -1,17 +1,15 @@
-"""Issue 13: the open model's schedule, and how the request log accounts for each request."""
+"""The open model's schedule, and how the request log accounts for each request."""
 
 from __future__ import annotations
 
 import csv
 import statistics
-import sys
 
 import pytest
 
 from connbench.contract import DROPPED, REQUESTS_COLUMNS, UNANSWERED, arrival_times
-from connbench.expand import from_dict
-from connbench.spec import ScenarioError
-from tests.support import ROOT
+from connbench.errors import ScenarioError
+from connbench.scenario.expand import from_dict
 
 
 def test_poisson_schedule_has_the_rate_and_exponential_gaps():
@@ -54,12 +52,9 @@ def test_arrival_rate_as_an_axis_makes_open_cells():
 
 @pytest.fixture
 def requestlog(tmp_path):
-    sys.path.insert(0, str(ROOT / "locustfiles"))
-    try:
-        import requestlog as mod
-    finally:
-        sys.path.remove(str(ROOT / "locustfiles"))
-    log = mod.RequestLog(str(tmp_path))
+    from connbench.locustfiles.requestlog import FileSink, RequestLog
+
+    log = RequestLog(FileSink(str(tmp_path)))
     yield log
     log.close()
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from analysis.findings import findings
-from analysis.groups import Settings
-from analysis.load import load_run
-from analysis.summarize import summaries
-from connbench import expand
 from connbench import results as R
+from connbench.analysis.findings import findings
+from connbench.analysis.load import load_run
+from connbench.analysis.settings import Settings
+from connbench.analysis.summarize import summaries
+from connbench.scenario import expand
 from tests.fixtures.make_runs import T0, manifest, requests_csv, run_cell, sampler_rows
 
 WORKER_CLASSES = ("sync", "gthread", "gevent", "asgi")
@@ -109,7 +109,7 @@ def test_through_pgbouncer_the_table_has_the_apps_churn_beside_the_servers(said)
 
 
 def test_a_not_reused_persistent_setting_that_did_not_leak_is_said_so():
-    from analysis.findings import not_persistent
+    from connbench.analysis.findings import not_persistent
 
     row = {"group": "g", "conn_max_age": 60, "worker_class": "asgi", "new_conn_share": 0.86, "conn_held": 3}
     text = not_persistent(row, {"g": "CONN_MAX_AGE=60"})

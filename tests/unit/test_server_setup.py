@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.summarize import summarize
+from connbench.analysis.summarize import summarize
 from connbench.services.postgres import parse_setup_durations
 from tests.fixture_runs import copy_run
 

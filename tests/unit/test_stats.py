@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import bootstrap
 
-from analysis import stats
+from connbench.analysis import stats
 
 
 def test_min_max_below_five_repeats():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.load import load_run
-from analysis.rows import measured_requests
-from analysis.timing_chart import breakdown, draw_timing, timing_rows
+from connbench.analysis.charts.timing import breakdown, draw_timing, timing_rows
+from connbench.analysis.load import load_run
+from connbench.analysis.windows import measured_requests
 from tests.fixture_runs import copy_run
 
 

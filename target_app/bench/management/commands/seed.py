@@ -1,12 +1,14 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
-from target_app.bench.models import SEED_ROWS, Item
+from connbench.target_app.bench.models import SEED_ROWS, Item
 
 
 class Command(BaseCommand):
     help = "Seed the table the read/write endpoints use (idempotent)."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         have = Item.objects.count()
         if have < SEED_ROWS:
             Item.objects.bulk_create(

@@ -1,0 +1,1 @@
+"""`connbench probe`: hit the app until the connection count stops rising (runner, load, rules)."""
