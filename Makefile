@@ -33,6 +33,7 @@ lint: bootstrap
 	$(BIN)/ruff check connbench analysis target_app locustfiles tests scripts examples
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
+	$(BIN)/python scripts/gen_docs.py --check
 	@$(BIN)/python scripts/check_sizes.py
 
 bootstrap: $(STAMP)

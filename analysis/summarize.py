@@ -1,4 +1,4 @@
-"""One row per cell (summary.csv) and one row per repeat group (summary_groups.csv).
+"""One row per cell (summary.csv); the per-setting table (summary_groups.csv) is analysis/settings.py's.
 
 Definitions (all times are unix seconds; "measure" is cell.json phases["measure"] = [m0, m1]):
 

@@ -1,5 +1,7 @@
-"""connbench: one entry point, with subcommands. Exit codes: 0 ok, 1 a cell or check failed,
-2 bad input (nothing was started), 130 interrupted."""
+"""connbench: how many PostgreSQL connections a Django app under gunicorn holds, and what they cost.
+
+Exit codes: 0 ok, 1 a cell or check failed, 2 bad input (nothing was started), 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from connbench.errors import EXIT_INTERRUPTED, ConnbenchError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="connbench", description=__doc__.splitlines()[0])
+    summary, _, codes = (__doc__ or "").partition("\n\n")
+    p = argparse.ArgumentParser(prog="connbench", description=summary, epilog=codes.strip())
     sub = p.add_subparsers(dest="command", required=True)
     for command in (run, scenario, report, probe, worker):
         command.add_parsers(sub)

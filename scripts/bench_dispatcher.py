@@ -3,7 +3,7 @@
 For each offered rate, one Locust process (one OpenUser) sends a uniform schedule to target_app's
 /health (no database) served by 1 dyno x 2 sync workers, and the raw request log gives the schedule
 lag (t_start - t_intended) and Locust's CPU per request. The highest rate whose lag p99 stays under
-10 ms is the one the README quotes.   Usage: python scripts/bench_dispatcher.py [--seconds 6]
+10 ms is the one docs/measurements.md quotes.   Usage: python scripts/bench_dispatcher.py [--seconds 6]
 """
 
 from __future__ import annotations

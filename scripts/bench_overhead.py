@@ -1,4 +1,4 @@
-"""Measure connbench's own costs (against the budgets in the README). Not a test: timings need a quiet machine.
+"""Measure connbench's own costs (budgets: docs/measurements.md). Not a test: timings need a quiet machine.
 
   1. the sampler at 100 ms: its own CPU, and the CPU its queries add to PostgreSQL;
   2. the per-request log: Locust's throughput with and without it (A/B, alternated).

@@ -6,7 +6,7 @@ options, the engine for django-db-connection-pool, DISABLE_SERVER_SIDE_CURSORS f
 ALLOWED_HOSTS (loopback), DEBUG (False: no query log), and puts connbench's middleware first
 (Server-Timing; the error class, which also logs django.request's tracebacks to the dyno's log). Both
 only add headers: every status and body is your app's own. Everything else -- apps, URLs, LOGGING,
-other databases' entries, caches -- stays yours. The README lists each change and why.
+other databases' entries, caches -- stays yours. docs/your-app.md lists each change and why.
 """
 
 import importlib

@@ -79,7 +79,8 @@ def comparison_figure(groups: pd.DataFrame) -> Figure | None:
                         elinewidth=1.2, capsize=4, zorder=3)
             for xi, yi, top in zip(x, y, np.fmax(y, hi), strict=True):  # above the error bar
                 if np.isfinite(yi):
-                    ax.annotate(f"{yi:.3g}", (xi, top), xytext=(0, 3), textcoords="offset points", ha="center",
+                    text = f"{yi:,.0f}" if abs(yi) >= 100 else f"{yi:.3g}"  # 1,062 req/s, not 1.06e+03
+                    ax.annotate(text, (xi, top), xytext=(0, 3), textcoords="offset points", ha="center",
                                 va="bottom", fontsize=7, gid="value")
         ax.set_ylim(0, np.nanmax([*_num(g, f), *_num(g, f"{f}_hi"), 0]) * 1.12 or 1)
         ax.set_xticks(xs, pools, rotation=20 * (len(pools) > 3), ha="right" if len(pools) > 3 else "center")

@@ -23,15 +23,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     pr = sub.add_parser("probe", help="hit the app until the connection count stops rising")
     pr.add_argument("scenario", nargs="?", default="scenarios/probe.toml", help="default: scenarios/probe.toml")
     pr.add_argument("--cell", help="which cell of the scenario to probe (when it has several)")
-    pr.add_argument("--mode", choices=("ramp", "sequential", "both"))
+    pr.add_argument("--mode", choices=("ramp", "sequential", "both"),
+                    help="requests one at a time, concurrent load rising step by step, or both "
+                         "(default: the scenario's)")
     for k in ("dynos", "workers", "threads", "max_connections"):
-        pr.add_argument(f"--{k.replace('_', '-')}", type=int, dest=k)
-    pr.add_argument("--worker-class", choices=WORKER_CLASSES, dest="worker_class")
+        pr.add_argument(f"--{k.replace('_', '-')}", type=int, dest=k, help=f"the knob {k} (default: the cell's)")
+    pr.add_argument("--worker-class", choices=WORKER_CLASSES, dest="worker_class", help="the knob worker_class")
     pr.add_argument("--conn-max-age", dest="conn_max_age", help='seconds or "none"')
-    pr.add_argument("--health-checks", choices=("on", "off"), dest="health_checks")
-    pr.add_argument("--pooling", choices=POOLINGS)
+    pr.add_argument("--health-checks", choices=("on", "off"), dest="health_checks", help="the knob health_checks")
+    pr.add_argument("--pooling", choices=POOLINGS, help="the knob pooling")
     pr.add_argument("--stable-steps", type=int, help="stop after K steps without a rise (default 3)")
-    pr.add_argument("--max-steps", type=int)
+    pr.add_argument("--max-steps", type=int, help="stop after this many steps whatever the count (default 30)")
     pr.add_argument("--step-requests", type=int, help="sequential: requests per step (default 20)")
     pr.add_argument("--step-seconds", type=float, help="ramp: seconds per step (default 1)")
     pr.add_argument("--path", help="endpoint to hit (default /db/read)")
@@ -44,9 +46,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     pr.add_argument("--database-url", help="the database the --target app uses (for the count)")
     pr.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --target/--database-url")
     max_cells_flag(pr)
-    pr.add_argument("--run-dir")
-    pr.add_argument("--reports", default="reports")
-    pr.add_argument("--no-report", action="store_true")
+    pr.add_argument("--run-dir", help="where to write the probe (default: REPORTS/<timestamp>-<name>-probe)")
+    pr.add_argument("--reports", default="reports", help="output root (default: reports)")
+    pr.add_argument("--no-report", action="store_true", help="skip building the HTML report")
     pr.set_defaults(func=probe)
 
 

@@ -15,13 +15,13 @@ from connbench.results import RunPaths
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rep = sub.add_parser("report", help="rebuild summary, charts and index.html from a run's raw files")
-    rep.add_argument("run_dir")
+    rep.add_argument("run_dir", help="a run directory (reports/<id>)")
     rep.add_argument("--no-charts", action="store_true", help="everything but the charts (charts/ is left alone)")
     rep.set_defaults(func=lambda args, console: report(Path(args.run_dir), console, charts=not args.no_charts))
-    c = sub.add_parser("compare", help="compare two runs cell by cell")
-    c.add_argument("run_a")
-    c.add_argument("run_b")
-    c.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
+    c = sub.add_parser("compare", help="compare two runs setting by setting")
+    c.add_argument("run_a", help="the baseline run directory")
+    c.add_argument("run_b", help="the run compared against it")
+    c.add_argument("--format", choices=("text", "markdown", "csv"), default="text", help="output (default: text)")
     c.add_argument("--threshold", type=fraction, default=0.05, help="smallest relative change that counts")
     c.set_defaults(func=compare)
 

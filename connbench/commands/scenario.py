@@ -18,7 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     for name, func, helptext in (("list", list_cells, "print the cells a scenario expands into"),
                                  ("validate", validate, "check a scenario file")):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("scenario")
+        s.add_argument("scenario", help="scenario TOML file, or a shipped one by name (e.g. quick)")
         s.add_argument("-v", "--verbose", action="store_true", help="show the prediction basis and every pruned cell")
         max_cells_flag(s)
         s.set_defaults(func=func)

@@ -109,7 +109,7 @@ class Scenario:
         return dataclasses.replace(self, cells=kept, pruned=pruned)
 
 
-SHIPPED = Path(__file__).resolve().parent / "scenarios"  # installed with the package (scenarios/ links here)
+SHIPPED = Path(__file__).resolve().parents[1] / "scenarios"  # installed with the package (scenarios/ links here)
 
 
 def resolve(path: Path | str) -> Path:

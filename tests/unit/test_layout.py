@@ -58,3 +58,17 @@ def test_the_checkout_links_each_subpackage_into_connbench():
     for name in ("analysis", "target_app", "locustfiles"):
         link = ROOT / "connbench" / name
         assert link.is_symlink() and link.resolve() == (ROOT / name).resolve()
+
+
+def test_shipped_files_are_found_by_the_package_itself(tmp_path, monkeypatch):
+    """Paths the package computes from its own files (moved modules once pointed into a missing folder)."""
+    from connbench.scenario.expand import SHIPPED, resolve
+    from connbench.scenario.starter import STARTER_FILE
+    from connbench.services.django_app import package_root
+    from connbench.services.locust import LOCUSTFILE, LOGONLY
+
+    monkeypatch.chdir(tmp_path)  # a user's directory: no scenarios/ here
+    assert resolve("smoke") == SHIPPED / "smoke.toml" and resolve("smoke").is_file()
+    assert STARTER_FILE.is_file()
+    assert (package_root() / LOCUSTFILE).is_file() and (package_root() / LOGONLY).is_file()
+    assert (package_root() / "connbench" / "analysis" / "templates" / "report.html.j2").is_file()
