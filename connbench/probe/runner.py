@@ -18,7 +18,7 @@ from connbench import results as R
 from connbench.loopback import require_local
 from connbench.probe import load as probe
 from connbench.probe import rules as plateau
-from connbench.redact import public_conninfo, redact_argv, url_without_userinfo
+from connbench.redact import redact_argv, url_without_userinfo
 from connbench.results import RunPaths
 from connbench.run.preflight import preflight
 from connbench.run.stack import Stack, django_app
@@ -27,14 +27,11 @@ from connbench.scenario.knobs import Knobs, ProbeSettings
 from connbench.scenario.predict import predict
 from connbench.scenario.project import Project
 from connbench.services import gunicorn
+from connbench.services.external import public_url
 from connbench.services.postgres import PostgresServer
 from connbench.services.procs import PrivateDir, RunAs, Supervisor, remove_service_dir, service_dir
 from connbench.slots import SUPERUSER_RESERVED
 from connbench.slots import app_slots as predict_app_slots
-
-
-def _redacted(dsn: str) -> dict[str, str]:
-    return public_conninfo({k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None})
 
 
 def _check_remote(target: str | None, database_url: str | None, allow_remote: bool) -> None:
@@ -150,7 +147,7 @@ class ProbeRunner:
             "params": self.k.model_dump(),
             "settings": self.s.model_dump(),
             "target": url_without_userinfo(self.target) if self.target else "started by connbench",
-            "database": _redacted(self.database_url) if self.database_url else (
+            "database": public_url(self.database_url) if self.database_url else (
                 self.server.conn.public() if self.server and self.server.conn else None),
             "server": {"max_connections": max_conn, "reserved_slots": reserved, "probe_sessions": 1,
                        "app_slots": app_slots,
@@ -244,4 +241,4 @@ def check_database(database_url: str) -> None:
         with psycopg.connect(database_url, connect_timeout=5):
             pass
     except psycopg.Error as e:
-        raise probe.ProbeError(f"cannot connect with --database-url ({_redacted(database_url)}): {e}") from None
+        raise probe.ProbeError(f"cannot connect with --database-url ({public_url(database_url)}): {e}") from None
