@@ -61,10 +61,17 @@ ERROR_CLASSES = (
 # (free of coordinated omission); service_ms: from t_start to the response. A dropped request has
 # t_start = t_intended, blank latency_ms and service_ms, status 0 and error_class "dropped".
 # connect_ms, pool_ms, db_ms, app_ms, new_conn: the app's Server-Timing header (SERVER_TIMING), blank when the
-# response carried none (no response, a dropped request, a server that is not the test app).
+# response carried none (no response, a dropped request, a server that is not the test app). backend_pid: the
+# PostgreSQL backend the request's last query ran on (through PgBouncer: PgBouncer's server connection is not
+# visible to the app, so it is the backend PgBouncer gave that query); worker_pid: the gunicorn worker that
+# answered; thread: the native id (threading.get_native_id) of the thread that ran the queries, under ASGI the
+# executor thread; conn_close: 1 when Django's rule (CONN_MAX_AGE expired or 0, errors, autocommit changed) had
+# the connection due to close at request end, 0 when it was kept. backend_pid, thread and conn_close are blank
+# when no query ran, never 0.
 # generator: the Locust process that sent it: "local" (one process), or a worker's name (GENERATOR_ENV, else
 # "w<worker index>").
-TIMING_COLUMNS = ("connect_ms", "pool_ms", "db_ms", "app_ms", "new_conn")
+TIMING_COLUMNS = ("connect_ms", "pool_ms", "db_ms", "app_ms", "new_conn", "backend_pid", "worker_pid", "thread",
+                  "conn_close")
 REQUESTS_COLUMNS = ("t_intended", "t_start", "endpoint", "latency_ms", "service_ms", "status", "error_class",
                     "dyno", *TIMING_COLUMNS, "generator")
 
@@ -83,31 +90,50 @@ GENERATOR_LOST = "generator_lost"  # a worker stopped answering or quit mid-test
 GENERATOR_BROKEN = "generator_broken"  # the cell fails: not the workers expected, rows of another shape, no final
 GENERATOR_END = "generator_end"  # the master ended the run itself, every worker's last rows in
 
-# The W3C Server-Timing header: `connect;dur=1.2, pool;dur=0, db;dur=0.4, app;dur=0.3, conn;desc=new`.
-# connect: ms opening a physical connection in this request; pool: ms waiting for a pooled one; db: ms
-# executing queries; app: the rest of the request inside the app; conn: "new" if it opened one, else "reused".
+# The W3C Server-Timing header: `connect;dur=1.2, pool;dur=0, db;dur=0.4, app;dur=0.3, conn;desc=new,
+# backend;desc=4242, worker;desc=311, thread;desc=312, close;desc=keep`. connect: ms opening a physical connection
+# in this request; pool: ms waiting for a pooled one; db: ms executing queries; app: the rest of the request inside
+# the app; conn: "new" if it opened one, else "reused"; backend, thread: the backend pid and native thread id of
+# its last query (absent when none ran); worker: the answering process's pid; close: "due" or "keep" (Django's
+# rule at request end, absent when no connection was open).
 SERVER_TIMING = "Server-Timing"
 _TIMING_METRICS = ("connect", "pool", "db", "app")
+_IDS = ("backend", "worker", "thread")
 
 
-def server_timing_header(connect: float, pool: float, db: float, app: float, new_conn: bool) -> str:
+def server_timing_header(connect: float, pool: float, db: float, app: float, new_conn: bool,
+                         backend: int | None = None, worker: int | None = None, thread: int | None = None,
+                         close_due: bool | None = None) -> str:
     durs = ", ".join(f"{name};dur={ms:.3f}" for name, ms in zip(_TIMING_METRICS, (connect, pool, db, app), strict=True))
-    return f'{durs}, conn;desc={"new" if new_conn else "reused"}'
+    ids = "".join(f", {name};desc={v}" for name, v in zip(_IDS, (backend, worker, thread), strict=True) if v)
+    close = "" if close_due is None else f', close;desc={"due" if close_due else "keep"}'
+    return f'{durs}, conn;desc={"new" if new_conn else "reused"}{ids}{close}'
 
 
-def parse_server_timing(header: str | None) -> tuple[str, str, str, str, str]:
-    """(connect_ms, pool_ms, db_ms, app_ms, new_conn) as requests.csv cells; blanks for what is absent."""
+def _positive(value: str) -> str:
+    """An id as requests.csv keeps it: a positive integer, else blank (never 0, never text)."""
+    return value if value.isdigit() and int(value) > 0 else ""
+
+
+def parse_server_timing(header: str | None) -> tuple[str, ...]:
+    """TIMING_COLUMNS' cells (connect_ms, pool_ms, db_ms, app_ms, new_conn, backend_pid, worker_pid, thread,
+    conn_close) as requests.csv writes them; blanks for what is absent."""
     found: dict[str, str] = {}
     for entry in (header or "").split(","):
         name, _, params = entry.strip().partition(";")
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
+            value = value.strip().strip('"')
             if key == "dur" and name in _TIMING_METRICS:
-                found[name] = value.strip()
+                found[name] = value
             elif key == "desc" and name == "conn":
-                found["conn"] = {"new": "1", "reused": "0"}.get(value.strip().strip('"'), "")
-    connect, pool, db, app = (found.get(m, "") for m in _TIMING_METRICS)
-    return connect, pool, db, app, found.get("conn", "")
+                found["conn"] = {"new": "1", "reused": "0"}.get(value, "")
+            elif key == "desc" and name in _IDS:
+                found[name] = _positive(value)
+            elif key == "desc" and name == "close":
+                found["close"] = {"due": "1", "keep": "0"}.get(value, "")
+    return (*(found.get(m, "") for m in _TIMING_METRICS), found.get("conn", ""),
+            *(found.get(i, "") for i in _IDS), found.get("close", ""))
 
 
 class ContractError(ComponentError, RuntimeError):

@@ -5,6 +5,10 @@ setting its session up; pool: waiting for a pooled connection (Django's psycopg 
 django-db-connection-pool's QueuePool checkout, less any connect it did inside); db: executing queries
 (connection.execute_wrapper) and Django's other round trips (COMMIT, ROLLBACK, the health check); app: the
 rest of the request inside Django. conn: "new" when the request opened a physical connection, else "reused".
+backend, thread: the backend pid of the connection the request's last query ran on (psycopg's
+connection.info.backend_pid, which libpq keeps client-side: no round trip) and the native id of the thread
+that ran it; worker: this process; close: whether Django's rule has that connection due to close when the
+request ends (read before the response is sent: the close itself happens after, on request_finished).
 
 Django's native pool opens its connections on the pool's own threads, so its requests never show connect:
 they wait for the pool (pool), which is what they pay. Through PgBouncer, the app's connection is to
@@ -15,6 +19,8 @@ happens inside the first query, so it shows as db (pgbouncer.csv's cl_waiting an
 from __future__ import annotations
 
 import contextvars
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,11 +42,48 @@ class Times:
     pool: float = 0.0
     db: float = 0.0
     new_conn: bool = False
+    wrapper: Any = None  # the DatabaseWrapper of the last query (under ASGI, the executor thread's)
+    thread: int | None = None
+
+
+def backend_pid(wrapper: Any) -> int | None:
+    """The backend pid of a DatabaseWrapper's open connection, read client-side; None when there is none."""
+    raw = getattr(wrapper, "connection", None)
+    try:
+        info = getattr(raw, "info", None)  # psycopg 3 (django-db-connection-pool's proxy forwards attributes)
+        if info is not None:
+            return int(info.backend_pid) or None
+        get = getattr(raw, "get_backend_pid", None)  # psycopg2
+        return (int(get()) or None) if callable(get) else None
+    except Exception:  # noqa: BLE001 - a connection closed under it: no pid, and the app's response stands
+        return None
+
+
+def close_due(wrapper: Any) -> bool | None:
+    """Django's close_if_unusable_or_obsolete, read without a round trip: None with no connection open. Errors
+    alone do not count: Django then asks the server (is_usable), which this does not."""
+    if wrapper is None or getattr(wrapper, "connection", None) is None:
+        return None
+    try:
+        if wrapper.autocommit != wrapper.settings_dict.get("AUTOCOMMIT", True):
+            return True
+        return wrapper.close_at is not None and time.monotonic() >= wrapper.close_at
+    except Exception:  # noqa: BLE001 - a backend that keeps these otherwise: not told, never a failed response
+        return None
 
 
 _current: contextvars.ContextVar[Times | None] = contextvars.ContextVar("connbench_times", default=None)
+_PID = os.getpid()  # set again after a fork (gunicorn --preload): os.register_at_fork below
 _ORIGINAL: Callable[[Any, dict[str, Any]], psycopg.Connection[Any]] = pg.DatabaseWrapper.get_new_connection
 _ORIGINAL_CONNECT: Callable[[Any], None] = pg.DatabaseWrapper.connect
+
+
+def _after_fork() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _get_new_connection(self: pg.DatabaseWrapper, conn_params: dict[str, Any]) -> psycopg.Connection[Any]:
@@ -138,6 +181,7 @@ class ServerTimingMiddleware:
                 return execute(sql, params, many, context)
             finally:
                 times.db += (time.perf_counter() - q0) * 1000.0
+                times.wrapper, times.thread = context.get("connection"), threading.get_native_id()
 
         try:
             with connection.execute_wrapper(query):
@@ -146,5 +190,7 @@ class ServerTimingMiddleware:
             _current.reset(token)
         total = (time.perf_counter() - t0) * 1000.0
         app = max(0.0, total - times.connect - times.pool - times.db)
-        response[SERVER_TIMING] = server_timing_header(times.connect, times.pool, times.db, app, times.new_conn)
+        response[SERVER_TIMING] = server_timing_header(
+            times.connect, times.pool, times.db, app, times.new_conn, backend_pid(times.wrapper), _PID,
+            times.thread, close_due(times.wrapper))
         return response

@@ -325,6 +325,8 @@ class HeadroomRow(_Part):
     preboot: bool = False  # counted twice: a Preboot deploy runs the old and the new dynos together
     one_off: int = 0  # one-off dynos counted, one connection each
     note: str | None = None
+    memory_mib: float | None = None  # the app's connections' server memory at this count (per backend x count)
+    memory_measure: Literal["pss", "rss"] | None = None  # PSS when the sampler read it, else RSS (overstated)
 
 
 class ProbeDoc(_Doc):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from connbench.contract import TIMING_COLUMNS
 from connbench.results.schema import (
     CELL_JSON,
     DB_CSV,
@@ -76,11 +75,16 @@ def update_to_2(name: str, data: Any) -> Any:
     return data
 
 
+# Schema 3's Server-Timing columns (the contract's TIMING_COLUMNS grew in schema 5: update_to_5 adds those)
+SCHEMA_3_TIMING = ("connect_ms", "pool_ms", "db_ms", "app_ms", "new_conn")
+SCHEMA_5_CONNECTION = ("backend_pid", "worker_pid", "thread", "conn_close")
+
+
 def update_to_3(name: str, data: Any) -> Any:
     """One file of a schema-2 run as schema 3 reads it: requests.csv rows get blank Server-Timing columns
     and db.csv rows a blank ssl_backends (schema 2 did not measure them: blank is "not measured", never 0)."""
     if name == REQUESTS_CSV:
-        return [{**row, **{c: row.get(c, "") for c in TIMING_COLUMNS}} for row in data]
+        return [{**row, **{c: row.get(c, "") for c in SCHEMA_3_TIMING}} for row in data]
     if name == DB_CSV:
         return [{**row, "ssl_backends": row.get("ssl_backends", "")} for row in data]
     if name in (MANIFEST_JSON, CELL_JSON, PROBE_JSON):
@@ -100,7 +104,17 @@ def update_to_4(name: str, data: Any) -> Any:
     return data
 
 
-UPDATES = {1: update_to_2, 2: update_to_3, 3: update_to_4}  # version N -> N + 1
+def update_to_5(name: str, data: Any) -> Any:
+    """One file of a schema-4 run as schema 5 reads it: its requests name no backend, worker, thread or close
+    (blank: not measured, never 0); it has no backends.csv, which readers take as absent."""
+    if name == REQUESTS_CSV:
+        return [{**row, **{c: row.get(c, "") for c in SCHEMA_5_CONNECTION}} for row in data]
+    if name in (MANIFEST_JSON, CELL_JSON, PROBE_JSON):
+        return {**data, "schema_version": 5}
+    return data
+
+
+UPDATES = {1: update_to_2, 2: update_to_3, 3: update_to_4, 4: update_to_5}  # version N -> N + 1
 
 
 def upgrade(name: str, data: Any, version: int) -> Any:

@@ -30,7 +30,12 @@ from connbench.errors import ComponentError
 #    "local", or a worker's name); processes.csv gained `generator` and the component locust-worker (each
 #    worker's own CPU, as it reported it). Schema 3's requests are read as sent by "local" (one Locust process
 #    or --processes, not told apart then), its processes rows with a blank generator (update_to_4).
-SCHEMA_VERSION = 4
+# 5: Why it holds what it holds. requests.csv gained backend_pid, worker_pid, thread and conn_close (the app's
+#    Server-Timing: the backend its queries ran on, the gunicorn worker and the native thread id that ran them,
+#    whether Django's rule had the connection due to close at request end); a new backends.csv (the sampler's
+#    per-backend events: seen, gone, memory). Schema 4's requests are read with the four blank: not measured
+#    (update_to_5).
+SCHEMA_VERSION = 5
 
 # requests.csv's columns are connbench.contract.REQUESTS_COLUMNS: the locustfile writes it, and it
 # imports nothing of connbench but the contract.
@@ -67,6 +72,33 @@ COMPONENTS = ("postgres", "pgbouncer", "gunicorn-master", "gunicorn-worker", "lo
 # Absent with an older server (Debian's 15) or your own (--database-url).
 SERVER_SETUP_COLUMNS = ("t", "pid", "total_ms", "fork_ms", "auth_ms")
 
+# backends.csv: the sampler's record of each app backend (pg_stat_activity's client backends of the app's role,
+# the sampler's own excluded), keyed by (pid, backend_start): a pid alone is reused by the OS. event:
+#   seen  - the first sample that showed it (dyno, worker from application_name; state its state then);
+#   gone  - the first sample that no longer showed it (t), with the samples that showed it and those of
+#           them in state idle (samples, idle_samples);
+#   open  - still there when the sampler stopped (t its last sample), samples and idle_samples as for gone;
+#   mem   - its memory, every mem_interval: pss_bytes (proportional set size, /proc/<pid>/smaps_rollup: its
+#           own pages plus its share of those it shares) beside rss_bytes (every page it maps, shared ones in
+#           full). Only when the server runs on this machine and the sampler can read the files
+#           (cell.json's sampler.memory says why not otherwise).
+# backend_start is unix seconds. Through PgBouncer these are PgBouncer's server connections.
+BACKENDS_COLUMNS = ("t", "event", "pid", "backend_start", "dyno", "worker", "state", "samples", "idle_samples",
+                    "pss_bytes", "rss_bytes")
+BACKEND_EVENTS = ("seen", "gone", "open", "mem")
+
+# connections_life.csv (analysis/lifecycle.py, per cell, written beside its raw files): one row per app
+# connection, its life story from backends.csv joined with requests.csv on backend_pid, by (pid, backend_start)
+# and the time the request ran. opened/closed: unix seconds (closed blank while open at the end; end says which);
+# dyno/worker from application_name; worker_pids/threads: the distinct gunicorn worker pids and native thread
+# ids whose requests used it (";"-joined); requests: requests served in the cell; idle_s: its lifetime less the
+# time its requests held it (service time), idle_share the share of the sampler's samples that saw it idle;
+# cause: why it was opened, where the requests tell (new_thread, max_age, health_check, pool, unknown).
+CONNECTIONS_LIFE_COLUMNS = ("pid", "backend_start", "opened", "closed", "end", "lifetime_s", "dyno", "worker",
+                            "worker_pids", "threads", "requests", "first_request", "last_request", "idle_s",
+                            "idle_share", "cause", "pss_bytes_p50", "rss_bytes_p50")
+OPEN_CAUSES = ("new_thread", "max_age", "health_check", "pool", "unknown")
+
 # Phase changes and injected faults.
 EVENTS_COLUMNS = ("t", "kind", "detail")
 
@@ -87,6 +119,7 @@ MANIFEST_JSON, CELL_JSON, PROBE_JSON, PROCS_JSON, PIDS_JSON = (
 REQUESTS_CSV, CONNECTIONS_CSV, DB_CSV, PGBOUNCER_CSV, PROCESSES_CSV, EVENTS_CSV, SERVER_SETUP_CSV = (
     "requests.csv", "connections.csv", "db.csv", "pgbouncer.csv", "processes.csv", "events.csv",
     "server_setup.csv")
+BACKENDS_CSV, CONNECTIONS_LIFE_CSV = "backends.csv", "connections_life.csv"
 SUMMARY_CSV, SUMMARY_GROUPS_CSV, SUMMARY_GENERATORS_CSV, EXPECTATIONS_JSON, REPORT_HTML = (
     "summary.csv", "summary_groups.csv", "summary_generators.csv", "expectations.json", "index.html")
 LOCUST_DIR = "locust"
@@ -136,6 +169,8 @@ class CellPaths:
         self.processes = self.root / PROCESSES_CSV
         self.events = self.root / EVENTS_CSV
         self.server_setup = self.root / SERVER_SETUP_CSV
+        self.backends = self.root / BACKENDS_CSV
+        self.connections_life = self.root / CONNECTIONS_LIFE_CSV  # analysis's, not the harness's
         self.procs = self.root / PROCS_JSON  # the process roots the sampler measures (it rereads on change)
         self.locust = self.root / LOCUST_DIR  # Locust's own files:
         self.locust_raw = self.locust / "raw"  # per-process request logs, merged into requests.csv
@@ -190,6 +225,16 @@ SUMMARY_COLUMNS = (
     "generator_lagged", "generators", "generator_busiest", "generator_cpu_max", "generator_laggiest",
     "generator_lag_p99_max", "generators_lost", "generators_lost_names",
     "machine_cpus", "machine_cpu_pct", "machine_saturated",
+    # why it holds what it holds (analysis/lifecycle.py, from connections_life.csv): requests per connection
+    # (median, p10) over the connections the measure window's requests used; distinct threads (worker pid,
+    # native id) that ran queries, the most seen in one worker, and connections per thread; the median
+    # lifetime of connections that closed in the cell; connections opened per second in the window, in total
+    # and by cause; PSS per app backend (median, p95, MiB), RSS beside it, and the app backends' PSS total at
+    # the plateau (the median over the window of the sum over live backends)
+    "requests_per_connection_p50", "requests_per_connection_p10", "connections_used", "threads_seen",
+    "threads_per_worker_max", "connections_per_thread", "connection_lifetime_s_p50", "opened_per_s",
+    *(f"opened_{cause}_per_s" for cause in ("new_thread", "max_age", "health_check", "pool", "unknown")),
+    "pss_backend_mib_p50", "pss_backend_mib_p95", "rss_backend_mib_p50", "pss_total_mib",
     # the cell's setting (group) across its completed repeats: interval of each compared figure, its method,
     # and the setting's rank group (1 = best; settings sharing a rank are indistinguishable)
     *(f"{f}_{side}" for f in INTERVAL_FIGURES for side in ("lo", "hi")), "interval_method", "rank",

@@ -96,7 +96,7 @@ def test_refuses_a_run_written_by_a_newer_schema(tmp_path):
 
 
 def test_an_older_run_compares_through_the_migration():
-    r = rows("run_v1", "run_a")  # schema 1 against schema 4: both read as schema 4
+    r = rows("run_v1", "run_a")  # schema 1 against schema 4: both read as schema 5
     assert r[(D0, "req/s")]["ratio"] == 1.0 and r[(D0, "p95 ms")]["ratio"] == 1.0
 
 

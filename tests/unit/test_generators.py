@@ -13,7 +13,7 @@ from connbench.analysis.generators import generator_rows
 from connbench.analysis.load import load_run
 from connbench.analysis.report import build_report
 from connbench.analysis.summarize import summaries
-from connbench.contract import GENERATOR_LOST, REQUESTS_COLUMNS
+from connbench.contract import GENERATOR_LOST, REQUESTS_COLUMNS, TIMING_COLUMNS
 from connbench.scenario import expand
 from connbench.services.locust import merge_generators
 from tests.fixtures.make_runs import T0, manifest, run_cell, sampler_rows
@@ -97,8 +97,8 @@ def run(tmp_path_factory) -> Path:
     rows = []
     for j in range(200):
         t = base + 4 + j * 0.04
-        rows.append((repr(t), repr(t), "/db/read", "5.0", "5.0", 200, "", 0, *[""] * 5, "w0"))
-        rows.append((repr(t), repr(t + 0.02), "/db/read", "25.0", "5.0", 200, "", 0, *[""] * 5, "w1"))
+        rows.append((repr(t), repr(t), "/db/read", "5.0", "5.0", 200, "", 0, *[""] * len(TIMING_COLUMNS), "w0"))
+        rows.append((repr(t), repr(t + 0.02), "/db/read", "25.0", "5.0", 200, "", 0, *[""] * len(TIMING_COLUMNS), "w1"))
     R.write_csv_atomic(p.requests, REQUESTS_COLUMNS, sorted(rows, key=lambda r: float(r[0])))
     sampler_rows(p, base, {t: 2 for t in range(15)}, {t: 10 for t in range(15)})
     doc = run_cell(p, cell, base)

@@ -22,7 +22,8 @@ from connbench.analysis.load import load_run
 from connbench.analysis.report import build_report
 from connbench.analysis.settings import INTERVAL_COLUMNS
 from connbench.analysis.summarize import summarize
-from connbench.contract import REQUESTS_COLUMNS, TIMING_COLUMNS
+from connbench.contract import REQUESTS_COLUMNS
+from connbench.results.migrate import SCHEMA_3_TIMING, SCHEMA_5_CONNECTION
 from tests.fixture_runs import FIXTURES, copy_run
 from tests.fixtures import make_runs
 
@@ -75,7 +76,7 @@ def test_sampler_config_round_trips_privately_and_never_shows_its_password(tmp_p
     ({"cell_id": "c"}, "cell.json has no valid schema_version"),
     ({"schema_version": "2"}, "cell.json has no valid schema_version"),
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": 0, "params": {}, "predicted": {},
-      "status": "done"}, "cell.json does not match schema 4: status: Input should be 'pending', 'running'"),
+      "status": "done"}, "cell.json does not match schema 5: status: Input should be 'pending', 'running'"),
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": "0", "params": {}, "predicted": {},
       "status": "completed"}, "repeat: Input should be a valid integer"),  # strict: "0" is not 0
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": 0, "params": {}, "predicted": {},
@@ -108,7 +109,7 @@ def test_the_probe_shape_analysis_used_to_tolerate_is_refused():
            "headroom": [{"dynos": 1, "connections": 6, "fits": True}]}
     with pytest.raises(R.ResultsError, match="probe.json has no valid schema_version"):
         R.ProbeDoc.from_dict(old)
-    with pytest.raises(R.ResultsError, match=r"probe.json does not match schema 4: query: Field required; "
+    with pytest.raises(R.ResultsError, match=r"probe.json does not match schema 5: query: Field required; "
                                              r".* and 9 more"):
         R.ProbeDoc.from_dict({**old, "schema_version": 2})
     doc = json.loads((FIXTURES / "run_probe" / R.PROBE_JSON).read_text())
@@ -182,6 +183,11 @@ def test_a_schema_1_run_loads_through_the_migration(tmp_path):
     assert raw.startswith("t,component,dyno,pid,cpu_percent,rss_bytes")  # never rewritten
 
 
+# summary.csv's columns of schema 5's connection life stories: blank for a run that did not record them
+LIFE_COLUMNS = R.SUMMARY_COLUMNS[R.SUMMARY_COLUMNS.index("requests_per_connection_p50"):
+                                 R.SUMMARY_COLUMNS.index("pss_total_mib") + 1]
+
+
 def test_a_schema_1_run_summarizes_as_it_did_under_schema_1(tmp_path):
     summarize(copy_run("run_v1", tmp_path))
     new = pd.read_csv(tmp_path / "run_v1" / R.SUMMARY_CSV).set_index("cell_id")
@@ -198,9 +204,10 @@ def test_a_schema_1_run_summarizes_as_it_did_under_schema_1(tmp_path):
                      "predicted_bounded", "locust_cpu_warning", "generator_lagged", "generators",
                      "generator_busiest", "generator_cpu_max", "generator_laggiest", "generator_lag_p99_max",
                      "generators_lost", "generators_lost_names", "machine_cpus", "machine_cpu_pct", "machine_saturated",
-                     *INTERVAL_COLUMNS]
+                     *LIFE_COLUMNS, *INTERVAL_COLUMNS]
     pd.testing.assert_frame_equal(new.drop(columns=[*cpu, *added]), old.drop(columns=cpu))
     done = new[new["status"] == "completed"]
+    assert done[list(LIFE_COLUMNS)].isna().all().all()  # not recorded then: blank, never 0
     assert done["offered_rps"].isna().all() and (done["dropped"] == 0).all()  # a closed loop offers no rate
     assert (done["lag_p99_ms"] == 0).all() and not done["generator_lagged"].any()  # t_intended = t_start
     for q in ("p50", "p95", "p99"):  # service_ms = latency_ms
@@ -263,8 +270,17 @@ def test_fixtures_are_what_the_writers_write(tmp_path, capsys):
 def test_update_to_3_adds_blank_server_timing_columns():
     row = {c: "1" for c in REQUESTS_COLUMNS[:8]}
     (up,) = R.update_to_3(R.REQUESTS_CSV, [row])
-    assert list(up) == list(REQUESTS_COLUMNS[:-1]) and all(up[c] == "" for c in TIMING_COLUMNS)
+    assert list(up) == [*REQUESTS_COLUMNS[:8], *SCHEMA_3_TIMING] and all(up[c] == "" for c in SCHEMA_3_TIMING)
     assert R.update_to_3(R.CELL_JSON, {"schema_version": 2})["schema_version"] == 3
+
+
+def test_update_to_5_reads_older_requests_with_blank_connection_ids():
+    """Schema 4 did not record the backend, worker, thread or close: blank (not measured), never 0."""
+    row = {c: "1" for c in REQUESTS_COLUMNS if c not in SCHEMA_5_CONNECTION}
+    (up,) = R.upgrade(R.REQUESTS_CSV, [row], 4)
+    assert set(up) == set(REQUESTS_COLUMNS) and all(up[c] == "" for c in SCHEMA_5_CONNECTION)
+    assert all(up[c] == "1" for c in row)
+    assert R.update_to_5(R.MANIFEST_JSON, {"schema_version": 4})["schema_version"] == 5
 
 
 def test_update_to_4_names_the_one_local_generator():
