@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from connbench import results as R
@@ -176,7 +177,8 @@ def connect_cost_sentence(z: dict[str, Any]) -> str:
     return out
 
 
-def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> list[str]:
+def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str],
+           versions: dict[str, str | None] | None = None) -> list[str]:
     """One sentence per article claim the run can check, each naming the setting(s) it rests on."""
     out: list[str] = []
     many = len(_pick(groups, pooling="direct", conn_max_age="0")) > 1  # then every sentence names its setting
@@ -219,7 +221,71 @@ def claims(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> l
         out.append(f"Through PgBouncer in transaction mode ({names[str(p['group'])]}), up to "
                    f"{num(cl)} app connections shared at most {num(sv)} server connections "
                    f"(pool size {num(p.get('pgbouncer_pool_size'))}).")
+    out += asgi_threads(groups, settings, names, versions) + gthread_threads(groups, settings, names)
+    return out + [m] if (m := memory(groups, settings, names)) else out
+
+
+def _life(settings: Settings, row: dict[str, Any], col: str) -> float | None:
+    """A life column (analysis/lifecycle.py) of a setting: the median over its completed repeats; None if blank."""
+    v = settings.values(str(row["group"]), col)
+    return float(np.median(v[~np.isnan(v)])) if (~np.isnan(v)).any() else None
+
+
+def asgi_threads(groups: pd.DataFrame, settings: Settings, names: dict[str, str],
+                 versions: dict[str, str | None] | None = None) -> list[str]:
+    """Under ASGI with CONN_MAX_AGE != 0: which account the data support, a fresh thread and connection per
+    request, or a few threads reused with their connections left open."""
+    out, v = [], versions or {}
+    built = f"Django {v.get('django') or 'version not recorded'}, asgiref {v.get('asgiref') or 'not recorded'}"
+    for r in _pick(groups, worker_class="asgi"):
+        n, threads, per = (_life(settings, r, c) for c in ("requests", "threads_seen", "requests_per_connection_p50"))
+        if cma_label(r.get("conn_max_age")) == "0" or n is None or threads is None or per is None:
+            continue
+        left = f", {num(r['conn_held'])} still open after the load stopped" if not missing(r.get("conn_held")) else ""
+        if per <= 1.5 and threads >= n / 2:
+            why = (f"{num(n)} requests ran on {num(threads)} distinct threads, each connection used by ~1 request "
+                   f"(requests per connection p50 {num(per)}{left}): Django's per-request thread-sensitive executor "
+                   "opens a connection per request and nothing closes it")
+        elif threads <= max(2.0, n / 10):
+            why = (f"few threads ({num(threads)}) reused, connections left open: {num(n)} requests, requests per "
+                   f"connection p50 {num(per)}{left}")
+        else:
+            why = (f"{num(n)} requests ran on {num(threads)} distinct threads, requests per connection p50 "
+                   f"{num(per)}{left}: neither a connection per request nor a few reused threads")
+        out.append(f"{names[str(r['group'])]}: {why} ({built}).")
     return out
+
+
+def gthread_threads(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> list[str]:
+    """Under gthread: the threads per worker that ran queries against `threads`, beside what the app held."""
+    out = []
+    for r in _pick(groups, worker_class="gthread"):
+        most, seen, cpt = (_life(settings, r, c) for c in ("threads_per_worker_max", "threads_seen",
+                                                             "connections_per_thread"))
+        if most is None or missing(r.get("threads")):
+            continue
+        held, pred, t = r.get("conn_plateau"), r.get("predicted_connections"), float(r["threads"])
+        head = f"{names[str(r['group'])]} held {num(held)}" + (
+            f", not {num(pred)}" if not missing(held) and not missing(pred) and held != pred else "")
+        facts = f"({num(seen)} threads seen, {num(cpt)} connections per thread)"
+        out.append(f"{head}: only {num(most)} of {num(t)} threads per worker ever ran a query {facts}." if most < t
+                   else f"{head}: all {num(t)} threads of the busiest worker ran queries {facts}.")
+    return out
+
+
+def memory(groups: pd.DataFrame, settings: Settings, names: dict[str, str]) -> str | None:
+    """PSS beside RSS per app backend where the sampler read them, and why the two differ."""
+    parts = []
+    for r in [r for r in groups.to_dict("records") if r.get("completed")]:
+        pss, p95, rss, total = (_life(settings, r, c) for c in ("pss_backend_mib_p50", "pss_backend_mib_p95",
+                                                                 "rss_backend_mib_p50", "pss_total_mib"))
+        if pss is not None or rss is not None:
+            parts.append(f"{names[str(r['group'])]}: " + (f"RSS {num(rss)} MiB (PSS not read)" if pss is None else
+                         f"PSS {num(pss)} MiB (p95 {num(p95)}) vs RSS {num(rss)} MiB, {num(total)} MiB PSS for "
+                         "all its connections together"))
+    return ("Server memory per app connection (median per backend): " + "; ".join(parts) + ". RSS counts shared "
+            "pages (shared_buffers, the postgres binary) in full in every backend; PSS divides them among the "
+            "processes sharing them, so PSS adds up across backends and RSS does not.") if parts else None
 
 
 def not_persistent(k: dict[str, Any], names: dict[str, str]) -> str:
@@ -311,11 +377,13 @@ def saturation(groups: pd.DataFrame, names: dict[str, str]) -> str | None:
             + ".")
 
 
-def findings(groups: pd.DataFrame, settings: Settings) -> dict[str, Any] | None:
+def findings(groups: pd.DataFrame, settings: Settings,
+             versions: dict[str, str | None] | None = None) -> dict[str, Any] | None:
     if not len(groups) or not (groups["completed"] > 0).any():
         return None
     names = labels(groups, settings.axes)
-    return {"table": table(groups, names), "ranking": ranking(groups, names), "claims": claims(groups, settings, names),
+    return {"table": table(groups, names), "ranking": ranking(groups, names),
+            "claims": claims(groups, settings, names, versions),
             "saturation": saturation(groups, names)}
 
 

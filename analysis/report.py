@@ -48,10 +48,15 @@ TABLE_COLUMNS = (
     ("connect_s_per_s", "s connecting per s"), ("pool_ms_p95", "pool wait p95 ms"), ("db_ms_p50", "db p50 ms"),
     ("outside_ms_p50", "outside app p50 ms"), ("pgb_clients_peak", "PgB clients"),
     ("pgb_servers_peak", "PgB servers"), ("cpu_locust", "Locust CPU %"), ("generator_saturated", "generator saturated"),
-    ("generator_lagged", "generator lagged"),
+    ("generator_lagged", "generator lagged"), ("requests_per_connection_p50", "req per conn p50"),
+    ("threads_seen", "threads seen"), ("pss_backend_mib_p50", "PSS/backend MiB"),
+    ("rss_backend_mib_p50", "RSS/backend MiB"), ("pss_total_mib", "backends PSS MiB"),
 )
 # Open-model columns, shown when some cell is open-model (in a closed loop they say nothing).
 OPEN_COLUMNS = ("offered_rps", "achieved_rps", "dropped", "lag_p99_ms", "generator_lagged")
+# Each connection's life story (analysis/lifecycle.py), shown when some cell recorded it (schema 5's backends.csv).
+LIFE_COLUMNS = ("requests_per_connection_p50", "threads_seen", "pss_backend_mib_p50", "rss_backend_mib_p50",
+                "pss_total_mib")
 GROUP_COLUMNS = ("group", "completed", "rank", "rps", "rps_lo", "rps_hi", "lat_p50", "lat_p50_lo", "lat_p50_hi",
                  "lat_p95", "lat_p95_lo", "lat_p95_hi", "lat_p99", "lat_p99_lo", "lat_p99_hi", "churn_per_s",
                  "churn_per_s_lo", "churn_per_s_hi", "conn_peak", "conn_peak_lo", "conn_peak_hi", "interval_method")
@@ -242,7 +247,7 @@ def _cell_section(cell: CellData, row: dict[str, Any], charts: list[Chart]) -> d
         paths = R.CellPaths(cell.root)
         for label, path in [("Locust report", paths.locust_report), *[(p.name, p) for p in (
                 paths.json, paths.requests, paths.connections, paths.db, paths.pgbouncer, paths.processes,
-                paths.events)]]:
+                paths.events, paths.backends, paths.connections_life)]]:
             if path.is_file():
                 links.append((label, _href(*path.relative_to(cell.root.parent.parent).parts)))
     params = ", ".join(f"{k}={fmt(v)}" for k, v in cell.params.items() if not isinstance(v, dict))
@@ -257,8 +262,11 @@ def _chart_ctx(chart: Chart, root: Path) -> dict[str, str]:
 
 
 def _summary_columns(summary: pd.DataFrame) -> tuple[tuple[str, str], ...]:
-    open_model = "offered_rps" in summary and summary["offered_rps"].notna().any()
-    return tuple((c, label) for c, label in TABLE_COLUMNS if open_model or c not in OPEN_COLUMNS)
+    def shown(cols: tuple[str, ...]) -> bool:
+        return any(c in summary and summary[c].notna().any() for c in cols)
+    open_model, life = shown(("offered_rps",)), shown(LIFE_COLUMNS)
+    return tuple((c, label) for c, label in TABLE_COLUMNS
+                 if (open_model or c not in OPEN_COLUMNS) and (life or c not in LIFE_COLUMNS))
 
 
 def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: list[Chart],
@@ -323,6 +331,6 @@ def build_report(run_dir: Path | str, charts: bool = True) -> Path:
         results = expectations.evaluate(run, summary)
         if results or run.paths.expectations.exists():
             expectations.write(run.root, results)
-        html = render(context(run, summary, groups, drawn, results, findings(groups, settings)))
+        html = render(context(run, summary, groups, drawn, results, findings(groups, settings, run.manifest.versions)))
         R.write_text_atomic(run.paths.report, html)
     return run.paths.report

@@ -80,6 +80,8 @@ Definitions (all times are unix seconds; "measure" is cell.json phases["measure"
 * Per setting (summary_groups.csv, and on every repeat's row of summary.csv): <figure>_lo/_hi, the interval
   of rps, lat_p50/p95/p99, churn_per_s and conn_peak across the setting's completed repeats, with its
   method and rank (analysis/settings.py, analysis/stats.py).
+* Why it holds what it holds (requests_per_connection_p50 .. pss_total_mib, and each cell's connections_life.csv):
+  analysis/lifecycle.py's docstring defines them; blank for a cell without backends.csv (schema < 5), never 0.
 * Damaged cells (see analysis/load.py): status "damaged", the reason in `damage`, no figures at all.
   dropped_lines (completed cells): requests.csv lines dropped, a torn last line or malformed rows; they are
   never counted as requests (a torn line is not a failed request).
@@ -100,6 +102,7 @@ from connbench import results as R
 from connbench.analysis.connect_cost import cost_metrics, server_setup_metrics
 from connbench.analysis.generators import generator_frame, generator_metrics
 from connbench.analysis.growth import growth
+from connbench.analysis.lifecycle import life_metrics, life_paths, write_lives
 from connbench.analysis.load import CellData, RunData, load_run
 from connbench.analysis.settings import groups_frame, with_intervals
 from connbench.analysis.stats import median_interval
@@ -315,7 +318,7 @@ def cell_row(cell: CellData) -> dict[str, Any]:
     row.update(flatten_params(cell.params))
     if cell.completed:  # partial files of a failed or damaged cell would give misleading numbers
         for part in (request_metrics, timing_metrics, connection_metrics, db_metrics, pgbouncer_metrics,
-                     cpu_metrics, generator_metrics, server_setup_metrics):
+                     cpu_metrics, generator_metrics, server_setup_metrics, life_metrics):
             row.update(part(cell))
         if row.get("generator_cpu_max", 0) >= SATURATION_PCT:  # one worker at a core: its share was capped
             row["generator_saturated"] = True
@@ -363,8 +366,8 @@ def _write(df: pd.DataFrame, path: Path) -> None:
     R.write_text_atomic(path, df.to_csv(index=False))
 
 
-def summary_paths(run: RunData) -> tuple[Path, Path, Path]:
-    return run.paths.summary, run.paths.summary_groups, run.paths.summary_generators
+def summary_paths(run: RunData) -> tuple[Path, ...]:
+    return run.paths.summary, run.paths.summary_groups, run.paths.summary_generators, *life_paths(run)
 
 
 def summaries(run: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -375,9 +378,10 @@ def summaries(run: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def write_summaries(run: RunData, df: pd.DataFrame, groups: pd.DataFrame) -> None:
-    """Write summary.csv and summary_groups.csv atomically."""
+    """Write summary.csv, summary_groups.csv and each cell's connections_life.csv atomically."""
     check_outputs(summary_paths(run))
     with writing(run.root):
+        write_lives(run)
         _write(df, run.paths.summary)
         _write(groups, run.paths.summary_groups)
         _write(generator_frame(run), run.paths.summary_generators)

@@ -81,10 +81,11 @@ def locust_rate(k: Knobs, dynos, sup: Supervisor, out: Path, log: bool) -> float
     load = LoadConfig(targets=[d.url for d in dynos], mix=k.mix.model_dump(), rate=k.rate,
                       request_log_dir=str(paths.locust_raw) if log else None, started_file=str(paths.locust_started))
     cfg = locust.LocustConfig(users=k.users, spawn_rate=k.spawn_rate, run_time_s=max(1, round(k.duration)))
-    proc = locust.start(cfg, load, sup, paths, ROOT)
-    locust.wait_started(proc, paths)
-    proc.wait(timeout=k.duration + 60)
-    sup.stop(proc)
+    run = locust.start(cfg, load, sup, paths, ROOT)
+    locust.wait_started(run, paths, cfg)
+    run.master.wait(timeout=k.duration + 60)
+    for proc in run.procs:
+        sup.stop(proc)
     stats = [s for s in json.loads(paths.locust_stats.with_suffix(".json").read_text()) if s["num_requests"]]
     total = sum(s["num_requests"] for s in stats)
     span = max(s["last_request_timestamp"] for s in stats) - min(s["start_time"] for s in stats)
@@ -102,6 +103,49 @@ def hook_cost_us(n: int = 200_000) -> float:
             log.on_request("GET", "/health", 1.234567 + i, 17, None, {"dyno": 0}, None, time.time())
         log.close()
         return (time.process_time() - t0) / n * 1e6
+
+
+def server_timing_cost_us(conninfo: dict, n: int = 200_000) -> dict:
+    """CPU microseconds per request that Server-Timing's connection ids add: in the app (the backend pid read
+    client-side, the thread id, Django's close rule, the longer header) and in Locust (parsing it), each
+    against the header without them, on a real psycopg connection."""
+    import threading
+
+    import psycopg
+
+    from connbench.contract import parse_server_timing, server_timing_header
+    from connbench.target_app.timing import backend_pid, close_due
+
+    class Wrapper:  # the DatabaseWrapper attributes the middleware reads
+        autocommit, settings_dict, close_at = True, {"AUTOCOMMIT": True}, None
+
+    w = Wrapper()
+    with psycopg.connect(**conninfo) as conn:
+        w.connection = conn  # type: ignore[attr-defined]
+
+        def per_request(ids: bool) -> float:
+            t0 = time.process_time()
+            for _ in range(n):
+                if ids:
+                    thread = threading.get_native_id()
+                    server_timing_header(1.0, 0.0, 2.0, 3.0, False, backend_pid(w), 4242, thread, close_due(w))
+                else:
+                    server_timing_header(1.0, 0.0, 2.0, 3.0, False)
+            return (time.process_time() - t0) / n * 1e6
+
+        app = [per_request(True) - per_request(False) for _ in range(3)]
+    header = server_timing_header(1, 0, 2, 3, False, 12345, 4242, 4243, False)
+    old = server_timing_header(1, 0, 2, 3, False)
+
+    def parse(h: str) -> float:
+        t0 = time.process_time()
+        for _ in range(n):
+            parse_server_timing(h)
+        return (time.process_time() - t0) / n * 1e6
+
+    client = [parse(header) - parse(old) for _ in range(3)]
+    return {"app_added_us_per_request": round(statistics.median(app), 2),
+            "locust_added_us_per_request": round(statistics.median(client), 2)}
 
 
 def main() -> int:
@@ -137,6 +181,10 @@ def main() -> int:
         out["method"]["request_log"] = (f"1 Locust process, 20 FastHttpUsers on /health (no database), 1 dyno x 2 "
                                         f"sync workers; {args.rounds} alternated {args.seconds:.0f} s runs each way; "
                                         "throughput from Locust's own stats.json")
+        # after the request log's hook: Locust's gevent patching must come before Django is imported
+        out["server_timing_ids"] = server_timing_cost_us(server.conn.app_kwargs())
+        out["method"]["server_timing_ids"] = ("200,000 headers with and without backend/worker/thread/close, 3 "
+                                              "alternated rounds, median difference of process CPU")
     finally:
         sup.stop_all()
         remove_service_dir(tmp, "pg")

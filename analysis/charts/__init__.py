@@ -1,4 +1,5 @@
-"""Charts of a run, as PNG (for the report) and SVG (for papers) under charts/.
+"""Charts of a run under charts/: overview charts as PNG (for the report) and SVG (for papers), per-cell
+charts as one SVG each (the report shows it).
 
 Each chart is skipped, not drawn empty, when its data is missing (a failed cell, no PgBouncer).
 """
@@ -28,7 +29,7 @@ def draw_charts(run_dir: RunData | Path | str, summary: pd.DataFrame | None = No
     for cell in (c for c in run.cells if c.root is not None and c.status != "skipped"):
         charts += [connections_chart(cell, out), latency_chart(cell, out), pgbouncer_chart(cell, out)]
     drawn = [c for c in charts if c is not None]
-    keep = {p for c in drawn for p in (c.png, c.svg)}
+    keep = {p for c in drawn for p in (c.png, c.svg)}  # a per-cell chart's one SVG is both
     for stale in [*out.glob("*.png"), *out.glob("*.svg")]:  # charts/ is ours: drop what a rebuild no longer draws
         if stale not in keep:
             stale.unlink(missing_ok=True)

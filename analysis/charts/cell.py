@@ -1,4 +1,8 @@
-"""Charts of one cell over time: server connections, response time percentiles, PgBouncer's clients."""
+"""Charts of one cell over time: server connections, response time percentiles, PgBouncer's clients.
+
+Hand-built SVG (charts.svg), one file each: matplotlib took 0.3 s a chart and a run draws three per cell.
+The report embeds the SVG itself, so the Chart's png and svg are the same file.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +11,37 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from connbench import results as R
-from connbench.analysis.charts.common import PHASE_COLORS, STATE_COLORS, Chart, plt, save
+from connbench.analysis.charts.common import PHASE_COLORS, STATE_COLORS, Chart
+from connbench.analysis.charts.svg import DASHED, DOTTED, Plot
 from connbench.analysis.load import CellData
 from connbench.analysis.windows import connection_totals, is_dropped, offered_rps
 
-
-def _cell_chart(fig: Figure, ax: Axes, cell: CellData, out: Path, kind: str, ylabel: str, title: str,
-                xlabel: str = "time since cell start (s)") -> Chart:
-    """Label, title and save a per-cell chart over time."""
-    title = f"{title}: {cell.cell_id}"
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=8)  # off the curves and labels
-    name = f"{kind}_{re.sub(r'[^A-Za-z0-9._-]+', '_', cell.cell_id)}"  # a safe file name
-    return save(fig, out, name, title, cell.cell_id, kind)
+FAULT_COLOR = "#7b1fa2"
+TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+         "#17becf")  # matplotlib's default cycle, for states STATE_COLORS does not name (as before)
 
 
-def _shade_phases(ax: Axes, cell: CellData, t0: float) -> None:
+def _plot(cell: CellData, title: str, ylabel: str, xlabel: str = "time since cell start (s)") -> Plot:
+    """A per-cell plot titled with the cell id, its phases shaded (first, so everything is drawn over them)."""
+    plot = Plot(f"{title}: {cell.cell_id}", xlabel, ylabel)
+    t0 = cell.t0 or 0.0
     for name, (color, label) in PHASE_COLORS.items():
         if w := cell.phase(name):
-            ax.axvspan(w[0] - t0, w[1] - t0, color=color, alpha=0.35, label=label, lw=0)
+            plot.band(w[0] - t0, w[1] - t0, color, label)
+    return plot
 
 
-def _faults(ax: Axes, cell: CellData, t0: float) -> None:
+def _save(plot: Plot, cell: CellData, out: Path, kind: str) -> Chart:
+    """Faults last (on top), then one SVG file, written atomically: a report never links half a chart."""
+    t0 = cell.t0 or 0.0
     ev = cell.csv(R.EVENTS_CSV).pipe(lambda e: e[e["kind"].astype(str).str.startswith("fault")])
-    for i, (_, row) in enumerate(ev.iterrows()):
-        ax.axvline(row["t"] - t0, color="#7b1fa2", ls="--", lw=1.5, label="fault" if i == 0 else None)
-        ax.annotate(str(row["kind"]), (row["t"] - t0, 1), xycoords=("data", "axes fraction"),
-                    rotation=90, va="top", ha="right", fontsize=8, color="#7b1fa2")
+    for i, (t, kind_) in enumerate(zip(ev["t"].to_numpy(float), ev["kind"].astype(str), strict=True)):
+        plot.vline(t - t0, FAULT_COLOR, label="fault" if i == 0 else None, text=kind_)
+    path = out / f"{kind}_{re.sub(r'[^A-Za-z0-9._-]+', '_', cell.cell_id)}.svg"  # a safe file name
+    R.write_text_atomic(path, plot.render())
+    return Chart(plot.title, path, path, cell.cell_id, kind)
 
 
 def connections_chart(cell: CellData, out: Path) -> Chart | None:
@@ -48,29 +52,22 @@ def connections_chart(cell: CellData, out: Path) -> Chart | None:
     states = c.pivot_table(index="t", columns="state", values="count", aggfunc="sum")
     states = states.reindex(tot.index).fillna(0)
     states = states.loc[:, states.sum() > 0]  # the sampler's "none" rows (count 0) mark empty samples
-    fig, ax = plt.subplots(figsize=(10, 4.2))
-    _shade_phases(ax, cell, t0)
+    plot = _plot(cell, "Server connections over time", "connections on PostgreSQL")
     x = tot.index.to_numpy(float) - t0
-    if len(states.columns):
-        colors = [STATE_COLORS.get(s, None) for s in states.columns]
-        ax.stackplot(x, *[states[s].to_numpy(float) for s in states.columns], step="post", alpha=0.55,
-                     labels=[f"state: {s or '(no state)'}" for s in states.columns],
-                     colors=[col or f"C{i + 3}" for i, col in enumerate(colors)])
-    ax.step(x, tot.to_numpy(float), where="post", color="black", lw=2, label="server connections (total)")
+    plot.stack(x, [(states[s].to_numpy(float), STATE_COLORS.get(s) or TAB10[(i + 3) % 10],
+                    f"state: {s or '(no state)'}") for i, s in enumerate(states.columns)])
+    plot.line(x, tot.to_numpy(float), "black", "server connections (total)", width=2, step=True)
     top = float(tot.max())
     maxc = cell.csv(R.DB_CSV)["max_connections"].dropna()
     if len(maxc):
         limit = float(maxc.iloc[-1])
         if limit <= max(3 * top, 10):  # a far-away limit would flatten the curve; say it in words instead
-            ax.axhline(limit, color="#d62728", ls=":", lw=2, label=f"max_connections = {limit:g}")
+            plot.hline(limit, "#d62728", f"max_connections = {limit:g}", width=2, dash=DOTTED)
             top = max(top, limit)
         else:
-            ax.text(0.99, 0.97, f"max_connections = {limit:g} (off scale)", transform=ax.transAxes,
-                    ha="right", va="top", fontsize=9, color="#d62728")
-    _faults(ax, cell, t0)
-    ax.set_ylim(0, top * 1.15 + 1)
-    return _cell_chart(fig, ax, cell, out, "connections", "connections on PostgreSQL",
-                       "Server connections over time")
+            plot.note(f"max_connections = {limit:g} (off scale)", "#d62728")
+    plot.ylim = (0, top * 1.15 + 1)
+    return _save(plot, cell, out, "connections")
 
 
 def latency_bins(cell: CellData) -> pd.DataFrame:
@@ -95,19 +92,16 @@ def latency_chart(cell: CellData, out: Path) -> Chart | None:
     bins, t0 = latency_bins(cell), cell.t0
     if not len(bins) or t0 is None:
         return None
-    fig, ax = plt.subplots(figsize=(10, 4.2))
-    _shade_phases(ax, cell, t0)
+    plot = _plot(cell, "Response time percentiles over time", "response time (ms)",
+                 "schedule time since cell start (s), 1 s bins")
     x = bins.index.to_numpy(float) + 0.5
     for q, color in ((50, "#1f77b4"), (95, "#ff7f0e"), (99, "#d62728")):
-        ax.plot(x, bins[f"p{q}"].to_numpy(), marker="o", ms=3, color=color, label=f"response p{q}")
+        plot.line(x, bins[f"p{q}"].to_numpy(float), color, f"response p{q}", marker=True)
     if "svc_p50" in bins:
-        ax.plot(x, bins["svc_p50"].to_numpy(), ls="--", color="#1f77b4", label="service time p50 (from sending)")
+        plot.line(x, bins["svc_p50"].to_numpy(float), "#1f77b4", "service time p50 (from sending)", dash=DASHED)
     lo, hi = float(bins.min().min()), float(bins.max().max())
-    if hi / max(lo, 1e-3) > 50:
-        ax.set_yscale("log")
-    _faults(ax, cell, t0)
-    return _cell_chart(fig, ax, cell, out, "latency", "response time (ms)", "Response time percentiles over time",
-                       xlabel="schedule time since cell start (s), 1 s bins")
+    plot.ylog = hi / max(lo, 1e-3) > 50
+    return _save(plot, cell, out, "latency")
 
 
 def pgbouncer_chart(cell: CellData, out: Path) -> Chart | None:
@@ -115,17 +109,15 @@ def pgbouncer_chart(cell: CellData, out: Path) -> Chart | None:
     if p is None or not len(p) or t0 is None:
         return None
     x = p["t"].to_numpy(float) - t0
-    fig, ax = plt.subplots(figsize=(10, 4.2))
-    _shade_phases(ax, cell, t0)
+    plot = _plot(cell, "PgBouncer clients vs server connections", "connections")
     clients = (p["cl_active"].fillna(0) + p["cl_waiting"].fillna(0)).to_numpy(float)
     servers = p[["sv_active", "sv_idle", "sv_used", "sv_login"]].fillna(0).sum(axis=1).to_numpy(float)
-    ax.step(x, clients, where="post", lw=2, color="#1f77b4", label="clients (cl_active + cl_waiting)")
-    ax.step(x, p["cl_waiting"].fillna(0).to_numpy(float), where="post", color="#ff7f0e", label="clients waiting")
-    ax.step(x, servers, where="post", lw=2, color="black", label="server connections (sv_*)")
+    plot.line(x, clients, "#1f77b4", "clients (cl_active + cl_waiting)", width=2, step=True)
+    plot.line(x, p["cl_waiting"].fillna(0).to_numpy(float), "#ff7f0e", "clients waiting", step=True)
+    plot.line(x, servers, "black", "server connections (sv_*)", width=2, step=True)
     pg = connection_totals(cell)
     if len(pg):
-        ax.step(pg.index.to_numpy(float) - t0, pg.to_numpy(float), where="post", ls="--", color="#2ca02c",
-                label="PostgreSQL backends (sampled)")
-    _faults(ax, cell, t0)
-    ax.set_ylim(bottom=0)
-    return _cell_chart(fig, ax, cell, out, "pgbouncer", "connections", "PgBouncer clients vs server connections")
+        plot.line(pg.index.to_numpy(float) - t0, pg.to_numpy(float), "#2ca02c", "PostgreSQL backends (sampled)",
+                  dash=DASHED, step=True)
+    plot.ylim = (0, None)
+    return _save(plot, cell, out, "pgbouncer")

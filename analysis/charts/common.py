@@ -1,5 +1,5 @@
-"""What every chart shares: the file format (PNG for the report, SVG for papers), colours, markers and the
-layout pass that keeps labels off each other."""
+"""What every chart shares: the descriptor, the files (matplotlib's: PNG for the report, SVG for papers),
+colours, markers and the layout pass that keeps labels off each other."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ plt.rcParams.update({"figure.dpi": 100, "font.size": 10, "axes.grid": True, "gri
 
 @dataclass(frozen=True)
 class Chart:
+    """A drawn chart. png: the image the report shows (the SVG itself for the hand-built per-cell charts,
+    cell.py); svg: the vector file it links. cell_id: None for a chart of the whole run."""
     title: str
     png: Path
     svg: Path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 
 class HeadroomDict(TypedDict):
@@ -16,6 +16,8 @@ class HeadroomDict(TypedDict):
     preboot: NotRequired[bool]
     one_off: NotRequired[int]
     note: NotRequired[str]
+    memory_mib: NotRequired[float]
+    memory_measure: NotRequired[Literal["pss", "rss"]]
 
 
 class _Counted(TypedDict):
@@ -82,6 +84,15 @@ def headroom(per_dyno: int, limit: int, extra_rows: int = 1, preboot: bool = Fal
         c = need(n, per_dyno, preboot, one_off)
         rows.append({"dynos": n, "connections": c, "limit": limit, "fits": c <= limit, **extra})
     return rows
+
+
+def with_memory(rows: list[HeadroomDict], per_backend_mib: float | None,
+                measure: Literal["pss", "rss"] | None) -> list[HeadroomDict]:
+    """Each row with the server memory its connections take: one app backend's (the probe's median) x connections.
+    PSS when the sampler read it; RSS counts shared pages in every backend, so its total overstates."""
+    if per_backend_mib is None or measure is None:
+        return rows
+    return [{**row, "memory_mib": per_backend_mib * row["connections"], "memory_measure": measure} for row in rows]
 
 
 def max_dynos(per_dyno: int, limit: int, preboot: bool = False, one_off: int = 0) -> int | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import statistics
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 import psycopg
@@ -142,6 +145,7 @@ class ProbeRunner:
         limit = self.s.limit or app_slots
         leaked = any(r.leak for r in results.values())
         grew = outgrew(results)
+        mib, measure = backend_memory(self.paths.probe_app.backends) if not self.target else (None, None)
         doc = R.ProbeDoc.model_validate({
             "query": ARTICLE_QUERY,
             "params": self.k.model_dump(),
@@ -161,9 +165,11 @@ class ProbeRunner:
             "per_dyno": per_dyno,
             "limit": limit,
             "max_dynos": None if leaked else plateau.max_dynos(per_dyno, limit, self.s.preboot, self.s.one_off),
-            "headroom": [{"dynos": None, "connections": plateau_value, "limit": limit, "fits": False,
-                          "note": "no plateau: the app leaks connections, so no number of dynos fits for long"}]
-            if leaked else plateau.headroom(per_dyno, limit, preboot=self.s.preboot, one_off=self.s.one_off),
+            "headroom": plateau.with_memory(
+                [{"dynos": None, "connections": plateau_value, "limit": limit, "fits": False,
+                  "note": "no plateau: the app leaks connections, so no number of dynos fits for long"}]
+                if leaked else plateau.headroom(per_dyno, limit, preboot=self.s.preboot, one_off=self.s.one_off),
+                mib, measure),
             "notes": probe.explain(results, pred.at_rest, self.k.worker_class, self.k.threads),
             "started": started,
             "ended": time.time(),
@@ -180,6 +186,29 @@ def outgrew(results: Mapping[probe.ModeName, R.ProbeMode]) -> bool:
     it started (the probe stopped at the server's limit or out of steps before the leak rule could fire)."""
     return any(r.leak is not None or (not r.plateau.settled and bool(r.steps) and
                                       r.steps[-1].count > r.steps[0].count) for r in results.values())
+
+
+def backend_memory(path: Path) -> tuple[float | None, Literal["pss", "rss"] | None]:
+    """One app backend's server memory in MiB over the probe's own samples (backends.csv's mem rows): the median
+    PSS, else the median RSS (labelled: it counts shared pages in full); (None, None) when none was read."""
+    pss: list[float] = []
+    rss: list[float] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("event") != "mem":
+                    continue
+                for values, key in ((pss, "pss_bytes"), (rss, "rss_bytes")):
+                    try:
+                        values.append(float(row.get(key) or "nan") / 2**20)
+                    except ValueError:  # a torn last line
+                        pass
+    except OSError:  # no sampler (--target), or it wrote nothing
+        return None, None
+    pss, rss = [v for v in pss if v == v], [v for v in rss if v == v]  # NaN: not read
+    if pss:
+        return statistics.median(pss), "pss"
+    return (statistics.median(rss), "rss") if rss else (None, None)
 
 
 def print_summary(doc: R.ProbeDoc, console: Console) -> None:
@@ -207,14 +236,23 @@ def print_summary(doc: R.ProbeDoc, console: Console) -> None:
     console.print(f"headroom: {'at least ' if leaked else ''}{doc.per_dyno} connections per dyno (measured"
                   f"{', and growing' if leaked else ''}), limit {limit_arithmetic(doc)}", highlight=False)
     h = Table()
-    for col in ("dynos", "connections", "fits"):
+    memory = any(row.memory_mib is not None for row in doc.headroom)
+    for col in ("dynos", "connections", "fits", *(("server memory",) if memory else ())):
         h.add_column(col)
     for row in doc.headroom:
+        mem = (f"{row.memory_mib:.0f} MiB {(row.memory_measure or '').upper()}",) if row.memory_mib is not None \
+            else ("-",) if memory else ()
         h.add_row("-" if row.dynos is None else str(row.dynos), f"{row.connections} of {row.limit}",
-                  "yes" if row.fits else "NO")
+                  "yes" if row.fits else "NO", *mem)
         if row.note:
             console.print(f"  {row.note}", highlight=False)
     Console(width=max(console.width, 120), markup=False).print(h)
+    if memory:
+        rss = any(row.memory_measure == "rss" for row in doc.headroom)
+        console.print("  server memory: one app backend's median " + (
+            "RSS (PSS not readable; RSS counts shared pages in every backend, so it overstates)" if rss else
+            "PSS (its own pages and its share of shared ones)") + " over the probe's samples, x connections",
+            highlight=False)
     if doc.max_dynos is not None:
         s = doc.settings
         pre, one = s.get("preboot", False), s.get("one_off", 0)

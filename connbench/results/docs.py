@@ -148,6 +148,8 @@ class CellDoc(_Doc):
     # the cost of a new connection on each path the app uses: timed in this cell's verify phase, or in the
     # first earlier cell with the same server, auth and tls (cell_id says which)
     connect_cost: dict[Literal["direct", "pgbouncer"], ConnectCost] = {}
+    # backends.csv's mem rows: "measured" or "not measured: <why>" (the sampler's event); absent: not recorded
+    memory: str | None = Field(None, exclude_if=lambda v: v is None)
 
     @field_validator("phases")
     @classmethod
@@ -375,6 +377,8 @@ class SamplerConfig(BaseModel):
     app_role: str | None  # SET ROLE to this, so the article's query counts the app's role
     interval: float = Field(0.1, gt=0)  # seconds between database samples
     process_interval: float = Field(0.5, gt=0)  # seconds between process samples
+    mem_interval: float = Field(1.0, gt=0)  # seconds between reads of each app backend's memory
+    memory: bool = False  # the server runs on this machine: read its backends' /proc/<pid>/smaps_rollup
     procs_file: str  # CellPaths.procs
     pgbouncer: ConnInfo | None = None  # PgBouncer's admin console
     pgbouncer_database: str | None = None

@@ -81,7 +81,7 @@ SERVER_SETUP_COLUMNS = ("t", "pid", "total_ms", "fork_ms", "auth_ms")
 #   mem   - its memory, every mem_interval: pss_bytes (proportional set size, /proc/<pid>/smaps_rollup: its
 #           own pages plus its share of those it shares) beside rss_bytes (every page it maps, shared ones in
 #           full). Only when the server runs on this machine and the sampler can read the files
-#           (cell.json's sampler.memory says why not otherwise).
+#           (cell.json's memory says why not otherwise).
 # backend_start is unix seconds. Through PgBouncer these are PgBouncer's server connections.
 BACKENDS_COLUMNS = ("t", "event", "pid", "backend_start", "dyno", "worker", "state", "samples", "idle_samples",
                     "pss_bytes", "rss_bytes")

@@ -7,6 +7,7 @@ on every path out: success, exception, Ctrl-C.
 
 from __future__ import annotations
 
+import csv
 import time
 from collections.abc import Callable
 from typing import TypedDict, Unpack
@@ -74,7 +75,7 @@ class CellRunner:
     def run(self) -> R.CellDoc:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         for stale in (self.paths.requests, self.paths.connections, self.paths.db, self.paths.pgbouncer,
-                      self.paths.processes, self.paths.events):
+                      self.paths.processes, self.paths.events, self.paths.backends):
             stale.unlink(missing_ok=True)  # a rerun of a failed cell starts clean
         for raw in self.paths.locust_raw.glob("*.csv"):
             raw.unlink()  # an earlier attempt's request logs and worker reports would be merged with this one's
@@ -115,6 +116,7 @@ class CellRunner:
                 if self.paths.locust_raw.exists() else 0
             locust.merge_generators(self.paths)
             self._server_setup()
+            self.doc.memory = self._memory()
             self.doc.requests = n
             if self.doc.status == "completed" and n == 0:
                 self.doc.status, self.doc.error = "failed", "no requests were recorded (see locust/locust.log)"
@@ -127,6 +129,15 @@ class CellRunner:
         rows = self.server.read_setup_durations()  # None: your server (--database-url) or before PostgreSQL 18
         if rows is not None:
             write_csv_atomic(self.paths.server_setup, R.SERVER_SETUP_COLUMNS, rows)
+
+    def _memory(self) -> str | None:
+        """What the sampler said of backends' memory (events.csv's "memory" event), for cell.json."""
+        try:
+            with open(self.paths.events, newline="", encoding="utf-8") as fh:
+                said = [r["detail"] for r in csv.DictReader(fh) if r.get("kind") == "memory"]
+        except OSError:
+            return None
+        return said[-1] if said else None
 
     def _connect_cost(self) -> dict[ConnPath, R.ConnectCost]:
         """Each path's cost: known from an earlier cell with this server, auth and tls, else timed now."""

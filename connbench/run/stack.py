@@ -220,6 +220,7 @@ class Stack:
         conf = R.SamplerConfig(
             cell_dir=str(self.paths.root), pg=R.ConnInfo(**conn.super_kwargs()), app_role=conn.app_user,
             interval=self.sample_interval, procs_file=str(self.paths.procs),
+            memory=self.server.kind != "external",  # embedded and system servers run here: /proc shows their backends
             pgbouncer=R.ConnInfo(**self.bouncer.admin_conninfo()) if self.bouncer else None,
             pgbouncer_database=conn.dbname)
         # it holds passwords: outside the run directory

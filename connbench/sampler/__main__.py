@@ -1,5 +1,6 @@
 """The sampler process (`python -m connbench.sampler CONFIG`): the database, PgBouncer and each
-process's counters, written on one clock every `interval` seconds.
+process's counters, written on one clock every `interval` seconds; each app backend's life and memory
+(backends.csv, connbench/sampler/backends.py).
 
 It has one database session of its own, excluded from every count. It connects as the superuser
 (so it takes no slot of the app's) and SETs ROLE to the app's role, so the Heroku article's query
@@ -17,6 +18,7 @@ from pathlib import Path
 import psycopg
 
 from connbench.results import (
+    BACKENDS_COLUMNS,
     CONNECTIONS_COLUMNS,
     DB_COLUMNS,
     PGBOUNCER_COLUMNS,
@@ -24,7 +26,9 @@ from connbench.results import (
     CellPaths,
     CsvAppender,
     SamplerConfig,
+    append_event,
 )
+from connbench.sampler.backends import MEASURED, BackendTracker, memory_verdict, write_memory
 from connbench.sampler.processes import ProcessReader
 from connbench.sampler.readers import POOL_STATES, BouncerReader, DbReader, parse_appname
 
@@ -33,6 +37,7 @@ def run(config: SamplerConfig) -> None:
     paths = CellPaths(Path(config.cell_dir))
     interval = config.interval
     proc_every = max(1, round(config.process_interval / interval))
+    mem_every = max(1, round(config.mem_interval / interval))
     stop = {"flag": False}
 
     def _stop(*_a: object) -> None:
@@ -44,6 +49,9 @@ def run(config: SamplerConfig) -> None:
     conns = CsvAppender(paths.connections, CONNECTIONS_COLUMNS)
     dbw = CsvAppender(paths.db, DB_COLUMNS)
     procw = CsvAppender(paths.processes, PROCESSES_COLUMNS)
+    backw = CsvAppender(paths.backends, BACKENDS_COLUMNS)
+    tracker = BackendTracker(backw)
+    verdict: str | None = None  # memory: said once, as events.csv's "memory" event
     db = DbReader(config.pg.kwargs(), config.app_role)
     bouncer: tuple[BouncerReader, CsvAppender] | None = None
     if config.pgbouncer is not None:
@@ -64,6 +72,13 @@ def run(config: SamplerConfig) -> None:
             if not groups:
                 conns.write((now, "postgres", "", "", "none", 0))
             dbw.write((now, *dbrow, *db.limits, article, total, ssl))
+            # the app's by role, not application_name: PgBouncer's server connections take a client's name
+            tracker.update(now, (b for b in db.backends if b.is_app))
+            if verdict is None:
+                verdict = memory_verdict(config.memory, db.backend_pid)
+                append_event(paths.events, now, "memory", verdict)
+            if verdict == MEASURED and n % mem_every == 0:
+                write_memory(now, tracker, backw)
         except psycopg.Error as e:
             errors += 1
             if errors <= 5 or errors % 50 == 0:
@@ -82,7 +97,7 @@ def run(config: SamplerConfig) -> None:
                 procw.write(row)
         n += 1
         if n == 1 or time.monotonic() - last_flush >= 1.0:  # the first at once: the harness waits for it
-            for w in (conns, dbw, procw, bouncer[1] if bouncer else None):
+            for w in (conns, dbw, procw, backw, bouncer[1] if bouncer else None):
                 if w is not None:
                     w.flush()
             last_flush = time.monotonic()
@@ -90,7 +105,10 @@ def run(config: SamplerConfig) -> None:
         time.sleep(max(0.0, next_t - time.monotonic()))
         if next_t < time.monotonic() - interval:  # fell behind: do not burst to catch up
             next_t = time.monotonic()
-    for w in (conns, dbw, procw, bouncer[1] if bouncer else None):
+    tracker.close()
+    if verdict is None:
+        append_event(paths.events, time.time(), "memory", "not measured: the sampler never reached the server")
+    for w in (conns, dbw, procw, backw, bouncer[1] if bouncer else None):
         if w is not None:
             w.close()
     db.close()

@@ -170,3 +170,34 @@ def test_server_timing_parts_fit_in_the_service_time(sampled):
         r = _timed(reqs, m0, m1)
         inside = r.connect_ms + r.pool_ms + r.db_ms + r.app_ms
         assert (inside <= r.service_ms + CLOCK_TOLERANCE_MS).all(), (cell_id, (inside - r.service_ms).max())
+
+
+def test_every_backend_is_one_threads_own_and_is_reused(sampled):
+    """Why it holds 8: each of the 8 threads (4 workers x 2) has its own connection and keeps it.
+
+    Server-Timing names the backend, worker and thread of every request's queries; the counts come from the
+    sampler, so the two sides are independent."""
+    doc, (m0, m1), conns, db, reqs, procs = load_cell(sampled, "cma-none")
+    r = _timed(reqs, m0, m1)
+    assert r.backend_pid.notna().all() and r.thread.notna().all() and r.worker_pid.notna().all()
+    assert (r.backend_pid > 0).all() and (r.thread > 0).all()
+    owners = r.groupby("backend_pid")[["worker_pid", "thread"]].nunique()
+    assert (owners == 1).all().all(), owners  # one (worker, thread) per backend
+    threads = r.groupby(["worker_pid", "thread"]).backend_pid.nunique()
+    assert (threads == 1).all(), threads  # and one backend per thread: none reopened
+    pg = conns[(conns.source == "postgres") & (conns.t >= m0) & (conns.t < m1)].groupby("t")["count"].sum()
+    assert r.backend_pid.nunique() == pg.max() == 8  # distinct backends = the plateau
+    assert r.groupby("backend_pid").size().median() >= 50  # requests per connection: reused, not reopened
+    assert (r.conn_close == 0).all()  # CONN_MAX_AGE=None: never due to close
+    from connbench.analysis.load import load_run
+    from connbench.analysis.summarize import summaries
+    row = summaries(load_run(sampled))[0].set_index("cell_id").loc["cma-none"]
+    assert row["requests_per_connection_p50"] >= 50 and row["threads_seen"] == 8 and row["connections_used"] == 8
+    assert row["threads_per_worker_max"] == 2 and row["connections_per_thread"] == 1
+
+
+def test_conn_max_age_0_says_each_connection_is_due_to_close(sampled):
+    _, (m0, m1), _, _, reqs, _ = load_cell(sampled, "cma-0")
+    r = _timed(reqs, m0, m1)
+    assert (r.conn_close == 1).mean() >= 0.99  # Django closes it at request end: a new backend per request
+    assert r.backend_pid.nunique() >= 0.9 * len(r)
