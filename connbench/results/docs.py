@@ -148,8 +148,7 @@ class CellDoc(_Doc):
     # the cost of a new connection on each path the app uses: timed in this cell's verify phase, or in the
     # first earlier cell with the same server, auth and tls (cell_id says which)
     connect_cost: dict[Literal["direct", "pgbouncer"], ConnectCost] = {}
-    # backends.csv's mem rows: "measured" or "not measured: <why>" (the sampler's event); absent: not recorded
-    memory: str | None = Field(None, exclude_if=lambda v: v is None)
+    memory: str | None = Field(None, exclude_if=lambda v: v is None)  # backends' memory: "measured", or why not
 
     @field_validator("phases")
     @classmethod
@@ -175,6 +174,7 @@ class ManifestCell(_Part):
     skip_reason: str | None = None
     overhead_s: float | None = None
     requests: int | None = None
+    memory: str | None = Field(None, exclude_if=lambda v: v is None)  # CellDoc.memory: read, or why not
 
 
 class Pruned(_Part):
@@ -243,7 +243,7 @@ class Manifest(_Doc):
         """A cell's outcome, from its cell.json, into its entry."""
         for entry in self.cells:
             if entry.cell_id == doc.cell_id:
-                for key in ("status", "error", "skip_reason", "overhead_s", "requests"):
+                for key in ("status", "error", "skip_reason", "overhead_s", "requests", "memory"):
                     setattr(entry, key, getattr(doc, key))
         for path, cost in doc.connect_cost.items():
             self.calibration.setdefault(calibration_key(doc.params, path), cost)

@@ -59,8 +59,13 @@ def test_headroom_for_a_20_connection_plan(two_by_three):
     doc, out, _ = two_by_three
     assert doc["server"]["app_slots"] == 20 and doc["per_dyno"] == 3 and doc["max_dynos"] == 6
     assert "at most 6 dynos of this shape fit in 20 connections (18 connections)" in out
-    assert doc["headroom"][-1] == {"dynos": 7, "connections": 21, "limit": 20, "fits": False, "preboot": False,
-                                   "one_off": 0, "note": None}
+    last = doc["headroom"][-1]
+    assert {k: v for k, v in last.items() if not k.startswith("memory")} == {
+        "dynos": 7, "connections": 21, "limit": 20, "fits": False, "preboot": False, "one_off": 0, "note": None}
+    # server memory: one backend's median PSS (a few MiB on this PostgreSQL) times the row's connections
+    per_backend = [row["memory_mib"] / row["connections"] for row in doc["headroom"]]
+    assert last["memory_measure"] == "pss" and 0.3 < per_backend[0] < 30
+    assert max(per_backend) - min(per_backend) < 1e-9 and "server memory" in out and "MiB PSS" in out
 
 
 def test_remote_target_needs_allow_remote(tmp_path):

@@ -97,6 +97,9 @@ def test_run_on_your_database(tmp_path, run_dir, their_postgres):
     m0, m1 = cell.phase("measure")
     pg = conns[(conns.source == "postgres") & conns.worker.notna() & (conns.t >= m0 + (m1 - m0) / 2) & (conns.t < m1)]
     assert (pg.groupby("t")["count"].sum() == 2).all() and len(pg)
+    # the server is not connbench's: its backends' memory is not read, and the manifest and cell.json say so
+    assert manifest["cells"][0]["memory"].startswith("not measured") and cell.doc.memory.startswith("not measured")
+    assert not any(cell.csv("backends.csv").event == "mem") and (cell.csv("backends.csv").event == "seen").sum() >= 2
     # nothing created beyond the app's tables: no database, no role; only the migrations' tables
     dbs, roles, tables = _catalog(their_postgres["owner"])
     assert dbs == before[0] and roles == before[1] and before[2] == set()
