@@ -295,6 +295,11 @@ class Supervisor:
             time.sleep(0.02)
         return proc.returncode
 
+    def send(self, proc: subprocess.Popen[bytes], sig: int) -> None:
+        """Signal a live process's group without waiting: several stop at once, then stop() each."""
+        if self.wait(proc, 0) is None:
+            _killpg(proc.pid, sig)
+
     def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         """Signal the process group, wait, then SIGKILL whatever is left of the group."""
         pgid = proc.pid
