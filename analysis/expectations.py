@@ -78,6 +78,14 @@ def _checks(e: Expect, row: dict[str, Any]) -> list[tuple[str, float | None, str
         measured = None if measured is None or pd.isna(measured) else bool(measured)
         out.append(("connections bounded ==", measured, str(e.connections_bounded).lower(),
                     None if measured is None else measured == e.connections_bounded))
+    if e.transaction_pooling_safe is not None:
+        hazardous = _num(row.get("hazard_requests"))
+        safe = None if hazardous is None else hazardous == 0
+        check = "transaction pooling safe =="
+        if hazardous:
+            check += f" (hazards: {row.get('hazard_kinds')}; {int(hazardous):,} requests)"
+        out.append((check, safe, str(e.transaction_pooling_safe).lower(),
+                    None if safe is None else safe == e.transaction_pooling_safe))
     if e.held_after_cooldown_max is not None:
         add("held after cool-down <=", _num(row.get("conn_held")), e.held_after_cooldown_max, lambda m, x: m <= x)
     return out

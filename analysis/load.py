@@ -23,12 +23,13 @@ import pandas as pd
 
 from connbench import results as R
 from connbench.analysis import AnalysisError, SchemaMismatchError
-from connbench.contract import DROPPED, REQUESTS_COLUMNS, TIMING_COLUMNS
+from connbench.contract import DROPPED, HAZARD_COLUMNS, REQUESTS_COLUMNS, TIMING_COLUMNS
 from connbench.text import quoted
 
 # Columns that must parse as numbers; a row whose `t` does not parse (a torn last line) is dropped.
 _NUMERIC = {
-    R.REQUESTS_CSV: ("t_intended", "t_start", "latency_ms", "service_ms", "status", *TIMING_COLUMNS),
+    R.REQUESTS_CSV: ("t_intended", "t_start", "latency_ms", "service_ms", "status",
+                     *(c for c in TIMING_COLUMNS if c not in HAZARD_COLUMNS)),
     R.CONNECTIONS_CSV: ("t", "count"),
     R.DB_CSV: R.DB_COLUMNS,
     R.PGBOUNCER_CSV: R.PGBOUNCER_COLUMNS,

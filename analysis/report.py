@@ -25,6 +25,7 @@ from connbench.analysis.charts.hockey import draw_hockey
 from connbench.analysis.charts.probe import draw_probe
 from connbench.analysis.charts.timing import draw_timing
 from connbench.analysis.findings import findings, labels
+from connbench.analysis.hazards import hazards_frame, verdict
 from connbench.analysis.load import CellData, RunData, load_run
 from connbench.analysis.settings import Settings, groups_frame, with_intervals
 from connbench.analysis.summarize import summary_frame, summary_paths, write_summaries
@@ -284,6 +285,8 @@ def context(run: RunData, summary: pd.DataFrame, groups: pd.DataFrame, charts: l
     return {
         "scenario": _scenario(m),
         "findings": found,
+        "pooling": verdict(run, hazards_frame(run)),
+        "hazards_csv": R.HAZARDS_CSV,
         "environment": environment(run),
         "statuses": sorted(Counter(c.status for c in run.cells).items()),
         "warnings": warnings(run, summary),

@@ -102,6 +102,7 @@ from connbench import results as R
 from connbench.analysis.connect_cost import cost_metrics, server_setup_metrics
 from connbench.analysis.generators import generator_frame, generator_metrics
 from connbench.analysis.growth import growth
+from connbench.analysis.hazards import hazard_metrics, hazards_frame, write_hazards
 from connbench.analysis.lifecycle import life_metrics, life_paths, write_lives
 from connbench.analysis.load import CellData, RunData, load_run
 from connbench.analysis.settings import groups_frame, with_intervals
@@ -318,7 +319,7 @@ def cell_row(cell: CellData) -> dict[str, Any]:
     row.update(flatten_params(cell.params))
     if cell.completed:  # partial files of a failed or damaged cell would give misleading numbers
         for part in (request_metrics, timing_metrics, connection_metrics, db_metrics, pgbouncer_metrics,
-                     cpu_metrics, generator_metrics, server_setup_metrics, life_metrics):
+                     cpu_metrics, generator_metrics, server_setup_metrics, life_metrics, hazard_metrics):
             row.update(part(cell))
         if row.get("generator_cpu_max", 0) >= SATURATION_PCT:  # one worker at a core: its share was capped
             row["generator_saturated"] = True
@@ -367,7 +368,8 @@ def _write(df: pd.DataFrame, path: Path) -> None:
 
 
 def summary_paths(run: RunData) -> tuple[Path, ...]:
-    return run.paths.summary, run.paths.summary_groups, run.paths.summary_generators, *life_paths(run)
+    return (run.paths.summary, run.paths.summary_groups, run.paths.summary_generators, run.paths.hazards,
+            *life_paths(run))
 
 
 def summaries(run: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -378,13 +380,14 @@ def summaries(run: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def write_summaries(run: RunData, df: pd.DataFrame, groups: pd.DataFrame) -> None:
-    """Write summary.csv, summary_groups.csv and each cell's connections_life.csv atomically."""
+    """Write summary.csv, summary_groups.csv, hazards.csv and each cell's connections_life.csv atomically."""
     check_outputs(summary_paths(run))
     with writing(run.root):
         write_lives(run)
         _write(df, run.paths.summary)
         _write(groups, run.paths.summary_groups)
         _write(generator_frame(run), run.paths.summary_generators)
+        write_hazards(run, hazards_frame(run))
 
 
 def summarize(run_dir: Path | str, write: bool = True) -> pd.DataFrame:

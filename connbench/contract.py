@@ -12,8 +12,10 @@ import json
 import os
 import random
 import secrets
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Self, TypeVar
+from urllib.parse import quote, unquote
 
 from connbench.errors import ComponentError
 
@@ -43,6 +45,13 @@ HTTP_5XX = "http_5xx"
 # Django answered it with its own 500, untouched; the class only says it was not a connection failure.
 APP_EXCEPTION = "app_exception"
 CLIENT_ERROR = "client_error"
+# Session state missing on the server connection a transaction pooler gave this transaction: a held cursor
+# (Django's QuerySet.iterator(), DECLARE ... WITH HOLD) or a prepared statement declared on another one;
+# or left on it by another client: Django names its cursors by thread id and counter, the same in every
+# forked worker, so one worker's leftover cursor collides with another's on a shared server connection.
+INVALID_CURSOR = "invalid_cursor"
+PREPARED_STATEMENT_MISSING = "prepared_statement_missing"
+DUPLICATE_CURSOR = "duplicate_cursor"
 # Open model: the schedule said to send, but max_in_flight requests were already out. Never sent, so
 # never a failure of the app: counted apart (k6's dropped_iterations), never silently skipped.
 DROPPED = "dropped"
@@ -52,7 +61,8 @@ UNANSWERED = "unanswered"
 ERROR_CLASSES = (
     TOO_MANY_CLIENTS, DJANGO_POOL_TIMEOUT, DBCP_POOL_TIMEOUT, PGBOUNCER_WAIT_TIMEOUT, PGBOUNCER_MAX_CLIENT_CONN,
     CONNECTION_LOST, DB_UNAVAILABLE, GUNICORN_WORKER_TIMEOUT, CONNECTION_REFUSED, CLIENT_TIMEOUT, HTTP_5XX,
-    APP_EXCEPTION, CLIENT_ERROR, DROPPED, UNANSWERED,
+    APP_EXCEPTION, CLIENT_ERROR, DROPPED, UNANSWERED, INVALID_CURSOR, PREPARED_STATEMENT_MISSING,
+    DUPLICATE_CURSOR,
 )  # fmt: skip
 
 # requests.csv: one row per request, written by the locustfile's request hook. Unix seconds and
@@ -67,11 +77,17 @@ ERROR_CLASSES = (
 # answered; thread: the native id (threading.get_native_id) of the thread that ran the queries, under ASGI the
 # executor thread; conn_close: 1 when Django's rule (CONN_MAX_AGE expired or 0, errors, autocommit changed) had
 # the connection due to close at request end, 0 when it was kept. backend_pid, thread and conn_close are blank
-# when no query ran, never 0.
+# when no query ran, never 0. hazards: the session-state hazard kinds (connbench.sqlhazards.KINDS) the request's
+# statements had, space-separated, blank for none; hazard_examples: for a kind this worker sends the first time
+# on this path, {kind: example statement} as JSON (literals as ?, at most 200 characters), else blank.
 # generator: the Locust process that sent it: "local" (one process), or a worker's name (GENERATOR_ENV, else
 # "w<worker index>").
+# The bundled app's /hazard/<name> endpoints, one per session-state hazard (target_app/hazard_views.py), which
+# the mix's `hazards` weight spreads over.
+HAZARD_ENDPOINTS = ("set", "set_config", "advisory", "listen", "temp", "hold", "prepare", "iterator")
+HAZARD_COLUMNS = ("hazards", "hazard_examples")  # text; the other timing columns are numbers
 TIMING_COLUMNS = ("connect_ms", "pool_ms", "db_ms", "app_ms", "new_conn", "backend_pid", "worker_pid", "thread",
-                  "conn_close")
+                  "conn_close", *HAZARD_COLUMNS)
 REQUESTS_COLUMNS = ("t_intended", "t_start", "endpoint", "latency_ms", "service_ms", "status", "error_class",
                     "dyno", *TIMING_COLUMNS, "generator")
 
@@ -95,7 +111,9 @@ GENERATOR_END = "generator_end"  # the master ended the run itself, every worker
 # in this request; pool: ms waiting for a pooled one; db: ms executing queries; app: the rest of the request inside
 # the app; conn: "new" if it opened one, else "reused"; backend, thread: the backend pid and native thread id of
 # its last query (absent when none ran); worker: the answering process's pid; close: "due" or "keep" (Django's
-# rule at request end, absent when no connection was open).
+# rule at request end, absent when no connection was open). With session-state hazards (connbench.sqlhazards):
+# `hazard;desc="set_session listen"` and, the first time a worker sees a kind on a path, one
+# `hazard_example;desc=<kind>:<example, percent-encoded>` per kind (percent-encoding keeps commas and quotes out).
 SERVER_TIMING = "Server-Timing"
 _TIMING_METRICS = ("connect", "pool", "db", "app")
 _IDS = ("backend", "worker", "thread")
@@ -103,11 +121,15 @@ _IDS = ("backend", "worker", "thread")
 
 def server_timing_header(connect: float, pool: float, db: float, app: float, new_conn: bool,
                          backend: int | None = None, worker: int | None = None, thread: int | None = None,
-                         close_due: bool | None = None) -> str:
+                         close_due: bool | None = None, hazards: Iterable[str] = (),
+                         examples: dict[str, str] | None = None) -> str:
     durs = ", ".join(f"{name};dur={ms:.3f}" for name, ms in zip(_TIMING_METRICS, (connect, pool, db, app), strict=True))
     ids = "".join(f", {name};desc={v}" for name, v in zip(_IDS, (backend, worker, thread), strict=True) if v)
     close = "" if close_due is None else f', close;desc={"due" if close_due else "keep"}'
-    return f'{durs}, conn;desc={"new" if new_conn else "reused"}{ids}{close}'
+    kinds = " ".join(sorted(hazards))
+    extra = f', hazard;desc="{kinds}"' if kinds else ""
+    extra += "".join(f", hazard_example;desc={k}:{quote(v, safe='')}" for k, v in sorted((examples or {}).items()))
+    return f'{durs}, conn;desc={"new" if new_conn else "reused"}{ids}{close}{extra}'
 
 
 def _positive(value: str) -> str:
@@ -117,8 +139,9 @@ def _positive(value: str) -> str:
 
 def parse_server_timing(header: str | None) -> tuple[str, ...]:
     """TIMING_COLUMNS' cells (connect_ms, pool_ms, db_ms, app_ms, new_conn, backend_pid, worker_pid, thread,
-    conn_close) as requests.csv writes them; blanks for what is absent."""
+    conn_close, hazards, hazard_examples) as requests.csv writes them; blanks for what is absent."""
     found: dict[str, str] = {}
+    examples: dict[str, str] = {}
     for entry in (header or "").split(","):
         name, _, params = entry.strip().partition(";")
         for param in params.split(";"):
@@ -132,8 +155,15 @@ def parse_server_timing(header: str | None) -> tuple[str, ...]:
                 found[name] = _positive(value)
             elif key == "desc" and name == "close":
                 found["close"] = {"due": "1", "keep": "0"}.get(value, "")
+            elif key == "desc" and name == "hazard":
+                found["hazard"] = " ".join(k for k in value.split() if k.isidentifier())
+            elif key == "desc" and name == "hazard_example":
+                kind, _, text = value.partition(":")
+                if kind.isidentifier():
+                    examples[kind] = unquote(text)[:200]
     return (*(found.get(m, "") for m in _TIMING_METRICS), found.get("conn", ""),
-            *(found.get(i, "") for i in _IDS), found.get("close", ""))
+            *(found.get(i, "") for i in _IDS), found.get("close", ""), found.get("hazard", ""),
+            json.dumps(examples, sort_keys=True) if examples else "")
 
 
 class ContractError(ComponentError, RuntimeError):
@@ -183,6 +213,7 @@ class AppConfig:
     connect_timeout: int = 10
     view: str = "sync"  # "async": the database endpoints are async views using Django's async ORM
     host: str = "127.0.0.1"  # the address the app is served on: Django's ALLOWED_HOSTS holds it
+    server_side_cursors: str = "auto"  # Django's named cursors: auto (off under transaction pooling), on, off
 
     def allowed_hosts(self) -> list[str]:
         return list(dict.fromkeys(["127.0.0.1", "localhost", "[::1]", f"[{self.host}]" if ":" in self.host
@@ -214,9 +245,9 @@ class AppConfig:
         elif self.pooling == "dj-db-conn-pool":
             db["ENGINE"] = "dj_db_conn_pool.backends.postgresql"
             db["POOL_OPTIONS"] = dict(self.dbcp)
-        elif self.pooling == "pgbouncer-transaction":
-            # Transaction pooling hands each transaction any server connection: named cursors
-            # (server-side) would not survive, so Django's documented setting turns them off.
+        # Transaction pooling hands each transaction any server connection: named cursors (server-side) would not
+        # survive, so by default Django's documented setting turns them off there; "on" shows what they do.
+        if {"on": False, "off": True}.get(self.server_side_cursors, self.pooling == "pgbouncer-transaction"):
             db["DISABLE_SERVER_SIDE_CURSORS"] = True
         return db
 

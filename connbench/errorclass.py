@@ -42,12 +42,15 @@ from connbench.contract import (
     DB_UNAVAILABLE,
     DBCP_POOL_TIMEOUT,
     DJANGO_POOL_TIMEOUT,
+    DUPLICATE_CURSOR,
     ERROR_CLASSES,
     GUNICORN_WORKER_TIMEOUT,
     HTTP_5XX,
+    INVALID_CURSOR,
     OK,
     PGBOUNCER_MAX_CLIENT_CONN,
     PGBOUNCER_WAIT_TIMEOUT,
+    PREPARED_STATEMENT_MISSING,
     TOO_MANY_CLIENTS,
 )
 
@@ -64,6 +67,9 @@ _SQLSTATE = {
     "08003": CONNECTION_LOST,  # connection_does_not_exist
     "08006": CONNECTION_LOST,  # connection_failure
     "57P03": DB_UNAVAILABLE,  # cannot_connect_now: starting up, shutting down, in recovery
+    "34000": INVALID_CURSOR,  # invalid_cursor_name: a held cursor's FETCH on another server connection
+    "26000": PREPARED_STATEMENT_MISSING,  # invalid_sql_statement_name: EXECUTE on another server connection
+    "42P03": DUPLICATE_CURSOR,  # duplicate_cursor: a cursor another client left on this server connection
 }
 
 # psycopg.errors class names for the same SQLSTATEs, for an error that lost its .sqlstate.
@@ -75,6 +81,9 @@ _PSYCOPG_NAMES = {
     "ConnectionDoesNotExist": CONNECTION_LOST,
     "ConnectionFailure": CONNECTION_LOST,
     "CannotConnectNow": DB_UNAVAILABLE,
+    "InvalidCursorName": INVALID_CURSOR,
+    "InvalidSqlStatementName": PREPARED_STATEMENT_MISSING,
+    "DuplicateCursor": DUPLICATE_CURSOR,
 }
 
 # Texts checked before the SQLSTATE: PgBouncer sends all its errors as 08P01.
@@ -111,6 +120,10 @@ _TEXT = (
     ("connection already closed", CONNECTION_LOST),  # psycopg2's wording; not reproduced
     ("could not receive data from server", CONNECTION_LOST),  # libpq; not reproduced
 )
+# Session state that is not on this server connection (the SQLSTATEs above, for a text without one)
+_MISSING_STATE = ((re.compile(r'\b(?:cursor|portal) ".*" does not exist'), INVALID_CURSOR),
+                  (re.compile(r'\bprepared statement ".*" does not exist'), PREPARED_STATEMENT_MISSING),
+                  (re.compile(r'\bcursor ".*" already exists'), DUPLICATE_CURSOR))
 # psycopg_pool.TooManyRequests: "the pool 'pool-2' has already 1 requests waiting"
 _POOL_QUEUE_FULL = re.compile(r"has already \d+ requests waiting")
 
@@ -172,6 +185,9 @@ def _by_text(message: str, sqlstate: str | None) -> str | None:
             return cls
     if _POOL_QUEUE_FULL.search(text):
         return DJANGO_POOL_TIMEOUT
+    for pattern, cls in _MISSING_STATE:
+        if pattern.search(text):
+            return cls
     return None
 
 

@@ -16,7 +16,7 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 from locust.exception import StopUser
 
-from connbench.contract import LoadConfig, arrival_times
+from connbench.contract import HAZARD_ENDPOINTS, LoadConfig, arrival_times
 from connbench.locustfiles import requestlog
 
 LOG = requestlog.install()
@@ -47,6 +47,11 @@ def _configure(environment: Environment, **_kw: Any) -> None:
                      "slow": (f"/db/slow?ms={int(mix.get('slow_ms', 50))}", "/db/slow")}
         NAMES = [e for e in ENDPOINTS if mix.get(e, 0) > 0]
         WEIGHTS = [mix[e] for e in NAMES]
+        if mix.get("hazards", 0) > 0:  # the bundled app's /hazard/<kind> endpoints share the weight equally
+            for name in HAZARD_ENDPOINTS:
+                ENDPOINTS[name] = (f"/hazard/{name}", f"/hazard/{name}")
+                NAMES.append(name)
+                WEIGHTS.append(mix["hazards"] / len(HAZARD_ENDPOINTS))
     OpenUser.concurrency = LOAD.max_in_flight  # the connection pool: one connection per request in flight
 
 

@@ -148,6 +148,31 @@ def server_timing_cost_us(conninfo: dict, n: int = 200_000) -> dict:
             "locust_added_us_per_request": round(statistics.median(client), 2)}
 
 
+def hazard_cost_us(n: int = 100_000) -> dict:
+    """CPU microseconds per statement that the session-state classifier adds in the app's wrapper: an ORM
+    statement seen before (Django's SQL text repeats, its parameters apart: the classifier's cache answers), one
+    never seen (a new text every time: the full scan), and a hazard (SET without LOCAL, never seen)."""
+    from connbench import sqlhazards
+    from connbench.target_app.timing import hazards_of
+
+    orm = ('SELECT "bench_item"."id", "bench_item"."name", "bench_item"."value" FROM "bench_item" '
+           'WHERE "bench_item"."id" = %s LIMIT 21')
+    context: dict = {"cursor": None}
+
+    def per(make) -> float:
+        sqls = [make(i) for i in range(n)]
+        sqlhazards.classify.cache_clear()
+        t0 = time.process_time()
+        for sql in sqls:
+            hazards_of(sql, context)
+        return (time.process_time() - t0) / n * 1e6
+
+    runs = {"repeated_orm": [per(lambda i: orm) for _ in range(3)],
+            "new_orm": [per(lambda i: orm.replace("%s", str(i))) for _ in range(3)],
+            "new_hazard": [per(lambda i: f"SET statement_timeout = '{i}ms'") for _ in range(3)]}
+    return {f"{k}_us_per_statement": round(statistics.median(v), 2) for k, v in runs.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20)
@@ -185,6 +210,9 @@ def main() -> int:
         out["server_timing_ids"] = server_timing_cost_us(server.conn.app_kwargs())
         out["method"]["server_timing_ids"] = ("200,000 headers with and without backend/worker/thread/close, 3 "
                                               "alternated rounds, median difference of process CPU")
+        out["hazard_classifier"] = hazard_cost_us()
+        out["method"]["hazard_classifier"] = ("100,000 statements through the wrapper's classifier "
+                                              "(target_app.timing.hazards_of), 3 rounds, median of process CPU")
     finally:
         sup.stop_all()
         remove_service_dir(tmp, "pg")

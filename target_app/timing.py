@@ -23,12 +23,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection
 from django.db.backends.postgresql import base as pg
 
+from connbench import sqlhazards
 from connbench.contract import SERVER_TIMING, server_timing_header
 
 if TYPE_CHECKING:
@@ -44,6 +45,32 @@ class Times:
     new_conn: bool = False
     wrapper: Any = None  # the DatabaseWrapper of the last query (under ASGI, the executor thread's)
     thread: int | None = None
+    hazards: set[str] = field(default_factory=set)
+    examples: dict[str, str] = field(default_factory=dict)  # kind -> the request's first statement of that kind
+
+
+_EXAMPLED: set[tuple[str, str]] = set()  # (path, kind) whose example this process has sent
+_EXAMPLED_MAX = 10_000  # a site with a path per object stops sending examples past this, and never grows
+
+
+def hazards_of(sql: Any, context: dict[str, Any]) -> frozenset[str]:
+    """The statement's session-state hazards: from its text, and a named (server-side) cursor from Django's own
+    cursor (QuerySet.iterator() without DISABLE_SERVER_SIDE_CURSORS), never from the SQL psycopg writes."""
+    kinds = sqlhazards.classify(sql) if isinstance(sql, str) else frozenset()
+    name: Any = getattr(getattr(context.get("cursor"), "cursor", None), "name", None)
+    if name:
+        kinds |= {"server_side_cursor"}
+    return kinds
+
+
+def first_examples(path: str, times: Times) -> dict[str, str]:
+    """The request's examples of kinds this process has not yet sent for this path."""
+    out: dict[str, str] = {}
+    for kind, sql in times.examples.items():
+        if (path, kind) not in _EXAMPLED and len(_EXAMPLED) < _EXAMPLED_MAX:
+            _EXAMPLED.add((path, kind))
+            out[kind] = sqlhazards.example(sql)
+    return out
 
 
 def backend_pid(wrapper: Any) -> int | None:
@@ -81,6 +108,7 @@ _ORIGINAL_CONNECT: Callable[[Any], None] = pg.DatabaseWrapper.connect
 def _after_fork() -> None:
     global _PID
     _PID = os.getpid()
+    _EXAMPLED.clear()  # each worker sends its own first examples
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -182,6 +210,9 @@ class ServerTimingMiddleware:
             finally:
                 times.db += (time.perf_counter() - q0) * 1000.0
                 times.wrapper, times.thread = context.get("connection"), threading.get_native_id()
+                for kind in hazards_of(sql, context):
+                    times.hazards.add(kind)
+                    times.examples.setdefault(kind, sql)
 
         try:
             with connection.execute_wrapper(query):
@@ -192,5 +223,6 @@ class ServerTimingMiddleware:
         app = max(0.0, total - times.connect - times.pool - times.db)
         response[SERVER_TIMING] = server_timing_header(
             times.connect, times.pool, times.db, app, times.new_conn, backend_pid(times.wrapper), _PID,
-            times.thread, close_due(times.wrapper))
+            times.thread, close_due(times.wrapper), times.hazards,
+            first_examples(request.path, times) if times.examples else None)
         return response

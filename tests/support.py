@@ -29,15 +29,30 @@ MARKS = ("connbench.target_app.wsgi:application", "connbench.target_app.asgi:app
 
 
 def harness_processes(extra_marks: tuple[str, ...] = ()) -> list[str]:
-    me = os.getpid()
+    """Harness processes started by this test session: every process the harness spawns inherits the
+    session's private root in its environment, so a module running beside this one (make test runs some two
+    at a time) is never taken for a leftover of this one."""
+    me, mine = os.getpid(), os.environ.get(PRIVATE_ENV)
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         if p.info["pid"] == me:
             continue
         cmd = " ".join(p.info["cmdline"] or [])
-        if any(m in cmd for m in MARKS + extra_marks) and "pytest" not in cmd:
-            found.append(f"{p.info['pid']}: {cmd[:160]}")
+        if not any(m in cmd for m in MARKS + extra_marks) or "pytest" in cmd:
+            continue
+        if mine and not _session_of(p, mine):
+            continue
+        found.append(f"{p.info['pid']}: {cmd[:160]}")
     return found
+
+
+def _session_of(proc: psutil.Process, mine: str) -> bool:
+    try:
+        return proc.environ().get(PRIVATE_ENV) == mine
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # not ours to read: count it, a leftover must not hide
+        return True
 
 
 PRIVATE_ENV = "CONNBENCH_PRIVATE_ROOT"  # where runs make their private directories; the e2e session watches one

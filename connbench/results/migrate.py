@@ -114,7 +114,19 @@ def update_to_5(name: str, data: Any) -> Any:
     return data
 
 
-UPDATES = {1: update_to_2, 2: update_to_3, 3: update_to_4, 4: update_to_5}  # version N -> N + 1
+SCHEMA_6_HAZARDS = ("hazards", "hazard_examples")
+
+
+def update_to_6(name: str, data: Any) -> Any:
+    """One file of a schema-5 run as schema 6 reads it: its requests carry no hazards (blank: not looked for)."""
+    if name == REQUESTS_CSV:
+        return [{**row, **{c: row.get(c, "") for c in SCHEMA_6_HAZARDS}} for row in data]
+    if name in (MANIFEST_JSON, CELL_JSON, PROBE_JSON):
+        return {**data, "schema_version": 6}
+    return data
+
+
+UPDATES = {1: update_to_2, 2: update_to_3, 3: update_to_4, 4: update_to_5, 5: update_to_6}  # version N -> N + 1
 
 
 def upgrade(name: str, data: Any, version: int) -> Any:

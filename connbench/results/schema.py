@@ -35,7 +35,10 @@ from connbench.errors import ComponentError
 #    whether Django's rule had the connection due to close at request end); a new backends.csv (the sampler's
 #    per-backend events: seen, gone, memory). Schema 4's requests are read with the four blank: not measured
 #    (update_to_5).
-SCHEMA_VERSION = 5
+# 6: What will break in production. requests.csv gained hazards and hazard_examples (the app's Server-Timing: the
+#    session-state hazard kinds of the request's statements, connbench.sqlhazards); a new run-level hazards.csv
+#    (analysis's). Schema 5's requests are read with both blank: not looked for (update_to_6).
+SCHEMA_VERSION = 6
 
 # requests.csv's columns are connbench.contract.REQUESTS_COLUMNS: the locustfile writes it, and it
 # imports nothing of connbench but the contract.
@@ -99,6 +102,12 @@ CONNECTIONS_LIFE_COLUMNS = ("pid", "backend_start", "opened", "closed", "end", "
                             "idle_share", "cause", "pss_bytes_p50", "rss_bytes_p50")
 OPEN_CAUSES = ("new_thread", "max_age", "health_check", "pool", "unknown")
 
+# hazards.csv (analysis/hazards.py): one row per (endpoint, kind) seen in the run's completed cells, measure
+# window or not (a hazard is one whenever it runs). requests: how many requests had it; cells: in how many cells;
+# example: the first example statement the app sent (literals as ?, at most 200 characters); pooled_failures: of
+# those requests, how many failed in a pgbouncer-transaction cell; error_classes: their classes, space-separated.
+HAZARDS_COLUMNS = ("endpoint", "kind", "requests", "cells", "example", "pooled_failures", "error_classes")
+
 # Phase changes and injected faults.
 EVENTS_COLUMNS = ("t", "kind", "detail")
 
@@ -119,7 +128,7 @@ MANIFEST_JSON, CELL_JSON, PROBE_JSON, PROCS_JSON, PIDS_JSON = (
 REQUESTS_CSV, CONNECTIONS_CSV, DB_CSV, PGBOUNCER_CSV, PROCESSES_CSV, EVENTS_CSV, SERVER_SETUP_CSV = (
     "requests.csv", "connections.csv", "db.csv", "pgbouncer.csv", "processes.csv", "events.csv",
     "server_setup.csv")
-BACKENDS_CSV, CONNECTIONS_LIFE_CSV = "backends.csv", "connections_life.csv"
+BACKENDS_CSV, CONNECTIONS_LIFE_CSV, HAZARDS_CSV = "backends.csv", "connections_life.csv", "hazards.csv"
 SUMMARY_CSV, SUMMARY_GROUPS_CSV, SUMMARY_GENERATORS_CSV, EXPECTATIONS_JSON, REPORT_HTML = (
     "summary.csv", "summary_groups.csv", "summary_generators.csv", "expectations.json", "index.html")
 LOCUST_DIR = "locust"
@@ -144,6 +153,7 @@ class RunPaths:
         self.summary_groups = self.root / SUMMARY_GROUPS_CSV  # one row per repeat group
         self.summary_generators = self.root / SUMMARY_GENERATORS_CSV  # one row per cell per Locust process
         self.expectations = self.root / EXPECTATIONS_JSON  # the scenario's [[expect]], evaluated
+        self.hazards = self.root / HAZARDS_CSV  # session-state hazards per endpoint and kind (analysis's)
         self.charts = self.root / "charts"
         self.report = self.root / REPORT_HTML
         self.probe = self.root / PROBE_JSON  # `connbench probe` only
@@ -235,6 +245,9 @@ SUMMARY_COLUMNS = (
     "threads_per_worker_max", "connections_per_thread", "connection_lifetime_s_p50", "opened_per_s",
     *(f"opened_{cause}_per_s" for cause in ("new_thread", "max_age", "health_check", "pool", "unknown")),
     "pss_backend_mib_p50", "pss_backend_mib_p95", "rss_backend_mib_p50", "pss_total_mib",
+    # session-state hazards (analysis/hazards.py): requests whose statements relied on session state (any
+    # phase), and the kinds seen (connbench.sqlhazards.KINDS, space-separated)
+    "hazard_requests", "hazard_kinds",
     # the cell's setting (group) across its completed repeats: interval of each compared figure, its method,
     # and the setting's rank group (1 = best; settings sharing a rank are indistinguishable)
     *(f"{f}_{side}" for f in INTERVAL_FIGURES for side in ("lo", "hi")), "interval_method", "rank",

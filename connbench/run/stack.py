@@ -74,7 +74,7 @@ class _Distributed(TypedDict, total=False):
 def app_config(k: Knobs, db: Database, host: str = "127.0.0.1") -> AppConfig:
     return AppConfig(
         db=db, conn_max_age=None if k.conn_max_age == "none" else k.conn_max_age, health_checks=k.health_checks,
-        pooling=k.pooling, view=k.view, host=host,
+        pooling=k.pooling, view=k.view, host=host, server_side_cursors=k.server_side_cursors,
         pool={"min_size": k.pool_min_size, "max_size": k.pool_max_size, "timeout": k.pool_timeout},
         dbcp={"POOL_SIZE": k.dbcp_pool_size, "MAX_OVERFLOW": k.dbcp_max_overflow, "RECYCLE": k.dbcp_recycle,
               "PRE_PING": k.dbcp_pre_ping, "TIMEOUT": k.dbcp_timeout},

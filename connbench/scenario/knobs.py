@@ -45,11 +45,13 @@ class Mix(BaseModel):
     write: float = Field(0, ge=0, le=1e6)
     slow: float = Field(0, ge=0, le=1e6)
     slow_ms: int = Field(50, ge=0, le=60_000)
+    # the eight /hazard/<kind> endpoints (target_app/hazard_views.py), this weight shared equally among them
+    hazards: float = Field(0, ge=0, le=1e6)
 
     @model_validator(mode="after")
     def _some_weight(self) -> Mix:
-        if self.health + self.read + self.write + self.slow <= 0:
-            raise ValueError("at least one endpoint weight (health, read, write, slow) must be > 0")
+        if self.health + self.read + self.write + self.slow + self.hazards <= 0:
+            raise ValueError("at least one endpoint weight (health, read, write, slow, hazards) must be > 0")
         return self
 
 
@@ -68,6 +70,9 @@ class Knobs(BaseModel):
     conn_max_age: int | Literal["none"] = Field(0, description="Django CONN_MAX_AGE: seconds, or \"none\" (unlimited)")
     health_checks: bool = Field(False, description="Django CONN_HEALTH_CHECKS")
     pooling: Pooling = Field("direct", description="how the app reaches PostgreSQL: direct, a pool, or PgBouncer")
+    server_side_cursors: Literal["auto", "on", "off"] = Field(
+        "auto", description="Django's named cursors (QuerySet.iterator()): auto = off (DISABLE_SERVER_SIDE_CURSORS) "
+                            "under pgbouncer-transaction, Django's default elsewhere")
     # Django's native psycopg pool (pooling = "django-pool")
     pool_min_size: int = Field(1, ge=0, le=1000, description="Django's pool: connections kept open")
     pool_max_size: int = Field(4, ge=1, le=1000, description="Django's pool: connections at most, per worker")
@@ -155,7 +160,7 @@ def allowed(field: str) -> str:
     if field == "conn_max_age":
         return 'seconds (integer >= 0) or "none"'
     if field == "mix":
-        return "a table with health, read, write, slow (weights >= 0) and slow_ms"
+        return "a table with health, read, write, slow, hazards (weights >= 0) and slow_ms"
     args = getattr(f.annotation, "__args__", None)
     if args and all(isinstance(a, str) for a in args):
         return "one of: " + ", ".join(repr(a) for a in args)
@@ -229,6 +234,8 @@ class Expect(Selector):
     held_after_cooldown_max: int | None = Field(None, ge=0)
     connections_bounded: bool | None = Field(
         None, description="true: the count settles; false: it keeps growing with requests (a leak)")
+    transaction_pooling_safe: bool | None = Field(
+        None, description="true: no request ran a statement that relies on session state (hazards.csv)")
 
     @model_validator(mode="after")
     def _check(self) -> Expect:
@@ -243,7 +250,8 @@ class Expect(Selector):
             if isinstance(v, int) and v < 0:
                 raise ValueError(f"{name} must be >= 0 or \"predicted\" (got {v})")
         checks = [self.p95_ms_max, self.p99_ms_max, self.error_rate_max, self.connections, self.connections_max,
-                  self.pgbouncer_server_max, self.held_after_cooldown_max, self.connections_bounded]
+                  self.pgbouncer_server_max, self.held_after_cooldown_max, self.connections_bounded,
+                  self.transaction_pooling_safe]
         if all(c is None for c in checks) and not self.errors_max and not self.errors_min:
             raise ValueError("an expectation needs at least one limit (e.g. p95_ms_max, connections)")
         return self

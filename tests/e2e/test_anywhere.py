@@ -22,7 +22,7 @@ import pytest
 
 from tests.support import ROOT, assert_no_leftovers, assert_smoke_run, read_json
 
-pytestmark = [pytest.mark.e2e, pytest.mark.two_at_a_time,
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_others,
               pytest.mark.skipif(os.geteuid() != 0, reason="the service user exists only when run as root")]
 
 

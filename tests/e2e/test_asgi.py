@@ -17,7 +17,7 @@ import pytest
 
 from tests.support import cell_data, read_json, run_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_others]
 
 SCENARIO = """
 [scenario]

@@ -26,7 +26,7 @@ import pytest
 
 from tests.support import CLI, ROOT, cell_data, read_json
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_others]
 
 RATE, WARMUP, DURATION = 150.0, 1.0, 6.0
 

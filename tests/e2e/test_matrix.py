@@ -11,7 +11,7 @@ import pytest
 from connbench.contract import REQUESTS_COLUMNS
 from tests.support import CLI, ROOT, assert_no_leftovers, read_json, run_cli, write_scenario
 
-pytestmark = [pytest.mark.e2e, pytest.mark.two_at_a_time]
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_others]
 
 TWO_CELLS = """
 [scenario]

@@ -24,7 +24,7 @@ import pytest
 from connbench.services.pgbouncer import pgbouncer_binary
 from tests.support import cell_data, held_from
 
-pytestmark = [pytest.mark.e2e,
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_others,
               pytest.mark.skipif(pgbouncer_binary() is None, reason="pgbouncer not installed (make installs it)")]
 
 SCENARIO = """

@@ -6,7 +6,7 @@ import pytest
 
 from tests.support import assert_no_leftovers, read_json, run_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_others]
 
 
 def probe(run_dir, *args):

@@ -14,7 +14,7 @@ from connbench.scenario import expand as sc
 from connbench.services.cleanup import cleanup_recorded
 from tests.support import CLI, ROOT, assert_no_leftovers, read_json, scenario_text, write_scenario
 
-pytestmark = [pytest.mark.e2e, pytest.mark.two_at_a_time]
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_others]
 
 
 STOP_BOUND_S = 60

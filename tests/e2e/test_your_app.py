@@ -20,7 +20,7 @@ from connbench.contract import ERROR_HEADER, AppConfig, Database
 from connbench.services.procs import free_port, wait_port
 from tests.support import ROOT, assert_no_leftovers, assert_smoke_run, cell_data, read_json, run_cli
 
-pytestmark = [pytest.mark.e2e, pytest.mark.two_at_a_time]
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_others]
 
 
 def test_the_shop_example_through_a_two_cell_matrix(run_dir):

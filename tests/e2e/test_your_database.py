@@ -17,7 +17,7 @@ from connbench.services.postgres import pg_bin_dir
 from connbench.services.procs import free_port, service_user
 from tests.support import cell_data, read_json, run_cli, write_scenario
 
-pytestmark = [pytest.mark.e2e, pytest.mark.two_at_a_time]
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_others]
 
 SCENARIO = """
 [scenario]

@@ -43,6 +43,9 @@ def test_app_config_round_trips_and_builds_djangos_database(pooling):
     assert ("pool" in db["OPTIONS"]) == (pooling == "django-pool")
     assert db["ENGINE"].startswith("dj_db_conn_pool") == (pooling == "dj-db-conn-pool")
     assert db.get("DISABLE_SERVER_SIDE_CURSORS", False) == (pooling == "pgbouncer-transaction")
+    for ssc, disabled in (("on", False), ("off", True)):
+        forced = AppConfig.from_dict({**json.loads(env[APP_ENV]), "server_side_cursors": ssc}).django_database()
+        assert forced.get("DISABLE_SERVER_SIDE_CURSORS", False) == disabled
     if pooling == "django-pool":
         assert db["OPTIONS"]["pool"]["max_size"] == 3
     if pooling == "dj-db-conn-pool":

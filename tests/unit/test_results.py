@@ -23,7 +23,7 @@ from connbench.analysis.report import build_report
 from connbench.analysis.settings import INTERVAL_COLUMNS
 from connbench.analysis.summarize import summarize
 from connbench.contract import REQUESTS_COLUMNS
-from connbench.results.migrate import SCHEMA_3_TIMING, SCHEMA_5_CONNECTION
+from connbench.results.migrate import SCHEMA_3_TIMING, SCHEMA_5_CONNECTION, SCHEMA_6_HAZARDS
 from tests.fixture_runs import FIXTURES, copy_run
 from tests.fixtures import make_runs
 
@@ -76,7 +76,7 @@ def test_sampler_config_round_trips_privately_and_never_shows_its_password(tmp_p
     ({"cell_id": "c"}, "cell.json has no valid schema_version"),
     ({"schema_version": "2"}, "cell.json has no valid schema_version"),
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": 0, "params": {}, "predicted": {},
-      "status": "done"}, "cell.json does not match schema 5: status: Input should be 'pending', 'running'"),
+      "status": "done"}, "cell.json does not match schema 6: status: Input should be 'pending', 'running'"),
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": "0", "params": {}, "predicted": {},
       "status": "completed"}, "repeat: Input should be a valid integer"),  # strict: "0" is not 0
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": 0, "params": {}, "predicted": {},
@@ -109,7 +109,7 @@ def test_the_probe_shape_analysis_used_to_tolerate_is_refused():
            "headroom": [{"dynos": 1, "connections": 6, "fits": True}]}
     with pytest.raises(R.ResultsError, match="probe.json has no valid schema_version"):
         R.ProbeDoc.from_dict(old)
-    with pytest.raises(R.ResultsError, match=r"probe.json does not match schema 5: query: Field required; "
+    with pytest.raises(R.ResultsError, match=r"probe.json does not match schema 6: query: Field required; "
                                              r".* and 9 more"):
         R.ProbeDoc.from_dict({**old, "schema_version": 2})
     doc = json.loads((FIXTURES / "run_probe" / R.PROBE_JSON).read_text())
@@ -204,10 +204,11 @@ def test_a_schema_1_run_summarizes_as_it_did_under_schema_1(tmp_path):
                      "predicted_bounded", "locust_cpu_warning", "generator_lagged", "generators",
                      "generator_busiest", "generator_cpu_max", "generator_laggiest", "generator_lag_p99_max",
                      "generators_lost", "generators_lost_names", "machine_cpus", "machine_cpu_pct", "machine_saturated",
-                     *LIFE_COLUMNS, *INTERVAL_COLUMNS]
+                     *LIFE_COLUMNS, "hazard_requests", "hazard_kinds", *INTERVAL_COLUMNS]
     pd.testing.assert_frame_equal(new.drop(columns=[*cpu, *added]), old.drop(columns=cpu))
     done = new[new["status"] == "completed"]
     assert done[list(LIFE_COLUMNS)].isna().all().all()  # not recorded then: blank, never 0
+    assert done["hazard_requests"].isna().all() and done["hazard_kinds"].isna().all()  # nor were hazards
     assert done["offered_rps"].isna().all() and (done["dropped"] == 0).all()  # a closed loop offers no rate
     assert (done["lag_p99_ms"] == 0).all() and not done["generator_lagged"].any()  # t_intended = t_start
     for q in ("p50", "p95", "p99"):  # service_ms = latency_ms
@@ -281,6 +282,15 @@ def test_update_to_5_reads_older_requests_with_blank_connection_ids():
     assert set(up) == set(REQUESTS_COLUMNS) and all(up[c] == "" for c in SCHEMA_5_CONNECTION)
     assert all(up[c] == "1" for c in row)
     assert R.update_to_5(R.MANIFEST_JSON, {"schema_version": 4})["schema_version"] == 5
+
+
+def test_update_to_6_reads_older_requests_with_no_hazards():
+    """Schema 5 did not look for session-state hazards: blank, and a schema-5 row keeps every value it had."""
+    row = {c: "1" for c in REQUESTS_COLUMNS if c not in SCHEMA_6_HAZARDS}
+    (up,) = R.upgrade(R.REQUESTS_CSV, [row], 5)
+    assert set(up) == set(REQUESTS_COLUMNS) and all(up[c] == "" for c in SCHEMA_6_HAZARDS)
+    assert all(up[c] == "1" for c in row)
+    assert R.update_to_6(R.CELL_JSON, {"schema_version": 5})["schema_version"] == 6
 
 
 def test_update_to_4_names_the_one_local_generator():

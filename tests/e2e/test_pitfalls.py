@@ -1,0 +1,108 @@
+"""What breaks behind a transaction pooler (scenarios/pitfalls.toml): every session-state hazard the bundled app
+has on purpose is detected per endpoint in every cell, direct or pooled; behind PgBouncer's transaction mode the
+ones that need their server connection back fail, each with its own error class; the report says why and the fix.
+
+The load makes the failures certain: 4 threads share 2 server connections, so the two autocommit statements of
+one request (DECLARE then FETCH, PREPARE then EXECUTE) land on different ones for a good share of ~300 requests
+per endpoint (one run: 522 of 1,472 held-cursor requests failed)."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import pandas as pd
+import pytest
+
+from connbench import results as R
+from connbench.contract import HAZARD_ENDPOINTS
+from connbench.services.pgbouncer import pgbouncer_binary
+from tests.support import ROOT, cell_data, read_json
+
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_others,
+              pytest.mark.skipif(pgbouncer_binary() is None, reason="pgbouncer not installed (make installs it)")]
+
+KIND_OF = {"set": "set_session", "set_config": "set_config_session", "advisory": "advisory_lock_session",
+           "listen": "listen", "temp": "temp_table", "hold": "cursor_with_hold", "prepare": "prepare",
+           "iterator": "server_side_cursor"}
+# what each endpoint's failures may be under transaction pooling. advisory: the unlock ran on another server
+# connection (409). temp: "relation does not exist", as generic as an app's missing migration, so no class of
+# its own: the app's 500, its traceback in the gunicorn log
+FAILS_AS = {"hold": {"invalid_cursor"}, "prepare": {"prepared_statement_missing"},
+            "iterator": {"invalid_cursor", "duplicate_cursor"}, "advisory": {"client_error"}, "temp": {"http_5xx"}}
+
+
+@pytest.fixture(scope="module")
+def run(run_factory):
+    r = run_factory(str(ROOT / "scenarios" / "pitfalls.toml"), "--no-charts", name="pitfalls")
+    return r.dir
+
+
+def _requests(run_dir, cell_id) -> pd.DataFrame:
+    return cell_data(run_dir, cell_id).csv("requests.csv")
+
+
+def test_every_hazard_endpoint_is_found_with_its_kind_and_nothing_else(run):
+    assert set(KIND_OF) == set(HAZARD_ENDPOINTS)
+    h = pd.read_csv(run / R.HAZARDS_CSV)
+    found = set(zip(h.endpoint, h.kind, strict=True))
+    assert found == {(f"/hazard/{e}", k) for e, k in KIND_OF.items()}  # and /db/read: none
+    by = h.set_index("endpoint")
+    # in every cell, direct ones too: except the iterator where connbench disabled server-side cursors
+    assert (by.drop("/hazard/iterator").cells == 3).all() and by.loc["/hazard/iterator", "cells"] == 2
+    assert (h.example.str.len() <= 200).all() and h.example.notna().all()
+    assert by.loc["/hazard/set_config", "example"] == "SELECT set_config(?, ?, false)"  # literals never shown
+
+
+def test_on_a_direct_connection_every_hazard_works(run):
+    r = _requests(run, "direct")
+    assert len(r) > 100 and (r.status == 200).all(), r[r.status != 200].groupby(["endpoint", "error_class"]).size()
+
+
+def test_behind_transaction_pooling_they_fail_each_with_its_own_class(run):
+    for cell_id in ("transaction", "transaction-default"):
+        r = _requests(run, cell_id)
+        failed = r[r.error_class.fillna("") != ""]
+        for endpoint, g in failed.groupby("endpoint"):
+            name = endpoint.removeprefix("/hazard/")
+            assert name in FAILS_AS and set(g.error_class) <= FAILS_AS[name], (cell_id, endpoint, set(g.error_class))
+    r = _requests(run, "transaction")
+    for name in ("hold", "prepare", "iterator"):  # certain under this load: see the module's docstring
+        assert (r[r.endpoint == f"/hazard/{name}"].error_class.fillna("") != "").any(), name
+    default = _requests(run, "transaction-default")  # DISABLE_SERVER_SIDE_CURSORS: the iterator is client-side
+    it = default[default.endpoint == "/hazard/iterator"]
+    assert len(it) and (it.status == 200).all() and not it.hazards.fillna("").str.contains("server_side").any()
+
+
+def test_the_expectation_and_the_report_say_not_safe_with_why_and_the_fix(run):
+    results = read_json(run / "expectations.json")
+    assert len(results) == 3 and all(r["passed"] and r["measured"] is False for r in results)
+    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", (run / "index.html").read_text())).split())
+    assert "Not safe for transaction pooling: 8 kinds of session-state hazard across 8 endpoints" in text
+    for fix in ("SET LOCAL", "pg_advisory_xact_lock", "set_config(name, value, true)", "DISABLE_SERVER_SIDE_CURSORS"):
+        assert fix in text, fix
+    assert re.search(r"[\d,]+ failed under transaction pooling \(invalid_cursor\)", text)
+    assert "connbench set DISABLE_SERVER_SIDE_CURSORS" in text  # the transaction-default cell's shim, said
+
+
+STRICT = """
+[scenario]
+name = "pitfalls-strict"
+[defaults]
+conn_max_age = 60
+users = 4
+spawn_rate = 40
+warmup = 0.5
+duration = 1.5
+cooldown = 0.5
+mix = { read = 1, hazards = 8 }
+[[expect]]
+name = "safe for transaction pooling"
+transaction_pooling_safe = true
+"""
+
+
+def test_a_safe_expectation_on_an_unsafe_app_fails_the_run(run_factory):
+    res = run_factory(STRICT, "--no-charts", name="pitfalls-strict", expect=1).result
+    assert re.search(r"expectation failed: default: safe for transaction pooling: transaction pooling safe == "
+                     r"\(hazards: advisory_lock_session cursor_with_hold .*requests\)", res.stderr), res.stderr
