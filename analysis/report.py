@@ -154,6 +154,15 @@ def damaged(run: RunData) -> list[dict[str, str]]:
             for c in run.cells if c.damage]
 
 
+def _pool_wait_measured(row: dict[str, Any]) -> str:
+    """What the cell showed of the wait its pool predicted: Server-Timing's pool wait and the pool's timeouts."""
+    timeouts = sum(int(v) for k, v in row.items() if k in ("err_django_pool_timeout", "err_dbcp_pool_timeout")
+                   and not missing(v))
+    p95 = row.get("pool_ms_p95")
+    waited = "no pool wait recorded" if missing(p95) else f"pool wait p95 {fmt(p95)} ms (Server-Timing)"
+    return f"{waited}; {timeouts:,} requests failed with the pool's timeout"
+
+
 def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     cells = {c.cell_id: c for c in run.cells}
@@ -205,6 +214,9 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
             add("warn", cid, f"machine saturated: the harness's components used {fmt(row.get('machine_cpu_pct'))} % of "
                 f"the machine's {fmt(row.get('machine_cpus'))} cores during measure, so its req/s and response times "
                 "describe this machine, not the setting")
+        wait = cell.doc.predicted.pool_wait if cell is not None and cell.doc is not None else None
+        if wait and status == "completed":
+            add("warn", cid, f"pool smaller than concurrency: {wait}. Measured: {_pool_wait_measured(row)}")
         tmc = sum(int(v) for k, v in row.items()
                   if k.startswith("err_") and "too_many_clients" in k and not missing(v))
         if tmc:

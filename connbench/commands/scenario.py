@@ -48,6 +48,9 @@ def list_cells(args: argparse.Namespace, console: Console) -> int:
         table.add_row(cell.cell_id, *[str(cell.axes.get(a, "")) for a in axes], pred,
                       *([p.basis] if args.verbose else []))
     Console(width=max(Console().width, 160), markup=False, highlight=False).print(table)
+    waits = [(cell.cell_id, w) for cell in scen.cells if (w := predict(cell.knobs).pool_wait)]
+    for cell_id, why in waits:  # before the run, not after its timeouts
+        console.print(f"warning: {cell_id}: pool smaller than concurrency: {why}", highlight=False, markup=False)
     reasons: dict[str, list[dict[str, Any]]] = {}
     for pruned in scen.pruned:
         reasons.setdefault(pruned.reason, []).append(pruned.axes)

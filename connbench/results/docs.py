@@ -2,9 +2,8 @@
 configuration. Writers build them and readers load them, so neither can drift from the other:
 a wrong shape is an error naming the file and the field, when built and when loaded.
 
-Strict types (a "2" is not 2; a list is not a dict); extra="allow", so a key a writer adds without
-a schema bump survives a load -> dump (a resume). Stored Knobs (params) stay as written: a run is
-read with the parameters it ran with, never re-validated against today's Knobs.
+Strict types (a "2" is not 2; a list is not a dict); extra="allow", so a key a writer adds without a schema bump
+survives a load -> dump (a resume). Stored Knobs (params) stay as written: never re-validated against today's.
 """
 
 from __future__ import annotations
@@ -101,6 +100,7 @@ class Predicted(_Part):
     basis: str = ""
     exceeds_app_slots: bool | None = None  # connections_max > the slots the app's role has (None: unknown)
     bounded: bool | None = None  # False: the count grows with requests (ASGI's leak); None: not stated (older file)
+    pool_wait: str | None = None  # a worker runs more requests at once than its pool has connections: what follows
 
 
 class Services(_Part):

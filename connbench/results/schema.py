@@ -37,7 +37,8 @@ from connbench.errors import ComponentError
 #    (update_to_5).
 # 6: What will break in production. requests.csv gained hazards and hazard_examples (the app's Server-Timing: the
 #    session-state hazard kinds of the request's statements, connbench.sqlhazards); a new run-level hazards.csv
-#    (analysis's). Schema 5's requests are read with both blank: not looked for (update_to_6).
+#    (analysis's). Schema 5's requests are read with both blank: not looked for (update_to_6). cell.json's
+#    predicted gained pool_wait (a pool smaller than a worker's concurrency, and what follows; absent: null).
 SCHEMA_VERSION = 6
 
 # requests.csv's columns are connbench.contract.REQUESTS_COLUMNS: the locustfile writes it, and it

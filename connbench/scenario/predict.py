@@ -71,6 +71,27 @@ def predict(k: Knobs, app_slots: int | None = None) -> Predicted:
         out["bounded"] = True
     if out["at_rest"] is None and k.pooling not in PGBOUNCER_MODES and not leaks:
         out["at_rest"] = out["connections"]
+    out["pool_wait"] = pool_wait(k)
     if app_slots is not None and out["connections_max"] is not None:
         out["exceeds_app_slots"] = out["connections_max"] > app_slots
     return Predicted(**out)
+
+
+def pool_wait(k: Knobs) -> str | None:
+    """When one worker can run more requests at once than its pool has connections: the surplus waits for a
+    connection, and past the pool's timeout fails (a gthread worker with 4 threads on a pool of 2 queues, then
+    PoolTimeout after 30 s by default, then the proxy's 504). None when the pool covers the concurrency."""
+    demand = k.concurrency
+    if k.worker_class in ("gevent", "asgi") and not k.open_model:
+        demand = min(demand, k.users)  # a closed loop never has more requests in flight than users
+    unit = {"gthread": "threads", "gevent": "greenlets", "asgi": "concurrent requests"}.get(k.worker_class, "")
+    if k.pooling == "django-pool" and demand > k.pool_max_size:
+        cap, timeout, error = k.pool_max_size, k.pool_timeout, "django_pool_timeout"
+        pool = f"Django's pool (max_size {cap})"
+    elif k.pooling == "dj-db-conn-pool" and demand > k.dbcp_pool_size + k.dbcp_max_overflow:
+        cap, timeout, error = k.dbcp_pool_size + k.dbcp_max_overflow, k.dbcp_timeout, "dbcp_pool_timeout"
+        pool = f"django-db-connection-pool (POOL_SIZE {k.dbcp_pool_size} + MAX_OVERFLOW {k.dbcp_max_overflow})"
+    else:
+        return None
+    return (f"each worker runs up to {demand} {unit or 'requests'} at once on {pool}: up to {demand - cap} of them "
+            f"wait for a connection, and a wait past {timeout:g} s fails with {error}")

@@ -34,8 +34,7 @@ FAILS_AS = {"hold": {"invalid_cursor"}, "prepare": {"prepared_statement_missing"
 
 @pytest.fixture(scope="module")
 def run(run_factory):
-    r = run_factory(str(ROOT / "scenarios" / "pitfalls.toml"), "--no-charts", name="pitfalls")
-    return r.dir
+    return run_factory(str(ROOT / "scenarios" / "pitfalls.toml"), "--no-charts", name="pitfalls", expect=1)
 
 
 def _requests(run_dir, cell_id) -> pd.DataFrame:
@@ -44,7 +43,7 @@ def _requests(run_dir, cell_id) -> pd.DataFrame:
 
 def test_every_hazard_endpoint_is_found_with_its_kind_and_nothing_else(run):
     assert set(KIND_OF) == set(HAZARD_ENDPOINTS)
-    h = pd.read_csv(run / R.HAZARDS_CSV)
+    h = pd.read_csv(run.dir / R.HAZARDS_CSV)
     found = set(zip(h.endpoint, h.kind, strict=True))
     assert found == {(f"/hazard/{e}", k) for e, k in KIND_OF.items()}  # and /db/read: none
     by = h.set_index("endpoint")
@@ -55,54 +54,34 @@ def test_every_hazard_endpoint_is_found_with_its_kind_and_nothing_else(run):
 
 
 def test_on_a_direct_connection_every_hazard_works(run):
-    r = _requests(run, "direct")
+    r = _requests(run.dir, "direct")
     assert len(r) > 100 and (r.status == 200).all(), r[r.status != 200].groupby(["endpoint", "error_class"]).size()
 
 
 def test_behind_transaction_pooling_they_fail_each_with_its_own_class(run):
     for cell_id in ("transaction", "transaction-default"):
-        r = _requests(run, cell_id)
+        r = _requests(run.dir, cell_id)
         failed = r[r.error_class.fillna("") != ""]
         for endpoint, g in failed.groupby("endpoint"):
             name = endpoint.removeprefix("/hazard/")
             assert name in FAILS_AS and set(g.error_class) <= FAILS_AS[name], (cell_id, endpoint, set(g.error_class))
-    r = _requests(run, "transaction")
+    r = _requests(run.dir, "transaction")
     for name in ("hold", "prepare", "iterator"):  # certain under this load: see the module's docstring
         assert (r[r.endpoint == f"/hazard/{name}"].error_class.fillna("") != "").any(), name
-    default = _requests(run, "transaction-default")  # DISABLE_SERVER_SIDE_CURSORS: the iterator is client-side
+    default = _requests(run.dir, "transaction-default")  # DISABLE_SERVER_SIDE_CURSORS: the iterator is client-side
     it = default[default.endpoint == "/hazard/iterator"]
     assert len(it) and (it.status == 200).all() and not it.hazards.fillna("").str.contains("server_side").any()
 
 
-def test_the_expectation_and_the_report_say_not_safe_with_why_and_the_fix(run):
-    results = read_json(run / "expectations.json")
-    assert len(results) == 3 and all(r["passed"] and r["measured"] is False for r in results)
-    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", (run / "index.html").read_text())).split())
+def test_the_expectation_fails_the_run_and_the_report_says_why_and_the_fix(run):
+    results = read_json(run.dir / "expectations.json")
+    assert len(results) == 3 and all(r["passed"] is False and r["measured"] is False for r in results)  # every cell
+    for cell_id in ("direct", "transaction", "transaction-default"):
+        assert re.search(rf"expectation failed: {cell_id}: safe for transaction pooling: transaction pooling safe "
+                         r"== \(hazards: advisory_lock_session cursor_with_hold .*requests\)", run.result.stderr)
+    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", (run.dir / "index.html").read_text())).split())
     assert "Not safe for transaction pooling: 8 kinds of session-state hazard across 8 endpoints" in text
     for fix in ("SET LOCAL", "pg_advisory_xact_lock", "set_config(name, value, true)", "DISABLE_SERVER_SIDE_CURSORS"):
         assert fix in text, fix
     assert re.search(r"[\d,]+ failed under transaction pooling \(invalid_cursor\)", text)
     assert "connbench set DISABLE_SERVER_SIDE_CURSORS" in text  # the transaction-default cell's shim, said
-
-
-STRICT = """
-[scenario]
-name = "pitfalls-strict"
-[defaults]
-conn_max_age = 60
-users = 4
-spawn_rate = 40
-warmup = 0.5
-duration = 1.5
-cooldown = 0.5
-mix = { read = 1, hazards = 8 }
-[[expect]]
-name = "safe for transaction pooling"
-transaction_pooling_safe = true
-"""
-
-
-def test_a_safe_expectation_on_an_unsafe_app_fails_the_run(run_factory):
-    res = run_factory(STRICT, "--no-charts", name="pitfalls-strict", expect=1).result
-    assert re.search(r"expectation failed: default: safe for transaction pooling: transaction pooling safe == "
-                     r"\(hazards: advisory_lock_session cursor_with_hold .*requests\)", res.stderr), res.stderr

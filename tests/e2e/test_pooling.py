@@ -18,9 +18,14 @@ users round-robin over dynos, deterministically. So:
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
+from connbench.analysis.load import load_run
+from connbench.analysis.report import warnings
+from connbench.analysis.summarize import summaries
 from connbench.services.pgbouncer import pgbouncer_binary
 from tests.support import cell_data, held_from
 
@@ -232,3 +237,21 @@ def test_server_timing_parts_fit_in_the_service_time_in_every_mode(run):
         inside = r.connect_ms + r.pool_ms + r.db_ms + r.app_ms
         assert (inside <= r.service_ms + CLOCK_TOLERANCE_MS).all(), (cell_id, (inside - r.service_ms).max())
         assert (r.db_ms >= 50).all(), cell_id
+
+
+def test_a_pool_smaller_than_the_threads_is_predicted_and_the_warning_gives_the_measured_wait(run):
+    """4 threads per worker on pools of 1 or 2: predicted before the run (cell.json, `connbench list`), and the
+    report's warning says what happened: the wait (Server-Timing) and, past the pool's timeout, the failures."""
+    data = load_run(run)
+    predicted = {c.cell_id: c.doc.predicted.pool_wait for c in data.cells if c.doc is not None}
+    assert {cid for cid, w in predicted.items() if w} == {"django-pool", "dbcp", "django-pool-exceeded",
+                                                          "dbcp-exceeded"}, predicted
+    assert predicted["django-pool-exceeded"].endswith("up to 3 of them wait for a connection, and a wait past "
+                                                      "0.2 s fails with django_pool_timeout")
+    said = {w["cell"]: w["text"] for w in warnings(data, summaries(data)[0]) if "pool smaller" in w["text"]}
+    assert set(said) == {cid for cid, w in predicted.items() if w}
+    failed = re.search(r"pool wait p95 ([\d,.]+) ms \(Server-Timing\); ([\d,]+) requests failed", said[
+        "django-pool-exceeded"])
+    assert failed and int(failed[2].replace(",", "")) > 0  # the run shows it happening
+    waited = re.search(r"pool wait p95 ([\d,.]+) ms", said["django-pool"])
+    assert waited and float(waited[1].replace(",", "")) > 10  # a checkout without a wait takes microseconds

@@ -136,6 +136,36 @@ def test_predictions_under_asgi():
     assert len(s.cells) == 1 and "only applies to worker_class='gthread'" in s.pruned[0].reason
 
 
+def test_a_pool_smaller_than_a_workers_concurrency_is_predicted():
+    wait = predict(Knobs(worker_class="gthread", threads=4, pooling="django-pool", pool_max_size=2,
+                         pool_timeout=30)).pool_wait
+    assert wait == ("each worker runs up to 4 threads at once on Django's pool (max_size 2): up to 2 of them wait "
+                    "for a connection, and a wait past 30 s fails with django_pool_timeout")
+    dbcp = predict(Knobs(worker_class="gthread", threads=3, pooling="dj-db-conn-pool", dbcp_pool_size=1,
+                         dbcp_max_overflow=1, dbcp_timeout=2)).pool_wait
+    assert dbcp is not None and "up to 1 of them wait" in dbcp
+    assert dbcp.endswith("past 2 s fails with dbcp_pool_timeout")
+    # a closed loop of 3 users never has more than 3 requests in flight, whatever gevent's worker_connections
+    assert "up to 3 greenlets" in (predict(Knobs(worker_class="gevent", users=3, pooling="django-pool",
+                                                 pool_max_size=2)).pool_wait or "")
+    for fits in (Knobs(worker_class="gthread", threads=2, pooling="django-pool", pool_max_size=2),
+                 Knobs(pooling="django-pool", pool_max_size=1),  # sync: one request at a time
+                 Knobs(worker_class="gthread", threads=8, pooling="direct"),  # no pool: a connection per thread
+                 Knobs(worker_class="gthread", threads=2, pooling="dj-db-conn-pool", dbcp_pool_size=1,
+                       dbcp_max_overflow=1)):
+        assert predict(fits).pool_wait is None, fits
+
+
+def test_cli_list_warns_before_the_run(capsys, tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[scenario]\nname = "s"\n[defaults]\nworker_class = "gthread"\nthreads = 4\n'
+                    'pooling = "django-pool"\npool_max_size = 2\n')
+    assert cli_main(["list", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "warning: default: pool smaller than concurrency: each worker runs up to 4 threads" in " ".join(
+        (out.out + out.err).split())
+
+
 def test_bad_toml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[scenario\nname=1")
