@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+
+from connbench import results as R
+from connbench.scenario import expand
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "runs"
 
@@ -13,3 +17,27 @@ def copy_run(name: str, dest: Path) -> Path:
     target = dest / name
     shutil.copytree(FIXTURES / name, target)
     return target
+
+
+def request_row(**fields: object) -> list[str]:
+    """One requests.csv row in REQUESTS_COLUMNS' order: the named fields, every other one blank."""
+    from connbench.contract import REQUESTS_COLUMNS
+
+    unknown = set(fields) - set(REQUESTS_COLUMNS)
+    assert not unknown, f"not requests.csv columns: {unknown}"
+    return ["" if fields.get(c) is None else str(fields[c]) for c in REQUESTS_COLUMNS]
+
+
+def build_run(root: Path, raw: dict, write_cell: Callable[[R.CellPaths, expand.Cell, float], None]) -> Path:
+    """A run as the harness leaves it: per cell (base time T0 + 100 s per cell) `write_cell` writes the raw files
+    it needs, then cell.json and events.csv (tests/fixtures/make_runs.py run_cell), then the manifest."""
+    from tests.fixtures.make_runs import T0, manifest, run_cell
+
+    sc = expand.from_dict(raw, Path(f"scenarios/{raw['scenario']['name']}.toml"))
+    docs = []
+    for k, cell in enumerate(sc.cells):
+        base, paths = T0 + 100 * k, R.RunPaths(root).cell(cell.cell_id)
+        write_cell(paths, cell, base)
+        docs.append(run_cell(paths, cell, base))
+    manifest(root, sc, docs, T0 - 5, T0 + 100 * len(sc.cells))
+    return root

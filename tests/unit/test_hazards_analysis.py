@@ -21,9 +21,9 @@ from connbench.analysis.hazards import hazard_metrics, hazards_frame, verdict
 from connbench.analysis.load import load_run
 from connbench.analysis.summarize import summarize
 from connbench.contract import REQUESTS_COLUMNS
-from connbench.scenario import expand
 from connbench.scenario.knobs import Expect
-from tests.fixtures.make_runs import T0, manifest, run_cell, sampler_rows
+from tests.fixture_runs import build_run, request_row
+from tests.fixtures.make_runs import sampler_rows
 
 RAW = {
     "scenario": {"name": "fixture-hazards", "description": "Session-state hazards per endpoint."},
@@ -48,30 +48,19 @@ ROWS = {
 }
 
 
-def write_requests(p: R.CellPaths, base: float, rows) -> None:
-    out = []
-    for i, (endpoint, hazards, examples, error) in enumerate(rows):
-        row = dict.fromkeys(REQUESTS_COLUMNS, "")
-        row.update(t_intended=repr(base + 4 + i / 10), t_start=repr(base + 4 + i / 10), endpoint=endpoint,
-                   latency_ms="5.0", service_ms="5.0", status="500" if error else "200", error_class=error,
-                   new_conn="0", generator="local", hazards=hazards,
-                   hazard_examples=json.dumps(examples) if examples else "")
-        out.append([row[c] for c in REQUESTS_COLUMNS])
-    R.write_csv_atomic(p.requests, REQUESTS_COLUMNS, out)
+def write_cell(p: R.CellPaths, cell, base: float) -> None:
+    rows = [request_row(t_intended=repr(base + 4 + i / 10), t_start=repr(base + 4 + i / 10), endpoint=endpoint,
+                        latency_ms="5.0", service_ms="5.0", status=500 if error else 200, error_class=error,
+                        new_conn=0, generator="local", hazards=hazards,
+                        hazard_examples=json.dumps(examples) if examples else "")
+            for i, (endpoint, hazards, examples, error) in enumerate(ROWS[cell.cell_id])]
+    R.write_csv_atomic(p.requests, REQUESTS_COLUMNS, rows)
+    sampler_rows(p, base, {t: 1 for t in range(2, 17)}, {t: 1 for t in range(2, 17)})
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hazards") / "run_hazards"
-    sc = expand.from_dict(RAW, Path("scenarios/fixture-hazards.toml"))
-    docs = []
-    for k, cell in enumerate(sc.cells):
-        base, p = T0 + 100 * k, R.RunPaths(root).cell(cell.cell_id)
-        write_requests(p, base, ROWS[cell.cell_id])
-        sampler_rows(p, base, {t: 1 for t in range(2, 17)}, {t: 1 for t in range(2, 17)})
-        docs.append(run_cell(p, cell, base))
-    manifest(root, sc, docs, T0 - 5, T0 + 100 * len(sc.cells))
-    return root
+    return build_run(tmp_path_factory.mktemp("hazards") / "run_hazards", RAW, write_cell)
 
 
 def test_hazards_csv_per_endpoint_and_kind(run):

@@ -16,8 +16,8 @@ from connbench.analysis.load import load_run
 from connbench.analysis.report import warnings
 from connbench.analysis.summarize import summaries
 from connbench.contract import REQUESTS_COLUMNS
-from connbench.scenario import expand
-from tests.fixtures.make_runs import T0, manifest, run_cell, sampler_rows
+from tests.fixture_runs import build_run, request_row
+from tests.fixtures.make_runs import sampler_rows
 
 RAW = {
     "scenario": {"name": "fixture-pool-wait", "description": "A pool smaller than the threads."},
@@ -27,32 +27,21 @@ RAW = {
 }
 
 
-def write_requests(p: R.CellPaths, base: float, waits: list[float], failed: int) -> None:
-    out = []
-    for i, pool_ms in enumerate(waits):
-        row = dict.fromkeys(REQUESTS_COLUMNS, "")
-        error = "django_pool_timeout" if i < failed else ""
-        row.update(t_intended=repr(base + 4 + i / 2), t_start=repr(base + 4 + i / 2), endpoint="/db/read",
-                   latency_ms="50.0", service_ms="50.0", status="500" if error else "200", error_class=error,
-                   connect_ms="0.0", pool_ms=repr(pool_ms), db_ms="1.0", app_ms="1.0", new_conn="0",
-                   generator="local")
-        out.append([row[c] for c in REQUESTS_COLUMNS])
-    R.write_csv_atomic(p.requests, REQUESTS_COLUMNS, out)
+def write_cell(p: R.CellPaths, cell, base: float) -> None:
+    short = cell.cell_id == "short"
+    waits, failed = ([40.0] * 4 + [0.01] * 6, 2) if short else ([0.01] * 10, 0)
+    rows = [request_row(t_intended=repr(base + 4 + i / 2), t_start=repr(base + 4 + i / 2), endpoint="/db/read",
+                        latency_ms="50.0", service_ms="50.0", status=500 if i < failed else 200,
+                        error_class="django_pool_timeout" if i < failed else "", connect_ms="0.0",
+                        pool_ms=repr(ms), db_ms="1.0", app_ms="1.0", new_conn=0, generator="local")
+            for i, ms in enumerate(waits)]
+    R.write_csv_atomic(p.requests, REQUESTS_COLUMNS, rows)
+    sampler_rows(p, base, {t: 2 for t in range(2, 17)}, {t: 2 for t in range(2, 17)})
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("poolwait") / "run_pool_wait"
-    sc = expand.from_dict(RAW, Path("scenarios/fixture-pool-wait.toml"))
-    docs = []
-    for k, cell in enumerate(sc.cells):
-        base, p = T0 + 100 * k, R.RunPaths(root).cell(cell.cell_id)
-        short = cell.cell_id == "short"
-        write_requests(p, base, [40.0] * 4 + [0.01] * 6 if short else [0.01] * 10, 2 if short else 0)
-        sampler_rows(p, base, {t: 2 for t in range(2, 17)}, {t: 2 for t in range(2, 17)})
-        docs.append(run_cell(p, cell, base))
-    manifest(root, sc, docs, T0 - 5, T0 + 100 * len(sc.cells))
-    return root
+    return build_run(tmp_path_factory.mktemp("poolwait") / "run_pool_wait", RAW, write_cell)
 
 
 def test_cell_json_carries_the_prediction(run):
