@@ -25,6 +25,7 @@ from connbench.analysis.charts.hockey import draw_hockey
 from connbench.analysis.charts.probe import draw_probe
 from connbench.analysis.charts.timing import draw_timing
 from connbench.analysis.findings import findings, labels
+from connbench.analysis.forks import fork_warning
 from connbench.analysis.hazards import hazards_frame, verdict
 from connbench.analysis.load import CellData, RunData, load_run
 from connbench.analysis.settings import Settings, groups_frame, with_intervals
@@ -214,6 +215,9 @@ def warnings(run: RunData, summary: pd.DataFrame) -> list[dict[str, str]]:
             add("warn", cid, f"machine saturated: the harness's components used {fmt(row.get('machine_cpu_pct'))} % of "
                 f"the machine's {fmt(row.get('machine_cpus'))} cores during measure, so its req/s and response times "
                 "describe this machine, not the setting")
+        forked = fork_warning(cell) if cell is not None and cell.completed else None
+        if forked:
+            add("error", cid, forked)
         wait = cell.doc.predicted.pool_wait if cell is not None and cell.doc is not None else None
         if wait and status == "completed":
             add("warn", cid, f"pool smaller than concurrency: {wait}. Measured: {_pool_wait_measured(row)}")

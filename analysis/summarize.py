@@ -100,6 +100,7 @@ import pandas as pd
 
 from connbench import results as R
 from connbench.analysis.connect_cost import cost_metrics, server_setup_metrics
+from connbench.analysis.forks import fork_metrics
 from connbench.analysis.generators import generator_frame, generator_metrics
 from connbench.analysis.growth import growth
 from connbench.analysis.hazards import hazard_metrics, hazards_frame, write_hazards
@@ -318,8 +319,8 @@ def cell_row(cell: CellData) -> dict[str, Any]:
     }
     row.update(flatten_params(cell.params))
     if cell.completed:  # partial files of a failed or damaged cell would give misleading numbers
-        for part in (request_metrics, timing_metrics, connection_metrics, db_metrics, pgbouncer_metrics,
-                     cpu_metrics, generator_metrics, server_setup_metrics, life_metrics, hazard_metrics):
+        for part in (request_metrics, timing_metrics, connection_metrics, db_metrics, pgbouncer_metrics, cpu_metrics,
+                     generator_metrics, server_setup_metrics, life_metrics, hazard_metrics, fork_metrics):
             row.update(part(cell))
         if row.get("generator_cpu_max", 0) >= SATURATION_PCT:  # one worker at a core: its share was capped
             row["generator_saturated"] = True

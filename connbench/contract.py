@@ -214,6 +214,8 @@ class AppConfig:
     view: str = "sync"  # "async": the database endpoints are async views using Django's async ORM
     host: str = "127.0.0.1"  # the address the app is served on: Django's ALLOWED_HOSTS holds it
     server_side_cursors: str = "auto"  # Django's named cursors: auto (off under transaction pooling), on, off
+    touch_db_at_import: bool = False  # the bundled app's wsgi/asgi module runs a query when imported
+    close_pools_before_fork: bool = False  # gunicorn's pre_fork closes the master's connections and pools
 
     def allowed_hosts(self) -> list[str]:
         return list(dict.fromkeys(["127.0.0.1", "localhost", "[::1]", f"[{self.host}]" if ":" in self.host

@@ -38,7 +38,8 @@ from connbench.errors import ComponentError
 # 6: What will break in production. requests.csv gained hazards and hazard_examples (the app's Server-Timing: the
 #    session-state hazard kinds of the request's statements, connbench.sqlhazards); a new run-level hazards.csv
 #    (analysis's). Schema 5's requests are read with both blank: not looked for (update_to_6). cell.json's
-#    predicted gained pool_wait (a pool smaller than a worker's concurrency, and what follows; absent: null).
+#    predicted gained pool_wait (a pool smaller than a worker's concurrency, and what follows; absent: null);
+#    summary.csv gained shared_backends and shared_backend_requests (connections inherited across the fork).
 SCHEMA_VERSION = 6
 
 # requests.csv's columns are connbench.contract.REQUESTS_COLUMNS: the locustfile writes it, and it
@@ -249,6 +250,9 @@ SUMMARY_COLUMNS = (
     # session-state hazards (analysis/hazards.py): requests whose statements relied on session state (any
     # phase), and the kinds seen (connbench.sqlhazards.KINDS, space-separated)
     "hazard_requests", "hazard_kinds",
+    # backends two gunicorn workers used at overlapping times (analysis/forks.py: a connection inherited across
+    # the fork), and the requests they served; blank through PgBouncer, whose server connections are shared
+    "shared_backends", "shared_backend_requests",
     # the cell's setting (group) across its completed repeats: interval of each compared figure, its method,
     # and the setting's rank group (1 = best; settings sharing a rank are indistinguishable)
     *(f"{f}_{side}" for f in INTERVAL_FIGURES for side in ("lo", "hi")), "interval_method", "rank",

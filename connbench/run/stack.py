@@ -75,6 +75,7 @@ def app_config(k: Knobs, db: Database, host: str = "127.0.0.1") -> AppConfig:
     return AppConfig(
         db=db, conn_max_age=None if k.conn_max_age == "none" else k.conn_max_age, health_checks=k.health_checks,
         pooling=k.pooling, view=k.view, host=host, server_side_cursors=k.server_side_cursors,
+        touch_db_at_import=k.app_touch_db_at_import, close_pools_before_fork=k.close_pools_before_fork,
         pool={"min_size": k.pool_min_size, "max_size": k.pool_max_size, "timeout": k.pool_timeout},
         dbcp={"POOL_SIZE": k.dbcp_pool_size, "MAX_OVERFLOW": k.dbcp_max_overflow, "RECYCLE": k.dbcp_recycle,
               "PRE_PING": k.dbcp_pre_ping, "TIMEOUT": k.dbcp_timeout},
@@ -83,7 +84,8 @@ def app_config(k: Knobs, db: Database, host: str = "127.0.0.1") -> AppConfig:
 
 def gunicorn_config(k: Knobs, host: str = "127.0.0.1") -> gunicorn.GunicornConfig:
     return gunicorn.GunicornConfig(dynos=k.dynos, workers=k.workers, threads=k.threads,
-                                   worker_class=k.worker_class, worker_connections=k.gevent_connections, host=host)
+                                   worker_class=k.worker_class, worker_connections=k.gevent_connections, host=host,
+                                   preload=k.preload)
 
 
 def django_app(project: Project) -> DjangoApp:

@@ -70,6 +70,13 @@ class Knobs(BaseModel):
     conn_max_age: int | Literal["none"] = Field(0, description="Django CONN_MAX_AGE: seconds, or \"none\" (unlimited)")
     health_checks: bool = Field(False, description="Django CONN_HEALTH_CHECKS")
     pooling: Pooling = Field("direct", description="how the app reaches PostgreSQL: direct, a pool, or PgBouncer")
+    # fork safety: gunicorn's --preload loads the app in the master; a project that touches the database at import
+    # (a startup check, a cache warm-up) then opens a connection, or Django's pool, that every worker inherits
+    preload: bool = Field(False, description="gunicorn --preload: the app is imported once, in the master")
+    app_touch_db_at_import: bool = Field(False, description="the bundled app runs a query at import (a startup "
+                                         "check): with preload, in the master, before the fork")
+    close_pools_before_fork: bool = Field(False, description="the fix: gunicorn's pre_fork closes the master's "
+                                          "connections and Django's pools, so each worker opens its own")
     server_side_cursors: Literal["auto", "on", "off"] = Field(
         "auto", description="Django's named cursors (QuerySet.iterator()): auto = off (DISABLE_SERVER_SIDE_CURSORS) "
                             "under pgbouncer-transaction, Django's default elsewhere")

@@ -54,6 +54,8 @@ class Project:
             return f"Django's native pool needs Django 5.1 or later (installed: {'.'.join(map(str, django_version()))})"
         if k.worker_class == "asgi" and not self.asgi:
             return "worker_class = \"asgi\" needs [app] asgi = \"yourproject.asgi:application\""
+        if not self.bundled and k.app_touch_db_at_import:
+            return "app_touch_db_at_import is the bundled app's; your project touches the database at import or not"
         if not self.bundled and k.view != "sync":
             return "view applies to the bundled app's endpoints; your project's views are what they are"
         if self.locustfile and k.dynos > 1:

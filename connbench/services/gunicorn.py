@@ -40,6 +40,7 @@ class GunicornConfig:
     worker_class: str
     worker_connections: int
     host: str = "127.0.0.1"  # [generator] bind: where generators on other machines reach the app
+    preload: bool = False  # --preload: the app imported in the master, before the workers are forked
 
 
 def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: Path,
@@ -63,6 +64,7 @@ def start_dynos(cfg: GunicornConfig, app: AppConfig, sup: Supervisor, log_dir: P
             "--graceful-timeout", "5",
             "--backlog", "2048",
             "--log-level", "warning",
+            *(["--preload"] if cfg.preload else []),
         ]
         env = django.process_env(app, **{DYNO_ENV: str(d)})
         env.pop("PGAPPNAME", None)

@@ -85,3 +85,19 @@ def test_the_expectation_fails_the_run_and_the_report_says_why_and_the_fix(run):
         assert fix in text, fix
     assert re.search(r"[\d,]+ failed under transaction pooling \(invalid_cursor\)", text)
     assert "connbench set DISABLE_SERVER_SIDE_CURSORS" in text  # the transaction-default cell's shim, said
+
+
+def test_a_preloaded_pool_is_shared_by_the_workers_and_the_fix_gives_each_its_own(run):
+    """gunicorn --preload, a query at import, Django's pool: the master's checked-out connection and its pool are
+    inherited by both sync workers, which then run every request on that one backend at once (certain: the pool
+    in each worker holds that one connection, and a sync worker never needs a second)."""
+    s = pd.read_csv(run.dir / R.SUMMARY_CSV).set_index("cell_id")
+    assert s.loc["preload", "shared_backends"] >= 1, s.loc["preload"].filter(like="shared")
+    r = _requests(run.dir, "preload")
+    on = r.dropna(subset=["backend_pid"]).groupby("backend_pid").worker_pid.nunique()
+    assert on.max() == 2, on  # both workers on one backend
+    fixed = _requests(run.dir, "preload-fixed")
+    assert s.loc["preload-fixed", "shared_backends"] == 0 and (fixed.status == 200).all()
+    assert fixed.groupby("backend_pid").worker_pid.nunique().max() == 1  # each worker its own connections
+    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", (run.dir / "index.html").read_text())).split())
+    assert "workers shared database connections after fork" in text and "close_pools_before_fork = true" in text

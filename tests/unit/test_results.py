@@ -204,11 +204,13 @@ def test_a_schema_1_run_summarizes_as_it_did_under_schema_1(tmp_path):
                      "predicted_bounded", "locust_cpu_warning", "generator_lagged", "generators",
                      "generator_busiest", "generator_cpu_max", "generator_laggiest", "generator_lag_p99_max",
                      "generators_lost", "generators_lost_names", "machine_cpus", "machine_cpu_pct", "machine_saturated",
-                     *LIFE_COLUMNS, "hazard_requests", "hazard_kinds", *INTERVAL_COLUMNS]
+                     *LIFE_COLUMNS, "hazard_requests", "hazard_kinds", "shared_backends", "shared_backend_requests",
+                     *INTERVAL_COLUMNS]
     pd.testing.assert_frame_equal(new.drop(columns=[*cpu, *added]), old.drop(columns=cpu))
     done = new[new["status"] == "completed"]
     assert done[list(LIFE_COLUMNS)].isna().all().all()  # not recorded then: blank, never 0
     assert done["hazard_requests"].isna().all() and done["hazard_kinds"].isna().all()  # nor were hazards
+    assert done["shared_backends"].isna().all()  # nor the backend each request used
     assert done["offered_rps"].isna().all() and (done["dropped"] == 0).all()  # a closed loop offers no rate
     assert (done["lag_p99_ms"] == 0).all() and not done["generator_lagged"].any()  # t_intended = t_start
     for q in ("p50", "p95", "p99"):  # service_ms = latency_ms
