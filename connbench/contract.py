@@ -216,6 +216,9 @@ class AppConfig:
     server_side_cursors: str = "auto"  # Django's named cursors: auto (off under transaction pooling), on, off
     touch_db_at_import: bool = False  # the bundled app's wsgi/asgi module runs a query when imported
     close_pools_before_fork: bool = False  # gunicorn's pre_fork closes the master's connections and pools
+    # PostgreSQL settings for the app's sessions, sent at connect time (libpq options): the server enforces
+    # them as if set on the server, e.g. idle_session_timeout reaping idle persistent connections
+    session_settings: dict[str, str] = field(default_factory=dict)
 
     def allowed_hosts(self) -> list[str]:
         return list(dict.fromkeys(["127.0.0.1", "localhost", "[::1]", f"[{self.host}]" if ":" in self.host
@@ -242,6 +245,8 @@ class AppConfig:
             "CONN_HEALTH_CHECKS": self.health_checks,
             "OPTIONS": {"connect_timeout": self.connect_timeout, "sslmode": self.db.sslmode},
         }
+        if self.session_settings:
+            db["OPTIONS"]["options"] = " ".join(f"-c {k}={v}" for k, v in sorted(self.session_settings.items()))
         if self.pooling == "django-pool":
             db["OPTIONS"]["pool"] = dict(self.pool)
         elif self.pooling == "dj-db-conn-pool":

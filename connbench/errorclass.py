@@ -62,6 +62,7 @@ MAX_CHAIN_DEPTH = 10
 _SQLSTATE = {
     "53300": TOO_MANY_CLIENTS,  # too_many_connections
     "57P01": CONNECTION_LOST,  # admin_shutdown: pg_terminate_backend(), fast shutdown
+    "25P03": CONNECTION_LOST,  # idle_in_transaction_session_timeout
     "57P02": CONNECTION_LOST,  # crash_shutdown
     "57P05": CONNECTION_LOST,  # idle_session_timeout
     "08003": CONNECTION_LOST,  # connection_does_not_exist
@@ -76,6 +77,7 @@ _SQLSTATE = {
 _PSYCOPG_NAMES = {
     "TooManyConnections": TOO_MANY_CLIENTS,
     "AdminShutdown": CONNECTION_LOST,
+    "IdleInTransactionSessionTimeout": CONNECTION_LOST,
     "CrashShutdown": CONNECTION_LOST,
     "IdleSessionTimeout": CONNECTION_LOST,
     "ConnectionDoesNotExist": CONNECTION_LOST,
@@ -115,6 +117,7 @@ _TEXT = (
     ("terminating connection due to", CONNECTION_LOST),  # administrator command, idle-session timeout
     ("terminating connection because of crash", CONNECTION_LOST),
     (_CLOSED_UNEXPECTEDLY, CONNECTION_LOST),
+    ("terminating connection due to idle", CONNECTION_LOST),  # idle (in transaction) session timeout
     ("consuming input failed", CONNECTION_LOST),
     ("the connection is closed", CONNECTION_LOST),  # psycopg 3, a connection that failed before
     ("connection already closed", CONNECTION_LOST),  # psycopg2's wording; not reproduced

@@ -76,6 +76,9 @@ def app_config(k: Knobs, db: Database, host: str = "127.0.0.1") -> AppConfig:
         db=db, conn_max_age=None if k.conn_max_age == "none" else k.conn_max_age, health_checks=k.health_checks,
         pooling=k.pooling, view=k.view, host=host, server_side_cursors=k.server_side_cursors,
         touch_db_at_import=k.app_touch_db_at_import, close_pools_before_fork=k.close_pools_before_fork,
+        session_settings={name: str(ms) for name, ms in (
+            ("idle_session_timeout", k.idle_session_timeout_ms),
+            ("idle_in_transaction_session_timeout", k.idle_in_transaction_session_timeout_ms)) if ms},
         pool={"min_size": k.pool_min_size, "max_size": k.pool_max_size, "timeout": k.pool_timeout},
         dbcp={"POOL_SIZE": k.dbcp_pool_size, "MAX_OVERFLOW": k.dbcp_max_overflow, "RECYCLE": k.dbcp_recycle,
               "PRE_PING": k.dbcp_pre_ping, "TIMEOUT": k.dbcp_timeout},

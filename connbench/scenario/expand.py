@@ -320,6 +320,8 @@ def prune_reason(k: Knobs, meta: ScenarioMeta) -> str | None:
     if k.tls and k.server == "embedded":
         return ('tls = true needs a PostgreSQL built with OpenSSL; the embedded wheel\'s is not: use '
                 'server = "system" (Debian\'s postgresql package, installed by make)')
+    if k.pooling.startswith("pgbouncer") and (k.idle_session_timeout_ms or k.idle_in_transaction_session_timeout_ms):
+        return "idle session timeouts are sent as connection options, which PgBouncer refuses: use them without it"
     if k.app_touch_db_at_import and k.worker_class == "asgi":
         return "app_touch_db_at_import is the bundled app's WSGI module's (worker_class = \"asgi\" loads its ASGI one)"
     if k.worker_class != "gthread" and k.threads != 1:

@@ -70,6 +70,12 @@ class Knobs(BaseModel):
     conn_max_age: int | Literal["none"] = Field(0, description="Django CONN_MAX_AGE: seconds, or \"none\" (unlimited)")
     health_checks: bool = Field(False, description="Django CONN_HEALTH_CHECKS")
     pooling: Pooling = Field("direct", description="how the app reaches PostgreSQL: direct, a pool, or PgBouncer")
+    # stale connections: the server reaps a session idle (or idle in a transaction) this long; 0 = never
+    idle_session_timeout_ms: int = Field(0, ge=0, le=86_400_000, description="PostgreSQL idle_session_timeout "
+                                         "for the app's sessions, ms (0: off)")
+    idle_in_transaction_session_timeout_ms: int = Field(0, ge=0, le=86_400_000, description="PostgreSQL "
+                                                        "idle_in_transaction_session_timeout for the app's sessions, "
+                                                        "ms (0: off)")
     # fork safety: gunicorn's --preload loads the app in the master; a project that touches the database at import
     # (a startup check, a cache warm-up) then opens a connection, or Django's pool, that every worker inherits
     preload: bool = Field(False, description="gunicorn --preload: the app is imported once, in the master")

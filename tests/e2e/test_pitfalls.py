@@ -101,3 +101,17 @@ def test_a_preloaded_pool_is_shared_by_the_workers_and_the_fix_gives_each_its_ow
     assert fixed.groupby("backend_pid").worker_pid.nunique().max() == 1  # each worker its own connections
     text = " ".join(unescape(re.sub(r"<[^>]+>", " ", (run.dir / "index.html").read_text())).split())
     assert "workers shared database connections after fork" in text and "close_pools_before_fork = true" in text
+
+
+def test_a_reaped_idle_connection_fails_the_next_request_unless_health_checks_catch_it(run):
+    """idle_session_timeout 300 ms against paced bursts 1 s apart: every persistent connection is dead when its
+    next burst comes. Without CONN_HEALTH_CHECKS the first request on it fails (connection_lost, the server's
+    own words in the app's log); with them Django pings it first, and reconnects."""
+    off, on = _requests(run.dir, "idle-hc-off"), _requests(run.dir, "idle-hc-on")
+    failed = off[off.error_class.fillna("") != ""]
+    assert len(failed) >= 2 and set(failed.error_class) == {"connection_lost"}, off.error_class.value_counts()
+    assert (on.status == 200).all() and (on.new_conn == 1).sum() >= 4  # dead ones replaced, never handed out
+    log = (run.dir / "cells" / "idle-hc-off" / "logs" / "gunicorn-d0.log").read_text()
+    assert "terminating connection due to idle-session timeout" in log  # the real cause, traceback included
+    pool = _requests(run.dir, "idle-pool")  # Django's pool: reported as measured, whatever it shows
+    assert len(pool) and set(pool.error_class.fillna("")) - {""} <= {"connection_lost", "django_pool_timeout"}

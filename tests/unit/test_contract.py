@@ -10,7 +10,8 @@ import pytest
 
 from connbench.contract import APP_ENV, AppConfig, Database, LoadConfig
 from connbench.run.stack import app_config, load_config
-from connbench.scenario.knobs import POOLINGS, Knobs
+from connbench.scenario.expand import prune_reason
+from connbench.scenario.knobs import POOLINGS, Knobs, ScenarioMeta
 from tests.support import ROOT
 
 DB = Database("127.0.0.1", 5432, "connbench", "app", "pw")
@@ -50,6 +51,17 @@ def test_app_config_round_trips_and_builds_djangos_database(pooling):
         assert db["OPTIONS"]["pool"]["max_size"] == 3
     if pooling == "dj-db-conn-pool":
         assert db["POOL_OPTIONS"]["POOL_SIZE"] == 5
+
+
+def test_session_timeouts_are_libpq_options_and_pgbouncer_cells_are_pruned():
+    k = Knobs(conn_max_age=60, idle_session_timeout_ms=300, idle_in_transaction_session_timeout_ms=1000)
+    cfg = app_config(k, DB)
+    assert AppConfig.from_dict(json.loads(cfg.to_env()[APP_ENV])) == cfg
+    assert cfg.django_database()["OPTIONS"]["options"] == (
+        "-c idle_in_transaction_session_timeout=1000 -c idle_session_timeout=300")
+    assert "options" not in app_config(Knobs(), DB).django_database()["OPTIONS"]  # nothing unless asked
+    pgb = Knobs(pooling="pgbouncer-transaction", idle_session_timeout_ms=300)
+    assert "PgBouncer refuses" in (prune_reason(pgb, ScenarioMeta(name="t")) or "")
 
 
 def test_load_config_round_trips(tmp_path):
