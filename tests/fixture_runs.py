@@ -41,3 +41,18 @@ def build_run(root: Path, raw: dict, write_cell: Callable[[R.CellPaths, expand.C
         docs.append(run_cell(paths, cell, base))
     manifest(root, sc, docs, T0 - 5, T0 + 100 * len(sc.cells))
     return root
+
+
+def closed_requests(paths: R.CellPaths, base: float, rows: list[dict]) -> None:
+    """requests.csv of a closed loop as the request log writes it: each row's `t` (seconds after base) is both
+    t_intended and t_start, its `ms` both latency_ms and service_ms; status 200 unless given, every other
+    column as given or blank."""
+    from connbench.contract import REQUESTS_COLUMNS
+
+    out = []
+    for r in rows:
+        fields = {k: v for k, v in r.items() if k not in ("t", "ms")}
+        t, ms = repr(base + r["t"]), repr(float(r["ms"]))
+        out.append(request_row(**{"status": 200, "new_conn": 0, "generator": "local", "t_intended": t,
+                                  "t_start": t, "latency_ms": ms, "service_ms": ms, **fields}))
+    R.write_csv_atomic(paths.requests, REQUESTS_COLUMNS, out)

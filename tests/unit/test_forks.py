@@ -16,8 +16,7 @@ from connbench.analysis.forks import fork_metrics, fork_warning, shared
 from connbench.analysis.load import load_run
 from connbench.analysis.report import warnings
 from connbench.analysis.summarize import summaries
-from connbench.contract import REQUESTS_COLUMNS
-from tests.fixture_runs import build_run, request_row
+from tests.fixture_runs import build_run, closed_requests
 from tests.fixtures.make_runs import sampler_rows
 
 RAW = {
@@ -37,10 +36,8 @@ USES = {"shared": [(4.0, 500, 11), (4.5, 500, 12), (5.0, 500, 11), (5.5, 500, 12
 
 
 def write_cell(p: R.CellPaths, cell, base: float) -> None:
-    rows = [request_row(t_intended=repr(base + t), t_start=repr(base + t), endpoint="/db/read", latency_ms="20.0",
-                        service_ms="20.0", status=200, new_conn=0, backend_pid=pid, worker_pid=worker,
-                        generator="local") for t, pid, worker in USES[cell.cell_id]]
-    R.write_csv_atomic(p.requests, REQUESTS_COLUMNS, rows)
+    closed_requests(p, base, [{"t": t, "ms": 20, "endpoint": "/db/read", "backend_pid": pid, "worker_pid": worker}
+                              for t, pid, worker in USES[cell.cell_id]])
     sampler_rows(p, base, {t: 2 for t in range(2, 17)}, {t: 2 for t in range(2, 17)})
 
 

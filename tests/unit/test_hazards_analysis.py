@@ -20,9 +20,8 @@ from connbench.analysis import expectations
 from connbench.analysis.hazards import hazard_metrics, hazards_frame, verdict
 from connbench.analysis.load import load_run
 from connbench.analysis.summarize import summarize
-from connbench.contract import REQUESTS_COLUMNS
 from connbench.scenario.knobs import Expect
-from tests.fixture_runs import build_run, request_row
+from tests.fixture_runs import build_run, closed_requests
 from tests.fixtures.make_runs import sampler_rows
 
 RAW = {
@@ -49,12 +48,10 @@ ROWS = {
 
 
 def write_cell(p: R.CellPaths, cell, base: float) -> None:
-    rows = [request_row(t_intended=repr(base + 4 + i / 10), t_start=repr(base + 4 + i / 10), endpoint=endpoint,
-                        latency_ms="5.0", service_ms="5.0", status=500 if error else 200, error_class=error,
-                        new_conn=0, generator="local", hazards=hazards,
-                        hazard_examples=json.dumps(examples) if examples else "")
-            for i, (endpoint, hazards, examples, error) in enumerate(ROWS[cell.cell_id])]
-    R.write_csv_atomic(p.requests, REQUESTS_COLUMNS, rows)
+    closed_requests(p, base, [{"t": 4 + i / 10, "ms": 5, "endpoint": endpoint, "status": 500 if error else 200,
+                               "error_class": error, "hazards": hazards,
+                               "hazard_examples": json.dumps(examples) if examples else ""}
+                              for i, (endpoint, hazards, examples, error) in enumerate(ROWS[cell.cell_id])])
     sampler_rows(p, base, {t: 1 for t in range(2, 17)}, {t: 1 for t in range(2, 17)})
 
 

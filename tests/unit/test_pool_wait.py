@@ -15,8 +15,7 @@ from connbench import results as R
 from connbench.analysis.load import load_run
 from connbench.analysis.report import warnings
 from connbench.analysis.summarize import summaries
-from connbench.contract import REQUESTS_COLUMNS
-from tests.fixture_runs import build_run, request_row
+from tests.fixture_runs import build_run, closed_requests
 from tests.fixtures.make_runs import sampler_rows
 
 RAW = {
@@ -30,12 +29,9 @@ RAW = {
 def write_cell(p: R.CellPaths, cell, base: float) -> None:
     short = cell.cell_id == "short"
     waits, failed = ([40.0] * 4 + [0.01] * 6, 2) if short else ([0.01] * 10, 0)
-    rows = [request_row(t_intended=repr(base + 4 + i / 2), t_start=repr(base + 4 + i / 2), endpoint="/db/read",
-                        latency_ms="50.0", service_ms="50.0", status=500 if i < failed else 200,
-                        error_class="django_pool_timeout" if i < failed else "", connect_ms="0.0",
-                        pool_ms=repr(ms), db_ms="1.0", app_ms="1.0", new_conn=0, generator="local")
-            for i, ms in enumerate(waits)]
-    R.write_csv_atomic(p.requests, REQUESTS_COLUMNS, rows)
+    closed_requests(p, base, [{"t": 4 + i / 2, "ms": 50, "endpoint": "/db/read", "status": 500 if i < failed else 200,
+                               "error_class": "django_pool_timeout" if i < failed else "", "connect_ms": "0.0",
+                               "pool_ms": repr(ms), "db_ms": "1.0", "app_ms": "1.0"} for i, ms in enumerate(waits)])
     sampler_rows(p, base, {t: 2 for t in range(2, 17)}, {t: 2 for t in range(2, 17)})
 
 
