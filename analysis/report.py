@@ -17,7 +17,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from connbench import results as R
-from connbench.analysis import expectations
+from connbench.analysis import aftermath, expectations
 from connbench.analysis.charts import draw_charts
 from connbench.analysis.charts.common import Chart
 from connbench.analysis.charts.growth import draw_growth
@@ -350,6 +350,9 @@ def build_report(run_dir: Path | str, charts: bool = True) -> Path:
         results = expectations.evaluate(run, summary)
         if results or run.paths.expectations.exists():
             expectations.write(run.root, results)
-        html = render(context(run, summary, groups, drawn, results, findings(groups, settings, run.manifest.versions)))
+        found = findings(groups, settings, run.manifest.versions)
+        if found is not None:  # the faults' aftermath and the health checks' cost, from the raw requests
+            found["claims"] = [*found["claims"], *aftermath.sentences(run, {})]  # settings by id: short
+        html = render(context(run, summary, groups, drawn, results, found))
         R.write_text_atomic(run.paths.report, html)
     return run.paths.report

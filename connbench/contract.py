@@ -80,6 +80,8 @@ ERROR_CLASSES = (
 # when no query ran, never 0. hazards: the session-state hazard kinds (connbench.sqlhazards.KINDS) the request's
 # statements had, space-separated, blank for none; hazard_examples: for a kind this worker sends the first time
 # on this path, {kind: example statement} as JSON (literals as ?, at most 200 characters), else blank.
+# check_ms: the ms of Django's health check (CONN_HEALTH_CHECKS' SELECT 1 on a reused connection; part of db_ms),
+# blank when none ran in the request.
 # generator: the Locust process that sent it: "local" (one process), or a worker's name (GENERATOR_ENV, else
 # "w<worker index>").
 # The bundled app's /hazard/<name> endpoints, one per session-state hazard (target_app/hazard_views.py), which
@@ -87,7 +89,7 @@ ERROR_CLASSES = (
 HAZARD_ENDPOINTS = ("set", "set_config", "advisory", "listen", "temp", "hold", "prepare", "iterator")
 HAZARD_COLUMNS = ("hazards", "hazard_examples")  # text; the other timing columns are numbers
 TIMING_COLUMNS = ("connect_ms", "pool_ms", "db_ms", "app_ms", "new_conn", "backend_pid", "worker_pid", "thread",
-                  "conn_close", *HAZARD_COLUMNS)
+                  "conn_close", *HAZARD_COLUMNS, "check_ms")
 REQUESTS_COLUMNS = ("t_intended", "t_start", "endpoint", "latency_ms", "service_ms", "status", "error_class",
                     "dyno", *TIMING_COLUMNS, "generator")
 
@@ -111,7 +113,8 @@ GENERATOR_END = "generator_end"  # the master ended the run itself, every worker
 # in this request; pool: ms waiting for a pooled one; db: ms executing queries; app: the rest of the request inside
 # the app; conn: "new" if it opened one, else "reused"; backend, thread: the backend pid and native thread id of
 # its last query (absent when none ran); worker: the answering process's pid; close: "due" or "keep" (Django's
-# rule at request end, absent when no connection was open). With session-state hazards (connbench.sqlhazards):
+# rule at request end, absent when no connection was open); check: ms of Django's health check (absent: none
+# ran). With session-state hazards (connbench.sqlhazards):
 # `hazard;desc="set_session listen"` and, the first time a worker sees a kind on a path, one
 # `hazard_example;desc=<kind>:<example, percent-encoded>` per kind (percent-encoding keeps commas and quotes out).
 SERVER_TIMING = "Server-Timing"
@@ -122,13 +125,14 @@ _IDS = ("backend", "worker", "thread")
 def server_timing_header(connect: float, pool: float, db: float, app: float, new_conn: bool,
                          backend: int | None = None, worker: int | None = None, thread: int | None = None,
                          close_due: bool | None = None, hazards: Iterable[str] = (),
-                         examples: dict[str, str] | None = None) -> str:
+                         examples: dict[str, str] | None = None, check: float | None = None) -> str:
     durs = ", ".join(f"{name};dur={ms:.3f}" for name, ms in zip(_TIMING_METRICS, (connect, pool, db, app), strict=True))
     ids = "".join(f", {name};desc={v}" for name, v in zip(_IDS, (backend, worker, thread), strict=True) if v)
     close = "" if close_due is None else f', close;desc={"due" if close_due else "keep"}'
     kinds = " ".join(sorted(hazards))
     extra = f', hazard;desc="{kinds}"' if kinds else ""
     extra += "".join(f", hazard_example;desc={k}:{quote(v, safe='')}" for k, v in sorted((examples or {}).items()))
+    extra += "" if check is None else f", check;dur={check:.3f}"
     return f'{durs}, conn;desc={"new" if new_conn else "reused"}{ids}{close}{extra}'
 
 
@@ -139,7 +143,7 @@ def _positive(value: str) -> str:
 
 def parse_server_timing(header: str | None) -> tuple[str, ...]:
     """TIMING_COLUMNS' cells (connect_ms, pool_ms, db_ms, app_ms, new_conn, backend_pid, worker_pid, thread,
-    conn_close, hazards, hazard_examples) as requests.csv writes them; blanks for what is absent."""
+    conn_close, hazards, hazard_examples, check_ms) as requests.csv writes them; blanks for what is absent."""
     found: dict[str, str] = {}
     examples: dict[str, str] = {}
     for entry in (header or "").split(","):
@@ -157,13 +161,15 @@ def parse_server_timing(header: str | None) -> tuple[str, ...]:
                 found["close"] = {"due": "1", "keep": "0"}.get(value, "")
             elif key == "desc" and name == "hazard":
                 found["hazard"] = " ".join(k for k in value.split() if k.isidentifier())
+            elif key == "dur" and name == "check":
+                found["check"] = value
             elif key == "desc" and name == "hazard_example":
                 kind, _, text = value.partition(":")
                 if kind.isidentifier():
                     examples[kind] = unquote(text)[:200]
     return (*(found.get(m, "") for m in _TIMING_METRICS), found.get("conn", ""),
             *(found.get(i, "") for i in _IDS), found.get("close", ""), found.get("hazard", ""),
-            json.dumps(examples, sort_keys=True) if examples else "")
+            json.dumps(examples, sort_keys=True) if examples else "", found.get("check", ""))
 
 
 class ContractError(ComponentError, RuntimeError):
@@ -278,13 +284,20 @@ class LoadConfig:
     drain_s: float = 10.0  # after the schedule: how long requests in flight may still be answered
     paths: dict[str, float] | None = None  # [load] paths: GET path -> weight, instead of the mix's endpoints
     run_time_s: float | None = None  # a Locust master ends the test itself after this (MasterLog.end_after)
+    # `pause` faults: [start, end) seconds from the test's start in which no request is sent (the open model's
+    # schedule has no arrival there: not offered, so never dropped)
+    pauses: list[tuple[float, float]] = field(default_factory=list)
 
     def to_env(self) -> dict[str, str]:
         return {LOAD_ENV: json.dumps(asdict(self))}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoadConfig:
-        return cls(**d)
+        return cls(**{**d, "pauses": [tuple(p) for p in d.get("pauses", [])]})
+
+    def paused_until(self, since_start: float) -> float | None:
+        """The end of the pause `since_start` (s from the test's start) falls in, else None."""
+        return next((end for start, end in self.pauses if start <= since_start < end), None)
 
     @classmethod
     def from_env(cls) -> LoadConfig:

@@ -92,6 +92,7 @@ _PSYCOPG_NAMES = {
 _PGBOUNCER_TEXT = (
     ("query_wait_timeout", PGBOUNCER_WAIT_TIMEOUT),
     ("no more connections allowed (max_client_conn)", PGBOUNCER_MAX_CLIENT_CONN),
+    ("client_idle_timeout", CONNECTION_LOST),  # PgBouncer closed the app's idle connection to it
 )
 
 # A connect-phase failure (psycopg prefixes "connection failed:") in which the server hung up during

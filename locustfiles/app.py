@@ -29,11 +29,13 @@ NAMES: list[str] = []
 WEIGHTS: list[float] = []
 _next_user = itertools.count()
 _dispatched = False
+T_START = 0.0  # this process's test start: `pause` faults count from it
 
 
 @events.test_start.add_listener
 def _configure(environment: Environment, **_kw: Any) -> None:
-    global LOAD, TARGETS, ENDPOINTS, NAMES, WEIGHTS
+    global LOAD, TARGETS, ENDPOINTS, NAMES, WEIGHTS, T_START
+    T_START = time.time()
     LOAD = LOG.config(environment)
     TARGETS = LOAD.targets
     mix = LOAD.mix
@@ -79,6 +81,9 @@ class AppUser(FastHttpUser):
     def request(self) -> None:
         # one task choosing by the mix's weights as they are (Locust's @task weights are integers)
         path, name = ENDPOINTS[random.choices(NAMES, weights=WEIGHTS)[0]]
+        resume = LOAD.paused_until(time.time() - T_START) if LOAD.pauses else None
+        if resume is not None:  # a `pause` fault: hold this request until the pause ends
+            gevent.sleep(T_START + resume - time.time())
         self.client.get(self.base + path, name=name, context=self.ctx)
 
 
@@ -113,6 +118,7 @@ class OpenUser(FastHttpUser):
         _dispatched = True
         share, shares = LOG.share(self.environment)
         offsets = arrival_times(cast(float, LOAD.arrival_rate), LOAD.schedule_s, LOAD.arrival, LOAD.seed, share, shares)
+        offsets = [t for t in offsets if LOAD.paused_until(t) is None]  # `pause` faults: nothing offered then
         rng = random.Random(LOAD.seed * 1_000_003 + share)
         picks = rng.choices(NAMES, weights=WEIGHTS, k=len(offsets))
         out = gevent.pool.Pool(LOAD.max_in_flight)

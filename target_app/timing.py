@@ -45,6 +45,7 @@ class Times:
     new_conn: bool = False
     wrapper: Any = None  # the DatabaseWrapper of the last query (under ASGI, the executor thread's)
     thread: int | None = None
+    check: float | None = None  # Django's health check (is_usable), ms: inside db too
     hazards: set[str] = field(default_factory=set)
     examples: dict[str, str] = field(default_factory=dict)  # kind -> the request's first statement of that kind
 
@@ -148,7 +149,7 @@ def _connect(self: pg.DatabaseWrapper) -> None:
             t.pool += rest
 
 
-def _in_db(original: Callable[..., Any]) -> Callable[..., Any]:
+def _in_db(original: Callable[..., Any], check: bool = False) -> Callable[..., Any]:
     """A round trip Django makes outside execute_wrapper (COMMIT, ROLLBACK, the health check's SELECT 1)."""
     def timed(self: pg.DatabaseWrapper, *args: Any, **kwargs: Any) -> Any:
         t = _current.get()
@@ -157,7 +158,10 @@ def _in_db(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, *args, **kwargs)
         finally:
             if t is not None:
-                t.db += (time.perf_counter() - t0) * 1000.0
+                ms = (time.perf_counter() - t0) * 1000.0
+                t.db += ms
+                if check:
+                    t.check = (t.check or 0.0) + ms
     return timed
 
 
@@ -183,7 +187,7 @@ def install() -> None:
     pg.DatabaseWrapper.get_new_connection = _get_new_connection
     pg.DatabaseWrapper.connect = _connect
     for name in ("_commit", "_rollback", "is_usable"):
-        setattr(pg.DatabaseWrapper, name, _in_db(getattr(pg.DatabaseWrapper, name)))
+        setattr(pg.DatabaseWrapper, name, _in_db(getattr(pg.DatabaseWrapper, name), name == "is_usable"))
     try:
         from dj_db_conn_pool.core.mixins.core import DatabasePoolWrapperMixin
     except ImportError:
@@ -224,5 +228,5 @@ class ServerTimingMiddleware:
         response[SERVER_TIMING] = server_timing_header(
             times.connect, times.pool, times.db, app, times.new_conn, backend_pid(times.wrapper), _PID,
             times.thread, close_due(times.wrapper), times.hazards,
-            first_examples(request.path, times) if times.examples else None)
+            first_examples(request.path, times) if times.examples else None, times.check)
         return response

@@ -12,6 +12,7 @@ from connbench.commands.common import interval, load_scenario, max_cells_flag, p
 from connbench.commands.report import report
 from connbench.errors import ScenarioError
 from connbench.loopback import require_local
+from connbench.scenario.expand import Scenario
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,8 +32,21 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     r.add_argument("--database-url", help="use your PostgreSQL (nothing is started; its password is never "
                    "written); e.g. postgresql://app:secret@127.0.0.1:5432/appdb")
     r.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --database-url")
+    r.add_argument("--cells", metavar="ID[,ID...]", help="run only these cells (ids or settings); the others are "
+                   "listed in the report as not run")
     max_cells_flag(r)
     r.set_defaults(func=run)
+
+
+def select_cells(scen: Scenario, text: str) -> Scenario:
+    """--cells: the scenario with only the named cells (by id or setting); an unknown name is a usage error."""
+    wanted = {w.strip() for w in text.split(",") if w.strip()}
+    known = sorted({c.group for c in scen.cells} | {c.cell_id for c in scen.cells})
+    unknown = sorted(wanted - set(known))
+    if unknown or not wanted:
+        raise ScenarioError(f"{scen.path}: --cells: no cell named {', '.join(unknown) or repr(text)}; allowed: "
+                            f"{', '.join(known)}")
+    return scen.pruned_by(lambda c: None if wanted & {c.cell_id, c.group} else "not selected (--cells)")
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -40,6 +54,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from connbench.run.worker import generator_for
 
     scen = load_scenario(args.scenario, args)  # every scenario error surfaces here, before anything starts
+    if args.cells:
+        scen = select_cells(scen, args.cells)
     scen.generator = generator_for(scen, args.generator_workers, args.locust_processes)
     external = None
     source = "--database-url"

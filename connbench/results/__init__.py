@@ -38,13 +38,23 @@ from connbench.results.files import (
     write_private,
     write_text_atomic,
 )
-from connbench.results.migrate import UPDATES, update_to_2, update_to_3, update_to_4, update_to_5, update_to_6, upgrade
+from connbench.results.migrate import (
+    UPDATES,
+    update_to_2,
+    update_to_3,
+    update_to_4,
+    update_to_5,
+    update_to_6,
+    update_to_7,
+    upgrade,
+)
 from connbench.results.schema import *  # noqa: F403 - the version, names, columns and paths
 from connbench.results.schema import SCHEMA_VERSION, CellPaths, ResultsError, RunPaths, SchemaVersionError
 
 __all__ = [
     "SCHEMA_VERSION", "RunPaths", "CellPaths", "ResultsError", "SchemaVersionError", "UPDATES", "update_to_2",
-    "update_to_3", "update_to_4", "update_to_5", "update_to_6", "upgrade", "CellDoc", "ConnInfo", "ConnectCost",
+    "update_to_3", "update_to_4", "update_to_5", "update_to_6", "update_to_7", "upgrade", "CellDoc", "ConnInfo",
+    "ConnectCost",
     "calibration_key", "Git",
     "HeadroomRow", "Manifest", "ManifestCell",
     "Overhead", "Predicted",

@@ -126,7 +126,18 @@ def update_to_6(name: str, data: Any) -> Any:
     return data
 
 
-UPDATES = {1: update_to_2, 2: update_to_3, 3: update_to_4, 4: update_to_5, 5: update_to_6}  # version N -> N + 1
+def update_to_7(name: str, data: Any) -> Any:
+    """One file of a schema-6 run as schema 7 reads it: its requests carry no health-check time (blank: not
+    measured); its events name no pause (schema 6 had none)."""
+    if name == REQUESTS_CSV:
+        return [{**row, "check_ms": row.get("check_ms", "")} for row in data]
+    if name in (MANIFEST_JSON, CELL_JSON, PROBE_JSON):
+        return {**data, "schema_version": 7}
+    return data
+
+
+# version N -> N + 1
+UPDATES = {1: update_to_2, 2: update_to_3, 3: update_to_4, 4: update_to_5, 5: update_to_6, 6: update_to_7}
 
 
 def upgrade(name: str, data: Any, version: int) -> Any:

@@ -40,7 +40,10 @@ from connbench.errors import ComponentError
 #    (analysis's). Schema 5's requests are read with both blank: not looked for (update_to_6). cell.json's
 #    predicted gained pool_wait (a pool smaller than a worker's concurrency, and what follows; absent: null);
 #    summary.csv gained shared_backends and shared_backend_requests (connections inherited across the fork).
-SCHEMA_VERSION = 6
+# 7: Stale connections. requests.csv gained check_ms (the app's Server-Timing: Django's health check, blank when
+#    none ran; schema 6's rows read blank: update_to_7); events.csv gained fault:pause and fault:resume (no request
+#    sent for the fault's seconds).
+SCHEMA_VERSION = 7
 
 # requests.csv's columns are connbench.contract.REQUESTS_COLUMNS: the locustfile writes it, and it
 # imports nothing of connbench but the contract.

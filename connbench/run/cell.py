@@ -156,7 +156,8 @@ class CellRunner:
         k, gen = self.k, self.generator
         t_begin = self._begin("warmup", k.warmup)
         shares = load_shares(gen)
-        load = load_config(k, [d.url for d in self.stack.dynos], self.paths, shares, self.seed, self.project)
+        load = load_config(k, [d.url for d in self.stack.dynos], self.paths, shares, self.seed, self.project,
+                           self.faults)
         cfg = locust_config(k, self.project, gen)
         run = self._locust = locust.start(cfg, load, self.sup, self.paths, self.stack.root)
         self.stack.track("locust", [{"pid": p.pid, "tree": True} for p in run.procs])

@@ -13,9 +13,12 @@ if TYPE_CHECKING:
     from connbench.run.stack import Stack
 
 Record = Callable[[str, str, float], object]  # (kind, detail, t): the cell's events.csv
+RESUME = "fault:resume"  # the end of a pause
 
 
 def apply(fault: Fault, stack: Stack) -> str:
+    if fault.action == "pause":  # the locustfile holds its requests (LoadConfig.pauses): only recorded here
+        return f"no request sent for {fault.seconds:g} s"
     if fault.action == "terminate_backends":
         return stack.terminate_backends()
     if fault.action == "restart_postgres":
@@ -36,11 +39,17 @@ class FaultInjector(threading.Thread):
         self.errors: list[str] = []
 
     def run(self) -> None:
-        for fault in self.faults:
-            delay = self.t_measure + fault.at - time.time()
+        # a pause is two marks: its start, and fault:resume when requests flow again (what the next ones see)
+        steps = sorted([(f.at, f) for f in self.faults]
+                       + [(f.at + f.seconds, None) for f in self.faults if f.action == "pause"], key=lambda s: s[0])
+        for at, fault in steps:
+            delay = self.t_measure + at - time.time()
             if delay > 0 and self._stop_evt.wait(delay):
                 return
             t = time.time()
+            if fault is None:
+                self.record(RESUME, "requests sent again after a pause", t)
+                continue
             try:
                 detail = apply(fault, self.stack)
             except Exception as e:  # noqa: BLE001 - a failed injection is recorded, not fatal

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from subprocess import Popen
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -124,12 +125,15 @@ def external_prune_reason(server: ExternalServer, knobs: Knobs, faults: list[Fau
 def pgbouncer_config(k: Knobs) -> PgBouncerConfig:
     return PgBouncerConfig(pool_mode=k.pooling.removeprefix("pgbouncer-"), pool_size=k.pgbouncer_pool_size,
                            reserve_pool=k.pgbouncer_reserve_pool, max_client_conn=k.pgbouncer_max_client_conn,
-                           query_wait_timeout=k.pgbouncer_query_wait_timeout, auth=k.auth)
+                           query_wait_timeout=k.pgbouncer_query_wait_timeout, auth=k.auth,
+                           server_idle_timeout=k.pgbouncer_server_idle_timeout,
+                           client_idle_timeout=k.pgbouncer_client_idle_timeout)
 
 
 def load_config(k: Knobs, targets: list[str], paths: CellPaths, processes: int = 1, seed: int = 0,
-                project: Project | None = None) -> LoadConfig:
-    return LoadConfig(targets=targets, mix=k.mix.model_dump(), rate=k.rate,
+                project: Project | None = None, faults: Sequence[Fault] = ()) -> LoadConfig:
+    pauses = [(k.warmup + f.at, k.warmup + f.at + f.seconds) for f in faults if f.action == "pause"]
+    return LoadConfig(pauses=pauses, targets=targets, mix=k.mix.model_dump(), rate=k.rate,
                       paths=project.load_paths if project else None,
                       request_log_dir=str(paths.locust_raw), started_file=str(paths.locust_started),
                       arrival_rate=k.arrival_rate, arrival=k.arrival, max_in_flight=k.max_in_flight,

@@ -32,6 +32,7 @@ from connbench.scenario.knobs import (
     allowed,
     normalize_knob,
     normalize_rule,
+    prune_reason,
     rule_matches,
 )
 from connbench.scenario.model import SECTIONS, GeneratorSpec, ScenarioFile, ServerSpec
@@ -307,26 +308,6 @@ def cell_id_for(axes: dict[str, Any]) -> str:
         keep = "".join(c if c.isalnum() or c in "_.-" else "-" for c in cid[: MAX_ID_LEN - 9]).lstrip("._-")
         cid = f"{keep}-{digest}" if keep else f"cell-{digest}"
     return cid
-
-
-def prune_reason(k: Knobs, meta: ScenarioMeta) -> str | None:
-    if k.pooling == "django-pool" and k.conn_max_age != 0:
-        return "Django's pool requires CONN_MAX_AGE=0 (Django raises ImproperlyConfigured otherwise)"
-    if k.pooling == "django-pool" and k.pool_min_size > k.pool_max_size:
-        return f"pool_min_size {k.pool_min_size} > pool_max_size {k.pool_max_size} (psycopg_pool refuses it)"
-    if k.worker_class == "gevent" and k.persistent and not meta.allow_gevent_persistent:
-        return ("gevent with persistent connections holds one connection per greenlet that ever served a "
-                "request (they pile up); set scenario.allow_gevent_persistent = true to show it")
-    if k.tls and k.server == "embedded":
-        return ('tls = true needs a PostgreSQL built with OpenSSL; the embedded wheel\'s is not: use '
-                'server = "system" (Debian\'s postgresql package, installed by make)')
-    if k.pooling.startswith("pgbouncer") and (k.idle_session_timeout_ms or k.idle_in_transaction_session_timeout_ms):
-        return "idle session timeouts are sent as connection options, which PgBouncer refuses: use them without it"
-    if k.app_touch_db_at_import and k.worker_class == "asgi":
-        return "app_touch_db_at_import is the bundled app's WSGI module's (worker_class = \"asgi\" loads its ASGI one)"
-    if k.worker_class != "gthread" and k.threads != 1:
-        return f"threads={k.threads} only applies to worker_class='gthread'"
-    return None
 
 
 def _expand(sf: ScenarioFile, path: Path, defaults: dict[str, Any], axes: Axes, exclude: list[Rule],

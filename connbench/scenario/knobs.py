@@ -21,7 +21,7 @@ WorkerClass = Literal["sync", "gthread", "gevent", "asgi"]
 View = Literal["sync", "async"]
 Server = Literal["embedded", "system"]
 Auth = Literal["scram-sha-256", "md5", "trust"]
-FaultAction = Literal["terminate_backends", "restart_postgres", "restart_pgbouncer", "kill_worker"]
+FaultAction = Literal["terminate_backends", "restart_postgres", "restart_pgbouncer", "kill_worker", "pause"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)
 WORKER_CLASSES: tuple[str, ...] = get_args(WorkerClass)
 PGBOUNCER_MODES = ("pgbouncer-session", "pgbouncer-transaction")
@@ -95,6 +95,11 @@ class Knobs(BaseModel):
     pgbouncer_max_client_conn: int = Field(200, ge=1, le=100_000, description="PgBouncer max_client_conn")
     pgbouncer_reserve_pool: int = Field(0, ge=0, le=10_000, description="PgBouncer reserve_pool_size")
     pgbouncer_query_wait_timeout: int = Field(10, ge=1, le=3600, description="seconds (PgBouncer takes whole seconds)")
+    pgbouncer_server_idle_timeout: float = Field(600, ge=0, le=86_400, description="PgBouncer server_idle_timeout, "
+                                                 "seconds: a server connection idle longer is closed (0: never)")
+    pgbouncer_client_idle_timeout: float = Field(0, ge=0, le=86_400, description="PgBouncer client_idle_timeout, "
+                                                 "seconds: a client (the app's connection) idle longer is "
+                                                 "disconnected (0: never)")
     # django-db-connection-pool (pooling = "dj-db-conn-pool")
     dbcp_pool_size: int = Field(2, ge=1, le=1000, description="SQLAlchemy pool_size, per worker")
     dbcp_max_overflow: int = Field(2, ge=0, le=1000, description="SQLAlchemy max_overflow")
@@ -276,6 +281,15 @@ class Fault(Selector):
     at: float = Field(ge=0, le=3600, description="seconds after the measure phase begins")
     action: FaultAction
     dyno: int = Field(0, ge=0, le=31, description="kill_worker: which dyno")
+    seconds: float = Field(0, ge=0, le=3600, description="pause: how long no request is sent (idle timeouts fire)")
+
+    @model_validator(mode="after")
+    def _seconds(self) -> Fault:
+        if self.action == "pause" and self.seconds <= 0:
+            raise ValueError("a pause needs seconds > 0 (how long no request is sent)")
+        if self.action != "pause" and self.seconds:
+            raise ValueError(f"seconds is for action = \"pause\" only (this fault's action is {self.action})")
+        return self
 
 
 class ProbeSettings(BaseModel):
@@ -313,3 +327,29 @@ class ScenarioMeta(BaseModel):
         if not SAFE_NAME.fullmatch(v):
             raise ValueError("must be 1-80 letters, digits, '_', '.' or '-', starting with a letter or digit")
         return v
+
+
+# Knob combinations that cannot run, each with why (the matrix lists them as pruned).
+PGBOUNCER_IDLE = {"pgbouncer_server_idle_timeout", "pgbouncer_client_idle_timeout"}
+
+
+def prune_reason(k: Knobs, meta: ScenarioMeta) -> str | None:
+    if k.pooling == "django-pool" and k.conn_max_age != 0:
+        return "Django's pool requires CONN_MAX_AGE=0 (Django raises ImproperlyConfigured otherwise)"
+    if k.pooling == "django-pool" and k.pool_min_size > k.pool_max_size:
+        return f"pool_min_size {k.pool_min_size} > pool_max_size {k.pool_max_size} (psycopg_pool refuses it)"
+    if k.worker_class == "gevent" and k.persistent and not meta.allow_gevent_persistent:
+        return ("gevent with persistent connections holds one connection per greenlet that ever served a "
+                "request (they pile up); set scenario.allow_gevent_persistent = true to show it")
+    if k.tls and k.server == "embedded":
+        return ('tls = true needs a PostgreSQL built with OpenSSL; the embedded wheel\'s is not: use '
+                'server = "system" (Debian\'s postgresql package, installed by make)')
+    if k.pooling.startswith("pgbouncer") and (k.idle_session_timeout_ms or k.idle_in_transaction_session_timeout_ms):
+        return "idle session timeouts are sent as connection options, which PgBouncer refuses: use them without it"
+    if not k.pooling.startswith("pgbouncer") and PGBOUNCER_IDLE & k.model_fields_set:
+        return "PgBouncer's idle timeouts need a PgBouncer: pooling = \"pgbouncer-session\" or \"-transaction\""
+    if k.app_touch_db_at_import and k.worker_class == "asgi":
+        return "app_touch_db_at_import is the bundled app's WSGI module's (worker_class = \"asgi\" loads its ASGI one)"
+    if k.worker_class != "gthread" and k.threads != 1:
+        return f"threads={k.threads} only applies to worker_class='gthread'"
+    return None

@@ -68,6 +68,8 @@ class PgBouncerConfig:
     max_client_conn: int
     query_wait_timeout: int
     auth: str = "scram-sha-256"  # auth_type, matching the server's pg_hba method
+    server_idle_timeout: float = 600
+    client_idle_timeout: float = 0
 
 
 class PgBouncer:
@@ -108,7 +110,8 @@ reserve_pool_timeout = 1
 max_client_conn = {c.max_client_conn}
 max_db_connections = 0
 query_wait_timeout = {c.query_wait_timeout}
-server_idle_timeout = 600
+server_idle_timeout = {c.server_idle_timeout:g}
+client_idle_timeout = {c.client_idle_timeout:g}
 server_lifetime = 3600
 ignore_startup_parameters = extra_float_digits,options
 application_name_add_host = 0

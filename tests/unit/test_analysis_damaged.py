@@ -45,7 +45,7 @@ DAMAGES = {
     "cell_json_number": (_write(R.CELL_JSON, b"42\n"), "cell.json holds a number, not a JSON object"),
     "cell_json_invalid": (_write(R.CELL_JSON, b'{"status": "completed", '), "cell.json is not valid JSON"),
     "cell_json_wrong_shape": (_write(R.CELL_JSON, b'{"schema_version": 2, "cell_id": "x", "status": "done"}'),
-                              "cell.json does not match schema 6: group: Field required"),
+                              "cell.json does not match schema 7: group: Field required"),
     "cell_json_no_version": (_write(R.CELL_JSON, b'{"cell_id": "x"}'), "cell.json has no valid schema_version"),
     "cell_json_missing": (lambda cell: (cell / R.CELL_JSON).unlink(),
                           "cell.json is missing although the manifest records the cell as completed"),

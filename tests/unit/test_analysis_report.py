@@ -107,7 +107,7 @@ def test_unusable_probe_json_is_said_not_drawn(tmp_path):
     del doc["results"]["ramp"]["steps"]
     (run / R.PROBE_JSON).write_text(json.dumps(doc))
     html = build_report(run).read_text()
-    assert "probe.json does not match schema 6: results.ramp.steps: Field required" in html
+    assert "probe.json does not match schema 7: results.ramp.steps: Field required" in html
     assert not (run / "charts" / "probe.png").exists()
 
 

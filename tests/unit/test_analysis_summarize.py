@@ -215,7 +215,7 @@ def test_bad_run_directories_raise_actionable_errors(tmp_path):
     with pytest.raises(AnalysisError, match="not valid JSON"):
         load_run(tmp_path / "run_a")
     (tmp_path / "run_a" / R.MANIFEST_JSON).write_text(json.dumps({"schema_version": R.SCHEMA_VERSION, "cells": {}}))
-    with pytest.raises(AnalysisError, match=r"does not match schema 6: run_id: Field required; started: .*"
+    with pytest.raises(AnalysisError, match=r"does not match schema 7: run_id: Field required; started: .*"
                                             r"cells: Input should be a valid list"):
         load_run(tmp_path / "run_a")
     assert issubclass(AnalysisError, ValueError)

@@ -75,7 +75,7 @@ def write_requests(p: R.CellPaths, base: float, rows, worker: int = 100) -> None
     out = []
     for t, pid, thread, new, close, ms in sorted(rows):
         timing = ("0.5" if new else "0.0", "0.0", "1.0", "1.0", _num(new), _num(pid), str(worker), _num(thread),
-                  _num(close), "", "")  # no hazards, no examples
+                  _num(close), "", "", "")  # no hazards, no examples, no health check
         out.append((repr(base + t), repr(base + t), "read", repr(float(ms)), repr(float(ms)), 200, "", "0", *timing,
                     "local"))
     R.write_csv_atomic(p.requests, REQUESTS_COLUMNS, out)

@@ -237,13 +237,13 @@ def test_a_schema_1_requests_csv_reads_with_t_intended_and_service_time(tmp_path
 
 def test_blank_times_are_allowed_on_dropped_rows_only(tmp_path):
     path = tmp_path / R.REQUESTS_CSV
-    ids = ",,,,,,"  # backend_pid, worker_pid, thread, conn_close, hazards, hazard_examples
+    ids = ",,,,,,,"  # backend_pid, worker_pid, thread, conn_close, hazards, hazard_examples, check_ms
     path.write_text(",".join(REQUESTS_COLUMNS) + "\n"
                     f"1.0,1.0,read,,,0,dropped,0,,,,,{ids},local\n"  # dropped: blank times by design
                     f"2.0,2.0,read,5.0,5.0,200,,0,1,0,2,1,0{ids},local\n"
                     f"3.0,3.0,read,,,0,client_timeout,0,,,,,{ids},local\n"  # blank times on a sent request: malformed
                     f"4.0,4.0,read,abc,5.0,200,,0,,,,,{ids},local\n"  # not a number: malformed
-                    "5.0,5.0,read,5.0,5.0,200,,0,,,,,,4242,311,312,0,set,,local\n"
+                    "5.0,5.0,read,5.0,5.0,200,,0,,,,,,4242,311,312,0,set,,,local\n"
                     "6.0,6.0,rea")  # torn last line
     got = read_requests(path)
     assert got.df["t_start"].tolist() == [1.0, 2.0, 5.0] and got.dropped == 3

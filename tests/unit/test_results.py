@@ -76,7 +76,7 @@ def test_sampler_config_round_trips_privately_and_never_shows_its_password(tmp_p
     ({"cell_id": "c"}, "cell.json has no valid schema_version"),
     ({"schema_version": "2"}, "cell.json has no valid schema_version"),
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": 0, "params": {}, "predicted": {},
-      "status": "done"}, "cell.json does not match schema 6: status: Input should be 'pending', 'running'"),
+      "status": "done"}, "cell.json does not match schema 7: status: Input should be 'pending', 'running'"),
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": "0", "params": {}, "predicted": {},
       "status": "completed"}, "repeat: Input should be a valid integer"),  # strict: "0" is not 0
     ({"schema_version": 2, "cell_id": "c", "group": "c", "repeat": 0, "params": {}, "predicted": {},
@@ -109,7 +109,7 @@ def test_the_probe_shape_analysis_used_to_tolerate_is_refused():
            "headroom": [{"dynos": 1, "connections": 6, "fits": True}]}
     with pytest.raises(R.ResultsError, match="probe.json has no valid schema_version"):
         R.ProbeDoc.from_dict(old)
-    with pytest.raises(R.ResultsError, match=r"probe.json does not match schema 6: query: Field required; "
+    with pytest.raises(R.ResultsError, match=r"probe.json does not match schema 7: query: Field required; "
                                              r".* and 9 more"):
         R.ProbeDoc.from_dict({**old, "schema_version": 2})
     doc = json.loads((FIXTURES / "run_probe" / R.PROBE_JSON).read_text())
@@ -293,6 +293,13 @@ def test_update_to_6_reads_older_requests_with_no_hazards():
     assert set(up) == set(REQUESTS_COLUMNS) and all(up[c] == "" for c in SCHEMA_6_HAZARDS)
     assert all(up[c] == "1" for c in row)
     assert R.update_to_6(R.CELL_JSON, {"schema_version": 5})["schema_version"] == 6
+
+
+def test_update_to_7_reads_no_health_check_time_as_not_measured():
+    row = {c: "1" for c in REQUESTS_COLUMNS if c != "check_ms"}
+    (up,) = R.upgrade(R.REQUESTS_CSV, [row], 6)
+    assert set(up) == set(REQUESTS_COLUMNS) and up["check_ms"] == "" and all(up[c] == "1" for c in row)
+    assert R.update_to_7(R.CELL_JSON, {"schema_version": 6})["schema_version"] == 7
 
 
 def test_update_to_4_names_the_one_local_generator():
