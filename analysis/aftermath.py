@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from connbench import results as R
+from connbench.analysis.findings import num
 from connbench.analysis.load import CellData, RunData
 from connbench.analysis.stats import median_interval
 
 AFTER_S = 2.0  # a failed request this soon after the fault is taken as the fault's doing
-RESUME = "fault:resume"  # connbench.run.faults.RESUME: analysis reads files, it imports no runner
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def _windows(cell: CellData) -> list[tuple[str, float, float]]:
     ev = ev[ev["kind"].astype(str).str.startswith("fault:")].sort_values("t")
     out: list[tuple[str, float, float]] = []
     for kind, t in zip(ev["kind"].astype(str), ev["t"].astype(float), strict=True):
-        if kind == RESUME:
+        if kind == R.FAULT_RESUME:
             if out and out[-1][0] == "pause":
                 out[-1] = ("pause", out[-1][1], t + AFTER_S)
             continue
@@ -108,11 +108,7 @@ def check_costs(run: RunData) -> list[CheckCost]:
     return out
 
 
-def _ms(v: float) -> str:
-    return f"{v:.3g} ms" if v >= 0.01 else f"{v * 1000:.3g} µs"
-
-
-def sentences(run: RunData, names: dict[str, str]) -> list[str]:
+def sentences(run: RunData) -> list[str]:
     """The findings: which settings handed out a dead connection after each kind of fault, and the checks' cost."""
     out = []
     by_action: dict[str, list[Aftermath]] = {}
@@ -120,18 +116,18 @@ def sentences(run: RunData, names: dict[str, str]) -> list[str]:
         by_action.setdefault(a.action, []).append(a)
     for action, rows in sorted(by_action.items()):
         parts = []
-        for a in sorted(rows, key=lambda r: names.get(r.group, r.group)):
+        for a in sorted(rows, key=lambda r: r.group):
             cls = ", ".join(f"{k} {v:,}" for k, v in sorted(a.classes.items()))
-            parts.append(f"{names.get(a.group, a.group)}: {a.failed:,} of {a.requests:,} failed"
+            parts.append(f"{a.group}: {a.failed:,} of {a.requests:,} failed"
                          + (f" ({cls})" if cls else ""))
         when = "the pause's end" if action == "pause" else action
         out.append(f"Dead connections handed out after {when} (requests sent in the {AFTER_S:g} s after it): "
                    + "; ".join(parts) + ".")
-    for c in sorted(check_costs(run), key=lambda c: names.get(c.group, c.group)):
+    for c in sorted(check_costs(run), key=lambda c: c.group):
         if np.isnan(c.median_ms):
             continue
         caught = (f"; {c.caught:,} found the connection dead and reconnected instead of failing" if c.caught
                   else "; none found a dead connection")
-        out.append(f"CONN_HEALTH_CHECKS in {names.get(c.group, c.group)}: {_ms(c.median_ms)} per reused request "
-                   f"(median of {c.checks:,} checks, 95% CI {_ms(c.lo_ms)}–{_ms(c.hi_ms)}){caught}.")
+        out.append(f"CONN_HEALTH_CHECKS in {c.group}: {num(c.median_ms)} ms per reused request "
+                   f"(median of {c.checks:,} checks, 95% CI {num(c.lo_ms)}–{num(c.hi_ms)} ms){caught}.")
     return out

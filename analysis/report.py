@@ -352,7 +352,7 @@ def build_report(run_dir: Path | str, charts: bool = True) -> Path:
             expectations.write(run.root, results)
         found = findings(groups, settings, run.manifest.versions)
         if found is not None:  # the faults' aftermath and the health checks' cost, from the raw requests
-            found["claims"] = [*found["claims"], *aftermath.sentences(run, {})]  # settings by id: short
+            found["claims"] = [*found["claims"], *aftermath.sentences(run)]
         html = render(context(run, summary, groups, drawn, results, found))
         R.write_text_atomic(run.paths.report, html)
     return run.paths.report

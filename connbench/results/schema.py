@@ -113,8 +113,9 @@ OPEN_CAUSES = ("new_thread", "max_age", "health_check", "pool", "unknown")
 # those requests, how many failed in a pgbouncer-transaction cell; error_classes: their classes, space-separated.
 HAZARDS_COLUMNS = ("endpoint", "kind", "requests", "cells", "example", "pooled_failures", "error_classes")
 
-# Phase changes and injected faults.
+# Phase changes and injected faults ("fault:<action>"); a pause also marks its end, when requests flow again.
 EVENTS_COLUMNS = ("t", "kind", "detail")
+FAULT_RESUME = "fault:resume"
 
 Phase = Literal["start_services", "verify", "warmup", "measure", "cooldown", "stop"]
 PHASES: tuple[Phase, ...] = get_args(Phase)

@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from connbench import results as R
 from connbench.scenario.knobs import Fault
 
 if TYPE_CHECKING:
     from connbench.run.stack import Stack
 
 Record = Callable[[str, str, float], object]  # (kind, detail, t): the cell's events.csv
-RESUME = "fault:resume"  # the end of a pause
 
 
 def apply(fault: Fault, stack: Stack) -> str:
@@ -48,7 +48,7 @@ class FaultInjector(threading.Thread):
                 return
             t = time.time()
             if fault is None:
-                self.record(RESUME, "requests sent again after a pause", t)
+                self.record(R.FAULT_RESUME, "requests sent again after a pause", t)
                 continue
             try:
                 detail = apply(fault, self.stack)
